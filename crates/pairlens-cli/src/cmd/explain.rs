@@ -1,0 +1,396 @@
+//! `pairlens explain`: second-order token × patch interactions for one image and one or more
+//! captions, with span and box queries, a safetensors dump, PNG pictures and a JSON summary.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use image::RgbImage;
+use pairlens::attribution::explanation::{patch_weights, SpanHeatmap};
+use pairlens::attribution::{export, image_side, text_side, Explanation, Mode, Settings};
+use pairlens::io::image::decode_file;
+use pairlens::io::preprocess::{preprocess, Geometry};
+use pairlens::render;
+
+use super::progress::DelayedBar;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Checkpoint directory (Hugging Face CLIP or open_clip hub layout).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Image file (JPEG, PNG, WebP).
+    #[arg(long)]
+    pub image: PathBuf,
+    /// Caption to explain; repeat for several captions (the image side is computed once).
+    #[arg(long = "caption", required = true)]
+    pub captions: Vec<String>,
+    /// Text block whose input is attributed [default: the last block].
+    #[arg(long)]
+    pub text_layer: Option<usize>,
+    /// Image block whose input is attributed [default: the last block].
+    #[arg(long)]
+    pub image_layer: Option<usize>,
+    /// Path points N of the integrated Jacobians (α = 1, 1 − 1/N, …, 1/N).
+    #[arg(long, default_value_t = 10)]
+    pub steps: usize,
+    /// `exclip`: Jacobians of the raw embeddings divided by their norms (the paper);
+    /// `cosine`: Jacobians of the normalised embeddings (conserves the cosine as N grows).
+    #[arg(long, default_value = "exclip")]
+    pub mode: Mode,
+    /// Token span I:J (half-open, indices of the printed tokens, SOT = 0): its patch heatmap.
+    #[arg(long = "span", value_parser = parse_span)]
+    pub spans: Vec<(usize, usize)>,
+    /// Image box X0,Y0,X1,Y1 in pixels of the original image: every token's interaction with it.
+    #[arg(long = "box", value_parser = parse_box)]
+    pub boxes: Vec<[f32; 4]>,
+    /// Write the interactions and scalars to this safetensors file.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Write heatmap overlays (whole caption, each span) and token strips (each box) here.
+    #[arg(long)]
+    pub png: Option<PathBuf>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Cut captions longer than the context instead of failing.
+    #[arg(long)]
+    pub truncate: bool,
+    /// Filler tokens in the text reference `[SOT, "!" × n, EOT]`.
+    #[arg(long, default_value_t = 1)]
+    pub text_reference_len: usize,
+    /// Overwrite existing output files.
+    #[arg(long)]
+    pub force: bool,
+}
+
+fn parse_span(s: &str) -> Result<(usize, usize), String> {
+    let (a, b) = s.split_once(':').ok_or_else(|| format!("span {s:?}: expected I:J, e.g. 1:3"))?;
+    let parse = |v: &str| v.trim().parse::<usize>().map_err(|_| format!("span {s:?}: {v:?} is not a token index"));
+    let (a, b) = (parse(a)?, parse(b)?);
+    if a >= b {
+        return Err(format!("span {s:?}: expected I < J (half-open range of tokens)"));
+    }
+    Ok((a, b))
+}
+
+fn parse_box(s: &str) -> Result<[f32; 4], String> {
+    let v: Vec<f32> = s
+        .split(',')
+        .map(|v| v.trim().parse::<f32>().map_err(|_| format!("box {s:?}: {v:?} is not a number")))
+        .collect::<Result<_, _>>()?;
+    match v.as_slice() {
+        [x0, y0, x1, y1] if x0 < x1 && y0 < y1 && v.iter().all(|c| c.is_finite()) => Ok([*x0, *y0, *x1, *y1]),
+        [_, _, _, _] => Err(format!("box {s:?}: expected X0 < X1 and Y0 < Y1")),
+        _ => Err(format!("box {s:?}: expected four numbers X0,Y0,X1,Y1")),
+    }
+}
+
+/// Refuse to replace a file the user already has, unless `--force`.
+fn check_writable(path: &Path, force: bool) -> Result<()> {
+    if path.exists() && !force {
+        bail!("{} already exists; pass --force to overwrite it", path.display());
+    }
+    Ok(())
+}
+
+struct Query {
+    span_heatmaps: Vec<SpanHeatmap>,
+    box_scores: Vec<Vec<f32>>,
+    whole: SpanHeatmap,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let started = Instant::now();
+    if args.captions.iter().any(|c| c.trim().is_empty()) {
+        bail!("empty caption: every --caption needs some text");
+    }
+    let loaded = super::load_model(&args.model)?;
+    let model = &loaded.model;
+    let load_s = started.elapsed().as_secs_f64();
+
+    let mut settings = Settings::for_model(model);
+    settings.text_layer = args.text_layer.unwrap_or(settings.text_layer);
+    settings.image_layer = args.image_layer.unwrap_or(settings.image_layer);
+    settings.steps = args.steps;
+    settings.mode = args.mode;
+    settings.text_reference_len = args.text_reference_len;
+    settings.validate(model)?;
+
+    let decoded = decode_file(&args.image)?;
+    let pre = preprocess(&decoded, &loaded.preprocess)
+        .with_context(|| format!("preprocessing {}", args.image.display()))?;
+    let encoded = args
+        .captions
+        .iter()
+        .map(|c| loaded.tokenizer.encode(c, args.truncate))
+        .collect::<pairlens::Result<Vec<_>>>()?;
+    let reference = loaded.tokenizer.reference(settings.text_reference_len);
+
+    // Every output path is checked before the work starts.
+    if let Some(out) = &args.out {
+        check_writable(out, args.force)?;
+    }
+    let png_files = png_names(&args);
+    if let Some(dir) = &args.png {
+        for f in &png_files {
+            check_writable(&dir.join(f), args.force)?;
+        }
+    }
+
+    let mut bar = DelayedBar::new();
+    let t = Instant::now();
+    let image = image_side(model, &pre.pixels, &settings, &mut bar)?;
+    let image_s = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let explanations = encoded
+        .iter()
+        .map(|caption| {
+            let text = text_side(model, caption, &reference, &settings, &mut bar)?;
+            Explanation::combine(&text, &image, caption.tokens.clone(), model, &settings)
+        })
+        .collect::<pairlens::Result<Vec<_>>>()?;
+    let text_s = t.elapsed().as_secs_f64();
+    drop(bar);
+
+    let patch = model.config.vision.patch_size;
+    let queries = explanations
+        .iter()
+        .map(|e| query(e, &args, &pre.geometry, patch))
+        .collect::<Result<Vec<_>>>()?;
+
+    if let Some(out) = &args.out {
+        let mut meta = HashMap::new();
+        meta.insert("model".into(), loaded.dir.display().to_string());
+        meta.insert("image".into(), args.image.display().to_string());
+        meta.insert("captions".into(), serde_json::to_string(&args.captions)?);
+        export::save(&explanations, out, meta)?;
+    }
+    if let Some(dir) = &args.png {
+        write_pngs(dir, &png_files, &args, &decoded.to_rgb(), (decoded.width, decoded.height), &pre.geometry, &explanations, &queries)?;
+    }
+    let timings = serde_json::json!({
+        "load_s": load_s, "image_side_s": image_s, "text_side_s": text_s,
+        "total_s": started.elapsed().as_secs_f64(),
+    });
+    let text = if args.json {
+        serde_json::to_string(&summary_json(&args, &loaded, &settings, &pre.geometry, &explanations, &queries, timings))? + "\n"
+    } else {
+        summary_text(&args, &loaded, &settings, &pre.geometry, &explanations, &queries, &timings)?
+    };
+    super::print(&text)
+}
+
+fn query(e: &Explanation, args: &Args, geometry: &Geometry, patch: usize) -> Result<Query> {
+    let whole = e.span_heatmap(0, e.tokens.len())?;
+    let span_heatmaps = args
+        .spans
+        .iter()
+        .map(|&(a, b)| e.span_heatmap(a, b))
+        .collect::<pairlens::Result<Vec<_>>>()?;
+    let box_scores = args
+        .boxes
+        .iter()
+        .map(|b| {
+            let (w, h) = geometry.original;
+            if b[0] >= w as f32 || b[1] >= h as f32 || b[2] <= 0.0 || b[3] <= 0.0 {
+                bail!("box {b:?} lies outside the image ({w}×{h} pixels)");
+            }
+            let (x0, y0) = geometry.to_input(b[0], b[1]);
+            let (x1, y1) = geometry.to_input(b[2], b[3]);
+            let weights = patch_weights(e.grid, patch, (x0, y0, x1, y1))
+                .with_context(|| format!("box {b:?} in the original image"))?;
+            Ok(e.region_token_scores(&weights)?)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Query { span_heatmaps, box_scores, whole })
+}
+
+fn png_names(args: &Args) -> Vec<String> {
+    let mut names = Vec::new();
+    for c in 0..args.captions.len() {
+        names.push(format!("caption{c}.png"));
+        for (a, b) in &args.spans {
+            names.push(format!("caption{c}_span{a}-{b}.png"));
+        }
+        for k in 0..args.boxes.len() {
+            names.push(format!("caption{c}_box{k}.png"));
+        }
+    }
+    names
+}
+
+#[allow(clippy::too_many_arguments)]
+fn write_pngs(
+    dir: &Path,
+    names: &[String],
+    args: &Args,
+    rgb: &[u8],
+    (w, h): (usize, usize),
+    geometry: &Geometry,
+    explanations: &[Explanation],
+    queries: &[Query],
+) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let original = RgbImage::from_raw(w as u32, h as u32, rgb.to_vec()).context("decoded image buffer")?;
+    let to_input = |x: f32, y: f32| geometry.to_input(x, y);
+    let mut names = names.iter();
+    for (e, q) in explanations.iter().zip(queries) {
+        let mut save = |img: RgbImage| -> Result<()> {
+            let path = dir.join(names.next().expect("one name per picture"));
+            img.save(&path).with_context(|| format!("writing {}", path.display()))
+        };
+        let title = |what: &str| format!("{what}  score {:.3}  {} L{}/{} N={}", e.score, mode_name(e.mode), e.text_layer, e.image_layer, e.steps);
+        save(render::heatmap_overlay(&original, &to_input, geometry.input, e.grid, &q.whole.patches, None, &title("whole caption")))?;
+        for ((a, b), hm) in args.spans.iter().zip(&q.span_heatmaps) {
+            let words = e.tokens[*a..*b].join(" ");
+            save(render::heatmap_overlay(&original, &to_input, geometry.input, e.grid, &hm.patches, None, &title(&format!("\"{words}\""))))?;
+        }
+        for (bx, scores) in args.boxes.iter().zip(&q.box_scores) {
+            let t = format!("box {},{},{},{}: token scores", bx[0], bx[1], bx[2], bx[3]);
+            save(render::token_strip(&e.tokens, scores, &t, 720))?;
+        }
+    }
+    Ok(())
+}
+
+fn mode_name(m: Mode) -> &'static str {
+    match m {
+        Mode::Exclip => "exclip",
+        Mode::Cosine => "cosine",
+    }
+}
+
+fn grid_rows(values: &[f32], grid: (usize, usize)) -> Vec<Vec<f32>> {
+    values.chunks(grid.1).map(|r| r.to_vec()).collect()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn summary_json(
+    args: &Args,
+    loaded: &pairlens::io::checkpoint::LoadedModel,
+    settings: &Settings,
+    geometry: &Geometry,
+    explanations: &[Explanation],
+    queries: &[Query],
+    timings: serde_json::Value,
+) -> serde_json::Value {
+    let captions: Vec<_> = explanations
+        .iter()
+        .zip(queries)
+        .zip(&args.captions)
+        .map(|((e, q), caption)| {
+            let token_totals = e.interactions.sum(1).and_then(|t| t.to_vec1::<f32>()).unwrap_or_default();
+            serde_json::json!({
+                "caption": caption,
+                "tokens": e.tokens,
+                "score": e.score,
+                "sum": e.total().unwrap_or(f32::NAN),
+                "reference_terms": e.reference_terms,
+                "exclip_terms": e.exclip_terms,
+                "residual": e.residual,
+                "token_totals": token_totals,
+                "heatmap": grid_rows(&q.whole.patches, e.grid),
+                "cls": q.whole.cls,
+                "spans": args.spans.iter().zip(&q.span_heatmaps).map(|((a, b), h)| serde_json::json!({
+                    "span": [a, b], "tokens": e.tokens[*a..*b], "cls": h.cls, "heatmap": grid_rows(&h.patches, e.grid),
+                })).collect::<Vec<_>>(),
+                "boxes": args.boxes.iter().zip(&q.box_scores).map(|(b, s)| serde_json::json!({
+                    "box": b, "token_scores": s,
+                })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "model": loaded.dir,
+        "format": loaded.format.to_string(),
+        "image": args.image,
+        "image_size": [geometry.original.0, geometry.original.1],
+        "settings": {
+            "text_layer": settings.text_layer, "image_layer": settings.image_layer,
+            "steps": settings.steps, "mode": settings.mode,
+            "text_reference_len": settings.text_reference_len,
+            "grid": [loaded.model.config.vision.grid().0, loaded.model.config.vision.grid().1],
+        },
+        "captions": captions,
+        "timings": timings,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn summary_text(
+    args: &Args,
+    loaded: &pairlens::io::checkpoint::LoadedModel,
+    settings: &Settings,
+    geometry: &Geometry,
+    explanations: &[Explanation],
+    queries: &[Query],
+    timings: &serde_json::Value,
+) -> Result<String> {
+    let mut s = String::new();
+    let (gh, gw) = loaded.model.config.vision.grid();
+    writeln!(s, "model: {} ({})", loaded.dir.display(), loaded.format)?;
+    writeln!(
+        s,
+        "image: {} ({}×{} px → input {}×{}, {gh}×{gw} patches)",
+        args.image.display(),
+        geometry.original.0,
+        geometry.original.1,
+        geometry.input.0,
+        geometry.input.1
+    )?;
+    writeln!(
+        s,
+        "text layer {}, image layer {}, N = {}, mode {}",
+        settings.text_layer,
+        settings.image_layer,
+        settings.steps,
+        mode_name(settings.mode)
+    )?;
+    for ((e, q), caption) in explanations.iter().zip(queries).zip(&args.captions) {
+        let r = e.reference_terms;
+        writeln!(s, "\ncaption {caption:?}")?;
+        writeln!(s, "  score (cosine)          {:+.6}", e.score)?;
+        writeln!(s, "  sum of interactions     {:+.6}", e.total()?)?;
+        writeln!(s, "  f(x)·g(r_y)             {:+.6}", r.text_vs_image_reference)?;
+        writeln!(s, "  f(r_x)·g(y)             {:+.6}", r.text_reference_vs_image)?;
+        writeln!(s, "  f(r_x)·g(r_y)           {:+.6}", r.reference_vs_reference)?;
+        writeln!(s, "  residual                {:+.6}  (score − Σ − f·g(r) − f(r)·g + f(r)·g(r))", e.residual)?;
+        writeln!(s, "  {:>3}  {:<16} {:>11} {:>11}  strongest patch (row, col)", "#", "token", "total", "CLS")?;
+        let m = e.matrix()?;
+        for (i, (tok, row)) in e.tokens.iter().zip(&m).enumerate() {
+            let total: f32 = row.iter().sum();
+            let (best, v) = row[1..]
+                .iter()
+                .enumerate()
+                .max_by(|a, b| a.1.abs().total_cmp(&b.1.abs()))
+                .map(|(k, v)| (k, *v))
+                .unwrap_or((0, 0.0));
+            writeln!(s, "  {i:>3}  {:<16} {total:>+11.4e} {:>+11.4e}  ({}, {}) {v:+.3e}", tok, row[0], best / gw, best % gw)?;
+        }
+        for ((a, b), h) in args.spans.iter().zip(&q.span_heatmaps) {
+            writeln!(s, "  span {a}:{b} {:?}: heatmap over {gh}×{gw} patches (CLS {:+.3e})", e.tokens[*a..*b].join(" "), h.cls)?;
+            for row in h.patches.chunks(gw) {
+                let cells: Vec<String> = row.iter().map(|v| format!("{v:+.2e}")).collect();
+                writeln!(s, "    {}", cells.join(" "))?;
+            }
+        }
+        for (bx, scores) in args.boxes.iter().zip(&q.box_scores) {
+            writeln!(s, "  box {bx:?}: token scores")?;
+            for (tok, v) in e.tokens.iter().zip(scores) {
+                writeln!(s, "    {tok:<16} {v:+.4e}")?;
+            }
+        }
+    }
+    writeln!(
+        s,
+        "\ntime: load {:.2} s, image side {:.2} s, text side {:.2} s, total {:.2} s",
+        timings["load_s"].as_f64().unwrap_or(0.0),
+        timings["image_side_s"].as_f64().unwrap_or(0.0),
+        timings["text_side_s"].as_f64().unwrap_or(0.0),
+        timings["total_s"].as_f64().unwrap_or(0.0)
+    )?;
+    Ok(s)
+}

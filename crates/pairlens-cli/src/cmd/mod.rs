@@ -1,0 +1,26 @@
+//! Subcommands, one module each, plus what they share.
+
+pub mod embed;
+pub mod explain;
+mod progress;
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use candle_core::Device;
+use pairlens::io::checkpoint::{self, LoadedModel};
+
+/// Load a checkpoint directory on the CPU.
+pub fn load_model(dir: &Path) -> Result<LoadedModel> {
+    checkpoint::load(dir, &Device::Cpu).with_context(|| format!("loading model {}", dir.display()))
+}
+
+/// Write to stdout; a closed pipe (`pairlens … | head`) is not an error.
+pub fn print(text: &str) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e).context("writing to stdout"),
+        _ => Ok(()),
+    }
+}

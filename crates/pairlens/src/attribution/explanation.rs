@@ -1,0 +1,255 @@
+//! Both sides combined: the interaction matrix, the score, the reference terms and the
+//! conservation residual, plus the queries users ask of it (a token span's heatmap, an image
+//! region's token scores).
+
+use super::settings::{Mode, Settings};
+use super::side::TowerSide;
+use crate::model::ClipModel;
+use crate::{Error, Result};
+use candle_core::{Device, Tensor};
+
+/// Similarities that involve a reference, in the normalisation of the interactions:
+/// divided by `|f(x)| |g(y)|` in [`Mode::Exclip`]; between unit vectors in [`Mode::Cosine`].
+/// They are taken at the ends of the integration path (the text reference pooled at the
+/// *caption's* EOT), which makes the conservation identity exact as N grows:
+///
+/// `score = Σ A + text_vs_image_reference + text_reference_vs_image − reference_vs_reference + residual`.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+pub struct ReferenceTerms {
+    /// f(x) · g(r_y)
+    pub text_vs_image_reference: f32,
+    /// f̃(r_x) · g(y)
+    pub text_reference_vs_image: f32,
+    /// f̃(r_x) · g(r_y)
+    pub reference_vs_reference: f32,
+}
+
+/// exclip's `compute_lhs_terms`: cosines, each with its own norms, the text reference pooled at
+/// its *own* EOT. Reported for comparison; they do not close the conservation identity.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+pub struct ExclipTerms {
+    /// cos(f(x), g(y))
+    pub score: f32,
+    /// cos(f(x), g(r_y)) — exclip's `txt_ref_sim`
+    pub text_vs_image_reference: f32,
+    /// cos(f(r_x), g(y)) — exclip's `img_ref_sim`
+    pub text_reference_vs_image: f32,
+    /// cos(f(r_x), g(r_y)) — exclip's `ref_ref_sim`
+    pub reference_vs_reference: f32,
+}
+
+#[derive(Clone, Debug)]
+pub struct Explanation {
+    /// Display strings of the text tokens SOT..EOT (the rows).
+    pub tokens: Vec<String>,
+    /// `[tokens, image_tokens]`: image tokens of the split layer, CLS at 0, patches row-major.
+    pub interactions: Tensor,
+    /// Patch grid (rows, columns).
+    pub grid: (usize, usize),
+    /// Cosine similarity of the two embeddings.
+    pub score: f32,
+    pub reference_terms: ReferenceTerms,
+    pub exclip_terms: ExclipTerms,
+    /// `score − (Σ A + text_vs_image_reference + text_reference_vs_image − reference_vs_reference)`.
+    pub residual: f32,
+    pub mode: Mode,
+    pub text_layer: usize,
+    pub image_layer: usize,
+    pub steps: usize,
+}
+
+fn dot(a: &Tensor, b: &Tensor) -> Result<f32> {
+    Ok((a * b)?.sum_all()?.to_scalar::<f32>()?)
+}
+
+fn norm(a: &Tensor) -> Result<f32> {
+    Ok(dot(a, a)?.sqrt())
+}
+
+fn cosine(a: &Tensor, b: &Tensor) -> Result<f32> {
+    Ok(dot(a, b)? / (norm(a)? * norm(b)?))
+}
+
+impl Explanation {
+    /// A = U Vᵀ (rows: text tokens, columns: image tokens), normalised per the mode.
+    pub fn combine(
+        text: &TowerSide,
+        image: &TowerSide,
+        tokens: Vec<String>,
+        model: &ClipModel,
+        settings: &Settings,
+    ) -> Result<Self> {
+        let (fx, gy) = (&text.embedding, &image.embedding);
+        let (fr, gr) = (&text.path_end, &image.path_end);
+        let (nx, ny) = (norm(fx)?, norm(gy)?);
+        let raw = text.contributions.matmul(&image.contributions.t()?)?;
+        let (interactions, reference_terms) = match settings.mode {
+            Mode::Exclip => {
+                let scale = 1.0 / (nx * ny);
+                (
+                    (raw * scale as f64)?,
+                    ReferenceTerms {
+                        text_vs_image_reference: dot(fx, gr)? * scale,
+                        text_reference_vs_image: dot(fr, gy)? * scale,
+                        reference_vs_reference: dot(fr, gr)? * scale,
+                    },
+                )
+            }
+            Mode::Cosine => (
+                raw,
+                ReferenceTerms {
+                    text_vs_image_reference: cosine(fx, gr)?,
+                    text_reference_vs_image: cosine(fr, gy)?,
+                    reference_vs_reference: cosine(fr, gr)?,
+                },
+            ),
+        };
+        let interactions = interactions.to_device(&Device::Cpu)?;
+        let score = cosine(fx, gy)?;
+        let total = interactions.sum_all()?.to_scalar::<f32>()?;
+        let residual = score
+            - (total + reference_terms.text_vs_image_reference
+                + reference_terms.text_reference_vs_image
+                - reference_terms.reference_vs_reference);
+        let exclip_terms = ExclipTerms {
+            score,
+            text_vs_image_reference: cosine(fx, &image.reference)?,
+            text_reference_vs_image: cosine(&text.reference, gy)?,
+            reference_vs_reference: cosine(&text.reference, &image.reference)?,
+        };
+        if tokens.len() != interactions.dim(0)? {
+            return Err(Error::InvalidArgument(format!(
+                "{} display tokens for {} attributed text tokens",
+                tokens.len(),
+                interactions.dim(0)?
+            )));
+        }
+        let e = Explanation {
+            tokens,
+            interactions,
+            grid: model.config.vision.grid(),
+            score,
+            reference_terms,
+            exclip_terms,
+            residual,
+            mode: settings.mode,
+            text_layer: settings.text_layer,
+            image_layer: settings.image_layer,
+            steps: settings.steps,
+        };
+        e.check_finite()?;
+        Ok(e)
+    }
+
+    fn check_finite(&self) -> Result<()> {
+        let values = self.matrix()?;
+        if !values.iter().flatten().all(|v| v.is_finite()) || !self.score.is_finite() {
+            return Err(Error::InvalidArgument(
+                "the explanation contains NaN or infinite values (the model's weights or input may be broken)"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The interactions as rows of floats.
+    pub fn matrix(&self) -> Result<Vec<Vec<f32>>> {
+        Ok(self.interactions.to_vec2::<f32>()?)
+    }
+
+    /// Σ A over all entries.
+    pub fn total(&self) -> Result<f32> {
+        Ok(self.interactions.sum_all()?.to_scalar::<f32>()?)
+    }
+
+    /// Sum of the rows of a token span (`start..end`, indices into [`Self::tokens`]) over the
+    /// patches: a heatmap `[grid rows × grid cols]` row-major, CLS excluded (returned apart).
+    pub fn span_heatmap(&self, start: usize, end: usize) -> Result<SpanHeatmap> {
+        let n = self.tokens.len();
+        if start >= end || end > n {
+            return Err(Error::InvalidArgument(format!(
+                "token span {start}:{end} is out of range: the caption has {n} tokens (SOT = 0 … EOT = {}), spans are start:end with start < end ≤ {n}",
+                n - 1
+            )));
+        }
+        let rows = self.interactions.narrow(0, start, end - start)?.sum(0)?.to_vec1::<f32>()?;
+        Ok(SpanHeatmap { cls: rows[0], patches: rows[1..].to_vec(), grid: self.grid })
+    }
+
+    /// Token scores for an image region given as weights over the patches (row-major, see
+    /// [`patch_weights`]): Σ_t w_t A[s, 1 + t] for every token s.
+    pub fn region_token_scores(&self, weights: &[f32]) -> Result<Vec<f32>> {
+        let patches = self.grid.0 * self.grid.1;
+        if weights.len() != patches {
+            return Err(Error::InvalidArgument(format!(
+                "{} region weights for {patches} patches",
+                weights.len()
+            )));
+        }
+        let w = Tensor::from_slice(weights, (patches, 1), &Device::Cpu)?;
+        let patch_cols = self.interactions.narrow(1, 1, patches)?;
+        Ok(patch_cols.matmul(&w)?.squeeze(1)?.to_vec1::<f32>()?)
+    }
+}
+
+/// A token span's interactions with every image token.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct SpanHeatmap {
+    /// Interaction with the CLS token of the split layer.
+    pub cls: f32,
+    /// Row-major over the patch grid.
+    pub patches: Vec<f32>,
+    pub grid: (usize, usize),
+}
+
+/// Weight of every patch for a box in network-input pixel coordinates `(x0, y0, x1, y1)`:
+/// the fraction of the patch's area inside the box (so partly covered patches count partly).
+/// Errors if the box is empty or lies outside the input.
+pub fn patch_weights(
+    grid: (usize, usize),
+    patch_size: usize,
+    (x0, y0, x1, y1): (f32, f32, f32, f32),
+) -> Result<Vec<f32>> {
+    let (gh, gw) = grid;
+    let (w, h) = ((gw * patch_size) as f32, (gh * patch_size) as f32);
+    let (cx0, cy0, cx1, cy1) = (x0.max(0.0), y0.max(0.0), x1.min(w), y1.min(h));
+    if !(x0 < x1 && y0 < y1) {
+        return Err(Error::InvalidArgument(format!(
+            "box ({x0}, {y0}, {x1}, {y1}) is empty: expected x0 < x1 and y0 < y1"
+        )));
+    }
+    if !(cx0 < cx1 && cy0 < cy1) {
+        return Err(Error::InvalidArgument(format!(
+            "box ({x0}, {y0}, {x1}, {y1}) does not overlap the part of the image the model sees (0..{w} × 0..{h} after resize and crop)"
+        )));
+    }
+    let p = patch_size as f32;
+    let area = p * p;
+    let mut weights = Vec::with_capacity(gh * gw);
+    for row in 0..gh {
+        for col in 0..gw {
+            let (px0, py0) = (col as f32 * p, row as f32 * p);
+            let ox = (cx1.min(px0 + p) - cx0.max(px0)).max(0.0);
+            let oy = (cy1.min(py0 + p) - cy0.max(py0)).max(0.0);
+            weights.push(ox * oy / area);
+        }
+    }
+    Ok(weights)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patch_weights_count_partial_overlap() {
+        // 2×2 grid of 10-pixel patches; the box covers patch (0,0) fully and half of (0,1).
+        let w = patch_weights((2, 2), 10, (0.0, 0.0, 15.0, 10.0)).unwrap();
+        assert_eq!(w, vec![1.0, 0.5, 0.0, 0.0]);
+        // Clipped to the input.
+        let w = patch_weights((2, 2), 10, (-5.0, 15.0, 100.0, 100.0)).unwrap();
+        assert_eq!(w, vec![0.0, 0.0, 0.5, 0.5]);
+        assert!(patch_weights((2, 2), 10, (30.0, 30.0, 40.0, 40.0)).is_err());
+        assert!(patch_weights((2, 2), 10, (5.0, 5.0, 5.0, 8.0)).is_err());
+    }
+}

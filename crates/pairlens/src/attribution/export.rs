@@ -1,0 +1,60 @@
+//! Explanations as a safetensors file, readable from Python with `safetensors.numpy.load_file`.
+//!
+//! One caption: tensors `interactions` `[tokens, image_tokens]`, `score` `[1]`, `residual` `[1]`,
+//! `reference_terms` `[3]` (f(x)·g(r), f̃(r)·g(y), f̃(r)·g(r)), `exclip_terms` `[4]` (exclip's
+//! lhs cosines). Several captions: the same names prefixed `caption{c}/`. The metadata holds the
+//! tokens and settings as JSON strings.
+
+use super::Explanation;
+use crate::{Error, Result};
+use safetensors::tensor::{Dtype, TensorView};
+use std::collections::HashMap;
+use std::path::Path;
+
+pub fn save(explanations: &[Explanation], path: &Path, extra: HashMap<String, String>) -> Result<()> {
+    let mut named: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    let mut metadata = extra;
+    for (c, e) in explanations.iter().enumerate() {
+        let prefix = if explanations.len() == 1 { String::new() } else { format!("caption{c}/") };
+        let dims = e.interactions.dims().to_vec();
+        let values: Vec<f32> = e.interactions.flatten_all()?.to_vec1()?;
+        let r = e.reference_terms;
+        let x = e.exclip_terms;
+        let mut push = |name: &str, dims: Vec<usize>, v: &[f32]| {
+            let bytes = v.iter().flat_map(|f| f.to_le_bytes()).collect();
+            named.push((format!("{prefix}{name}"), dims, bytes));
+        };
+        push("interactions", dims, &values);
+        push("score", vec![1], &[e.score]);
+        push("residual", vec![1], &[e.residual]);
+        push(
+            "reference_terms",
+            vec![3],
+            &[r.text_vs_image_reference, r.text_reference_vs_image, r.reference_vs_reference],
+        );
+        push(
+            "exclip_terms",
+            vec![4],
+            &[x.score, x.text_vs_image_reference, x.text_reference_vs_image, x.reference_vs_reference],
+        );
+        metadata.insert(format!("{prefix}tokens"), serde_json::to_string(&e.tokens).unwrap_or_default());
+        metadata.insert(
+            format!("{prefix}settings"),
+            serde_json::json!({
+                "mode": e.mode, "text_layer": e.text_layer, "image_layer": e.image_layer,
+                "steps": e.steps, "grid": [e.grid.0, e.grid.1],
+            })
+            .to_string(),
+        );
+    }
+    let views = named
+        .iter()
+        .map(|(n, d, b)| {
+            TensorView::new(Dtype::F32, d.clone(), b)
+                .map(|v| (n.clone(), v))
+                .map_err(|e| Error::InvalidArgument(format!("{}: {e}", path.display())))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    safetensors::serialize_to_file(views, Some(metadata), path)
+        .map_err(|e| Error::InvalidArgument(format!("{}: cannot write: {e}", path.display())))
+}

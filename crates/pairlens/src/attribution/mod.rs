@@ -1,0 +1,51 @@
+//! Second-order token × patch attributions (Möller et al., TMLR'25), computed the cheap way.
+//!
+//! For a split layer `l` of each tower, with x, y the states entering block `l` and r_x, r_y
+//! those of the reference inputs, the interaction of text token s and image token t is
+//!
+//! `A[s, t] = Σ_k U[k, s] V[k, t] / (|e_x| |e_y|)`, with
+//! `U[:, s] = (1/N) Σ_n JVP(e, h_n, (x − r_x) masked to token s)`, `h_n = r_x + α_n (x − r_x)`,
+//! `α_n = 1 − n/N` (n = 0..N−1), and V likewise for the image tower.
+//!
+//! This is exactly exclip's result (which builds `J_xᵀ J_y` explicitly) reordered: contract each
+//! integrated Jacobian with its input difference first, and get the contraction by forward-mode
+//! JVPs, one tangent per token, batched. See `../shared/METHOD-NOTES.md` in the project notes.
+//!
+//! Modules: [`settings`] (what to compute), [`side`] (one tower's contraction U or V),
+//! [`explanation`] (combining both sides: interactions, score, reference terms, residual, and the
+//! span / box queries).
+
+pub mod explanation;
+pub mod export;
+pub mod settings;
+pub mod side;
+
+pub use explanation::{Explanation, ReferenceTerms};
+pub use settings::{ImageReference, Mode, Settings};
+pub use side::{image_side, text_side, Progress, TowerSide};
+
+use crate::model::ClipModel;
+use crate::Result;
+use candle_core::Tensor;
+
+/// Explain one image against several captions: the image side (V) is computed once.
+/// `captions` are encoded ids (see [`crate::io::tokenizer::ClipTokenizer::encode`]) with their
+/// display tokens; `text_reference` the encoded reference text.
+pub fn explain(
+    model: &ClipModel,
+    pixels: &Tensor,
+    captions: &[crate::io::tokenizer::Encoded],
+    text_reference: &crate::io::tokenizer::Encoded,
+    settings: &Settings,
+    progress: &mut dyn Progress,
+) -> Result<Vec<Explanation>> {
+    settings.validate(model)?;
+    let image = image_side(model, pixels, settings, progress)?;
+    captions
+        .iter()
+        .map(|caption| {
+            let text = text_side(model, caption, text_reference, settings, progress)?;
+            Explanation::combine(&text, &image, caption.tokens.clone(), model, settings)
+        })
+        .collect()
+}

@@ -1,0 +1,128 @@
+//! What an explanation computes: split layers, path steps, mode, references.
+
+use crate::model::ClipModel;
+use crate::{Error, Result};
+use candle_core::Tensor;
+
+/// Which function is integrated along the path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Jacobians of the unnormalised embeddings, divided by the two embedding norms afterwards
+    /// (the paper and exclip). Σ A plus the reference terms does not tend to the cosine exactly:
+    /// the normalisation is outside the integral.
+    Exclip,
+    /// Jacobians of the normalised embeddings e/|e| at every path point, no division afterwards.
+    /// Σ A plus the reference terms tends to the cosine score as N grows.
+    Cosine,
+}
+
+impl std::str::FromStr for Mode {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "exclip" => Ok(Mode::Exclip),
+            "cosine" => Ok(Mode::Cosine),
+            other => Err(Error::InvalidArgument(format!(
+                "unknown mode {other:?}: expected `exclip` or `cosine`"
+            ))),
+        }
+    }
+}
+
+/// The image reference input, in network-input (normalised) space.
+#[derive(Clone, Debug)]
+pub enum ImageReference {
+    /// All zeros after normalisation: the dataset mean colour (exclip's default).
+    Zeros,
+    /// Any normalised `[3, H, W]` tensor.
+    Tensor(Tensor),
+}
+
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Block whose input is attributed in the text tower (0 = after the embeddings).
+    pub text_layer: usize,
+    /// Block whose input is attributed in the image tower (0 = after `ln_pre`).
+    pub image_layer: usize,
+    /// Number of path points N (α = 1, 1 − 1/N, …, 1/N).
+    pub steps: usize,
+    pub mode: Mode,
+    /// Number of filler tokens (id 0, "!") in the text reference `[SOT, 0 × n, EOT, pad…]`.
+    pub text_reference_len: usize,
+    pub image_reference: ImageReference,
+    /// Upper bound on the elements of one batched activation `[tangents × path points, seq, width]`;
+    /// bounds peak memory. Work is split into chunks under it.
+    pub max_batch_elements: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            text_layer: 0,
+            image_layer: 0,
+            steps: 10,
+            mode: Mode::Exclip,
+            text_reference_len: 1,
+            image_reference: ImageReference::Zeros,
+            max_batch_elements: 4 << 20,
+        }
+    }
+}
+
+impl Settings {
+    /// Default layers = the last block of each tower (exclip's default 11/11 on ViT-B).
+    pub fn for_model(model: &ClipModel) -> Self {
+        Settings {
+            text_layer: model.config.text.transformer.layers - 1,
+            image_layer: model.config.vision.transformer.layers - 1,
+            ..Settings::default()
+        }
+    }
+
+    /// Reject settings the model cannot honour, with a message that says the valid range.
+    pub fn validate(&self, model: &ClipModel) -> Result<()> {
+        let text_layers = model.config.text.transformer.layers;
+        let image_layers = model.config.vision.transformer.layers;
+        if self.text_layer >= text_layers {
+            return Err(Error::InvalidArgument(format!(
+                "text layer {} is out of range: the text tower has {text_layers} blocks (valid: 0..={})",
+                self.text_layer,
+                text_layers - 1
+            )));
+        }
+        if self.image_layer >= image_layers {
+            return Err(Error::InvalidArgument(format!(
+                "image layer {} is out of range: the image tower has {image_layers} blocks (valid: 0..={})",
+                self.image_layer,
+                image_layers - 1
+            )));
+        }
+        if self.steps == 0 {
+            return Err(Error::InvalidArgument("steps must be at least 1".into()));
+        }
+        if self.text_reference_len + 2 > model.config.text.context_length {
+            return Err(Error::InvalidArgument(format!(
+                "text reference length {} does not fit the context length {}",
+                self.text_reference_len, model.config.text.context_length
+            )));
+        }
+        if let ImageReference::Tensor(t) = &self.image_reference {
+            let (h, w) = model.config.vision.image_size;
+            if t.dims() != [3, h, w] {
+                return Err(Error::InvalidArgument(format!(
+                    "image reference has shape {:?}, expected [3, {h}, {w}]",
+                    t.dims()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// α_n = 1 − n/N for n = 0..N (α = 1 first, α = 0 excluded), as exclip.
+    pub fn alphas(&self) -> Vec<f32> {
+        (0..self.steps)
+            .map(|n| (1.0 - n as f64 / self.steps as f64) as f32)
+            .collect()
+    }
+}

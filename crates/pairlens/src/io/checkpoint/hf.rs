@@ -1,0 +1,251 @@
+//! Hugging Face `CLIPModel` directories: `config.json`, `model.safetensors` (or a sharded index),
+//! `tokenizer.json`, optional `preprocessor_config.json`.
+//! Defaults and pooling follow transformers' `CLIPConfig` / `CLIPTextTransformer` (5.x).
+
+use std::path::Path;
+
+use candle_core::Device;
+
+use super::json::{read_json, Section};
+use super::tensors::TensorStore;
+use super::{layer_norm, linear};
+use crate::model::{
+    Activation, Block, ClipConfig, ClipWeights, TextConfig, TextPooling, TextWeights,
+    TransformerConfig, VisionConfig, VisionWeights,
+};
+use crate::{Error, Result};
+
+pub(crate) const CONFIG: &str = "config.json";
+
+fn activation(sec: &Section) -> Result<Activation> {
+    match sec.str("hidden_act", "quick_gelu")? {
+        "quick_gelu" => Ok(Activation::QuickGelu),
+        "gelu" => Ok(Activation::Gelu),
+        other => Err(sec.err(
+            "hidden_act",
+            format!("{other:?} is not supported (pairlens implements \"quick_gelu\" and \"gelu\")"),
+        )),
+    }
+}
+
+fn transformer(sec: &Section, d: [usize; 4]) -> Result<TransformerConfig> {
+    let [width, inter, layers, heads] = d;
+    let t = TransformerConfig {
+        width: sec.positive("hidden_size", Some(width))?,
+        mlp_dim: sec.positive("intermediate_size", Some(inter))?,
+        layers: sec.positive("num_hidden_layers", Some(layers))?,
+        heads: sec.positive("num_attention_heads", Some(heads))?,
+        activation: activation(sec)?,
+        layer_norm_eps: sec.f64("layer_norm_eps", 1e-5)?,
+    };
+    if t.width % t.heads != 0 {
+        return Err(sec.err(
+            "num_attention_heads",
+            format!(
+                "hidden_size {} is not a multiple of {} heads",
+                t.width, t.heads
+            ),
+        ));
+    }
+    Ok(t)
+}
+
+/// `text_config` with the legacy `text_config_dict` laid over it (transformers does the same).
+fn merged(root: &Section, key: &str, legacy: &str) -> Result<serde_json::Value> {
+    let mut out = serde_json::Map::new();
+    for k in [key, legacy] {
+        if let Some(v) = root.get(k) {
+            let obj = v.as_object().ok_or_else(|| {
+                root.err(
+                    k,
+                    format!("expected a JSON object, got {}", super::json::short(v)),
+                )
+            })?;
+            out.extend(obj.clone());
+        }
+    }
+    Ok(serde_json::Value::Object(out))
+}
+
+/// Parsed `config.json`. The token ids are the config's; `load` replaces sot/eot/pad with the
+/// tokenizer's.
+pub(crate) fn read_config(dir: &Path) -> Result<ClipConfig> {
+    let path = dir.join(CONFIG);
+    let json = read_json(&path)?;
+    let root = Section::new(&json, &path, "")?;
+    match root.get("model_type").and_then(|v| v.as_str()) {
+        Some("clip") => {}
+        Some(other) => {
+            return Err(Error::UnknownCheckpoint {
+                dir: dir.to_path_buf(),
+                msg: format!(
+                    "config.json has model_type {other:?}; pairlens reads \"clip\" models"
+                ),
+            })
+        }
+        None => return Err(root.err("model_type", "missing (expected \"clip\")")),
+    }
+    let text_json = merged(&root, "text_config", "text_config_dict")?;
+    let vision_json = merged(&root, "vision_config", "vision_config_dict")?;
+    let ts = Section::new(&text_json, &path, "text_config.")?;
+    let vs = Section::new(&vision_json, &path, "vision_config.")?;
+
+    let text_t = transformer(&ts, [512, 2048, 12, 8])?;
+    let vocab_size = ts.positive("vocab_size", Some(49408))?;
+    let id = |key: &str, default: usize| -> Result<u32> {
+        let v = ts.usize(key, Some(default))?;
+        u32::try_from(v).map_err(|_| ts.err(key, "does not fit in u32"))
+    };
+    if ts.get("eos_token_id").is_some_and(|v| v.is_array()) {
+        return Err(ts.err("eos_token_id", "a list of end ids is not supported"));
+    }
+    let eos = id("eos_token_id", 49407)?;
+    // transformers: `eos_token_id == 2` is the pre-#24773 legacy value meaning "argmax of ids".
+    let (pooling, eot) = if eos == 2 {
+        (TextPooling::ArgmaxId, (vocab_size - 1) as u32)
+    } else {
+        (TextPooling::FirstId(eos), eos)
+    };
+    let text = TextConfig {
+        transformer: text_t,
+        context_length: ts.positive("max_position_embeddings", Some(77))?,
+        vocab_size,
+        sot_token_id: id("bos_token_id", 49406)?,
+        eot_token_id: eot,
+        pad_token_id: id("pad_token_id", 1)?,
+        pooling,
+    };
+
+    let vision_t = transformer(&vs, [768, 3072, 12, 12])?;
+    if vs.usize("num_channels", Some(3))? != 3 {
+        return Err(vs.err(
+            "num_channels",
+            "only 3-channel (RGB) vision towers are supported",
+        ));
+    }
+    let (ph, pw) = vs.pair("patch_size", 32)?;
+    let image_size = vs.pair("image_size", 224)?;
+    if ph != pw || ph == 0 {
+        return Err(vs.err(
+            "patch_size",
+            format!("patches must be square and non-empty, got {ph}x{pw}"),
+        ));
+    }
+    if image_size.0 < ph || image_size.1 < ph {
+        return Err(vs.err(
+            "image_size",
+            format!("{image_size:?} is smaller than one {ph}-pixel patch"),
+        ));
+    }
+    let vision = VisionConfig {
+        transformer: vision_t,
+        patch_size: ph,
+        image_size,
+    };
+    Ok(ClipConfig {
+        text,
+        vision,
+        projection_dim: root.positive("projection_dim", Some(512))?,
+    })
+}
+
+/// `model.safetensors`, else a sharded `model.safetensors.index.json`.
+pub(crate) fn open_weights(dir: &Path) -> Result<TensorStore> {
+    let single = dir.join("model.safetensors");
+    if single.is_file() {
+        return TensorStore::open(&single);
+    }
+    let index = dir.join("model.safetensors.index.json");
+    if index.is_file() {
+        return TensorStore::open_sharded(&index);
+    }
+    let what = if dir.join("pytorch_model.bin").exists() {
+        "model weights; only pytorch_model.bin is present and pairlens reads safetensors only (convert \
+         with `safetensors.torch.save_file(torch.load(...), 'model.safetensors')`)"
+    } else {
+        "model weights"
+    };
+    Err(Error::MissingFile {
+        path: single,
+        what: what.into(),
+    })
+}
+
+fn block(st: &TensorStore, p: &str, t: &TransformerConfig, dev: &Device) -> Result<Block> {
+    let (w, m, eps) = (t.width, t.mlp_dim, t.layer_norm_eps);
+    Ok(Block {
+        ln_1: layer_norm(st, &format!("{p}layer_norm1"), w, eps, dev)?,
+        q: linear(st, &format!("{p}self_attn.q_proj"), w, w, true, dev)?,
+        k: linear(st, &format!("{p}self_attn.k_proj"), w, w, true, dev)?,
+        v: linear(st, &format!("{p}self_attn.v_proj"), w, w, true, dev)?,
+        out: linear(st, &format!("{p}self_attn.out_proj"), w, w, true, dev)?,
+        ln_2: layer_norm(st, &format!("{p}layer_norm2"), w, eps, dev)?,
+        fc1: linear(st, &format!("{p}mlp.fc1"), m, w, true, dev)?,
+        fc2: linear(st, &format!("{p}mlp.fc2"), w, m, true, dev)?,
+    })
+}
+
+pub(crate) fn read_weights(
+    st: &TensorStore,
+    cfg: &ClipConfig,
+    dev: &Device,
+) -> Result<ClipWeights> {
+    let tc = &cfg.text.transformer;
+    let vc = &cfg.vision.transformer;
+    let (tw, vw, proj) = (tc.width, vc.width, cfg.projection_dim);
+    let p = cfg.vision.patch_size;
+
+    let text = TextWeights {
+        token_embedding: st.tensor(
+            "text_model.embeddings.token_embedding.weight",
+            &[cfg.text.vocab_size, tw],
+            dev,
+        )?,
+        positional_embedding: st.tensor(
+            "text_model.embeddings.position_embedding.weight",
+            &[cfg.text.context_length, tw],
+            dev,
+        )?,
+        blocks: (0..tc.layers)
+            .map(|i| block(st, &format!("text_model.encoder.layers.{i}."), tc, dev))
+            .collect::<Result<_>>()?,
+        ln_final: layer_norm(
+            st,
+            "text_model.final_layer_norm",
+            tw,
+            tc.layer_norm_eps,
+            dev,
+        )?,
+        projection: linear(st, "text_projection", proj, tw, false, dev)?,
+    };
+    let vision = VisionWeights {
+        patch_embedding: st.tensor(
+            "vision_model.embeddings.patch_embedding.weight",
+            &[vw, 3, p, p],
+            dev,
+        )?,
+        class_embedding: st.tensor("vision_model.embeddings.class_embedding", &[vw], dev)?,
+        positional_embedding: st.tensor(
+            "vision_model.embeddings.position_embedding.weight",
+            &[cfg.vision.seq_len(), vw],
+            dev,
+        )?,
+        ln_pre: layer_norm(st, "vision_model.pre_layrnorm", vw, vc.layer_norm_eps, dev)?,
+        blocks: (0..vc.layers)
+            .map(|i| block(st, &format!("vision_model.encoder.layers.{i}."), vc, dev))
+            .collect::<Result<_>>()?,
+        ln_post: layer_norm(
+            st,
+            "vision_model.post_layernorm",
+            vw,
+            vc.layer_norm_eps,
+            dev,
+        )?,
+        projection: linear(st, "visual_projection", proj, vw, false, dev)?,
+    };
+    Ok(ClipWeights {
+        text,
+        vision,
+        logit_scale: st.scalar("logit_scale")?,
+    })
+}

@@ -1,0 +1,478 @@
+//! open_clip hub directories: `open_clip_config.json` (`model_cfg`, `preprocess_cfg`) and
+//! `open_clip_model.safetensors`, as written by `open_clip.push_to_hf_hub`.
+//! Only the plain ViT + text-transformer `CLIP` is read; every option that changes the math and is
+//! not implemented is refused by name (see open_clip/model.py `CLIPVisionCfg`/`CLIPTextCfg`).
+
+use std::path::Path;
+
+use candle_core::Device;
+
+use super::json::{read_json, Section};
+use super::tensors::TensorStore;
+use super::{layer_norm, linear};
+use crate::model::{
+    Activation, Block, ClipConfig, ClipWeights, Linear, TextConfig, TextPooling, TextWeights,
+    TransformerConfig, VisionConfig, VisionWeights,
+};
+use crate::{Error, Result};
+
+pub(crate) const CONFIG: &str = "open_clip_config.json";
+
+/// What `load` needs besides the `ClipConfig`.
+pub(crate) struct OpenClipExtra {
+    pub preprocess_cfg: serde_json::Value,
+    /// `custom_text: true` (`CustomTextCLIP`) keeps the text tower under `text.`.
+    pub text_prefix: &'static str,
+    pub pad_id: u32,
+}
+
+const MODEL_KEYS: &[&str] = &[
+    "embed_dim",
+    "vision_cfg",
+    "text_cfg",
+    "quick_gelu",
+    "custom_text",
+    "nonscalar_logit_scale",
+    "init_logit_scale",
+    "init_logit_bias",
+    "cast_dtype",
+    "output_dict",
+];
+const VISION_KEYS: &[&str] = &[
+    "layers",
+    "width",
+    "head_width",
+    "mlp_ratio",
+    "patch_size",
+    "image_size",
+    "ls_init_value",
+    "patch_dropout",
+    "attentional_pool",
+    "attn_pooler_queries",
+    "attn_pooler_heads",
+    "no_ln_pre",
+    "pos_embed_type",
+    "final_ln_after_pool",
+    "pool_type",
+    "output_tokens",
+    "act_kwargs",
+    "norm_kwargs",
+    "block_type",
+    "qk_norm",
+    "scaled_cosine_attn",
+    "scale_heads",
+    "scale_attn_inner",
+    "scale_attn",
+    "scale_fc",
+    "timm_model_name",
+    "timm_model_pretrained",
+    "timm_pool",
+    "timm_proj",
+    "timm_proj_bias",
+    "timm_drop",
+    "timm_drop_path",
+];
+const TEXT_KEYS: &[&str] = &[
+    "context_length",
+    "vocab_size",
+    "hf_tokenizer_name",
+    "tokenizer_mode",
+    "tokenizer_kwargs",
+    "width",
+    "heads",
+    "layers",
+    "mlp_ratio",
+    "ls_init_value",
+    "embed_cls",
+    "pad_id",
+    "eos_id",
+    "no_causal_mask",
+    "final_ln_after_pool",
+    "pool_type",
+    "proj_bias",
+    "proj_type",
+    "output_tokens",
+    "act_kwargs",
+    "norm_kwargs",
+    "block_type",
+    "qk_norm",
+    "scaled_cosine_attn",
+    "scale_heads",
+    "scale_attn_inner",
+    "scale_attn",
+    "scale_fc",
+    "hf_model_name",
+    "hf_model_pretrained",
+    "hf_proj_type",
+    "hf_pooler_type",
+];
+
+/// Refuse `key` unless it is absent/null or equals one of `ok` (JSON literals).
+fn refuse_unless(sec: &Section, key: &str, ok: &[serde_json::Value], why: &str) -> Result<()> {
+    match sec.get(key) {
+        None => Ok(()),
+        Some(v) if ok.contains(v) => Ok(()),
+        Some(v) => Err(sec.err(
+            key,
+            format!("= {} is not supported ({why})", super::json::short(v)),
+        )),
+    }
+}
+
+/// Options shared by both towers' configs that pairlens does not implement.
+fn refuse_common(sec: &Section) -> Result<()> {
+    use serde_json::json;
+    refuse_unless(sec, "ls_init_value", &[], "LayerScale")?;
+    refuse_unless(
+        sec,
+        "act_kwargs",
+        &[json!({})],
+        "custom activation arguments",
+    )?;
+    refuse_unless(
+        sec,
+        "block_type",
+        &[json!("default")],
+        "custom attention blocks",
+    )?;
+    for k in [
+        "qk_norm",
+        "scaled_cosine_attn",
+        "scale_heads",
+        "scale_attn_inner",
+        "scale_attn",
+        "scale_fc",
+    ] {
+        refuse_unless(sec, k, &[json!(false)], "custom attention block feature")?;
+    }
+    refuse_unless(
+        sec,
+        "final_ln_after_pool",
+        &[json!(false)],
+        "LayerNorm after pooling",
+    )?;
+    Ok(())
+}
+
+/// LayerNorm eps from `norm_kwargs` (only `{"eps": x}` is understood).
+fn norm_eps(sec: &Section) -> Result<f64> {
+    let nk = sec.sub("norm_kwargs", "")?;
+    for k in nk.map.keys() {
+        if k != "eps" {
+            return Err(sec.err(
+                "norm_kwargs",
+                format!("key {k:?} is not supported (only \"eps\")"),
+            ));
+        }
+    }
+    match nk.get("eps") {
+        None => Ok(1e-5),
+        Some(v) => v
+            .as_f64()
+            .ok_or_else(|| sec.err("norm_kwargs", "eps must be a number")),
+    }
+}
+
+fn mlp_dim(sec: &Section, width: usize) -> Result<usize> {
+    let r = sec.f64("mlp_ratio", 4.0)?;
+    let m = (width as f64 * r) as usize; // Python int(d_model * mlp_ratio)
+    if m == 0 {
+        return Err(sec.err("mlp_ratio", "gives an empty MLP"));
+    }
+    Ok(m)
+}
+
+pub(crate) fn read_config(dir: &Path) -> Result<(ClipConfig, OpenClipExtra)> {
+    use serde_json::json;
+    let path = dir.join(CONFIG);
+    let json = read_json(&path)?;
+    let root = Section::new(&json, &path, "")?;
+    let mc = root.sub("model_cfg", "model_cfg.")?;
+    if root.get("model_cfg").is_none() {
+        return Err(root.err("model_cfg", "missing"));
+    }
+    mc.only_known(MODEL_KEYS)?;
+    refuse_unless(
+        &mc,
+        "init_logit_bias",
+        &[],
+        "sigmoid-loss (SigLIP-style) models",
+    )?;
+    let act = if mc.bool("quick_gelu", false)? {
+        Activation::QuickGelu
+    } else {
+        Activation::Gelu
+    };
+    let custom_text = mc.bool("custom_text", false)?;
+    let embed_dim = mc.positive("embed_dim", None)?;
+
+    // Vision tower.
+    let vs = mc.sub("vision_cfg", "model_cfg.vision_cfg.")?;
+    vs.only_known(VISION_KEYS)?;
+    if vs.get("layers").is_some_and(|v| v.is_array()) {
+        return Err(vs.err(
+            "layers",
+            "is a list: ModifiedResNet image towers are not supported",
+        ));
+    }
+    refuse_unless(&vs, "timm_model_name", &[], "timm image towers")?;
+    refuse_common(&vs)?;
+    refuse_unless(
+        &vs,
+        "attentional_pool",
+        &[json!(false)],
+        "attentional pooling",
+    )?;
+    refuse_unless(&vs, "no_ln_pre", &[json!(false)], "towers without ln_pre")?;
+    refuse_unless(
+        &vs,
+        "pool_type",
+        &[json!("tok")],
+        "only CLS-token pooling \"tok\"",
+    )?;
+    // Sin-cos position embeddings are stored in the state dict like learnable ones.
+    refuse_unless(
+        &vs,
+        "pos_embed_type",
+        &[json!("learnable"), json!("sin_cos_2d")],
+        "position embedding",
+    )?;
+    let width = vs.positive("width", Some(768))?;
+    let head_width = vs.positive("head_width", Some(64))?;
+    let heads = width / head_width;
+    if heads == 0 || width % heads != 0 {
+        return Err(vs.err(
+            "head_width",
+            format!("width {width} does not split into heads of {head_width}"),
+        ));
+    }
+    let (ph, pw) = vs.pair("patch_size", 16)?;
+    if ph != pw || ph == 0 {
+        return Err(vs.err(
+            "patch_size",
+            format!("patches must be square and non-empty, got {ph}x{pw}"),
+        ));
+    }
+    let image_size = vs.pair("image_size", 224)?;
+    if image_size.0 < ph || image_size.1 < ph {
+        return Err(vs.err(
+            "image_size",
+            format!("{image_size:?} is smaller than one {ph}-pixel patch"),
+        ));
+    }
+    let vision = VisionConfig {
+        transformer: TransformerConfig {
+            width,
+            layers: vs.positive("layers", Some(12))?,
+            heads,
+            mlp_dim: mlp_dim(&vs, width)?,
+            activation: act,
+            layer_norm_eps: norm_eps(&vs)?,
+        },
+        patch_size: ph,
+        image_size,
+    };
+
+    // Text tower.
+    let ts = mc.sub("text_cfg", "model_cfg.text_cfg.")?;
+    ts.only_known(TEXT_KEYS)?;
+    refuse_unless(&ts, "hf_model_name", &[], "Hugging Face text towers")?;
+    refuse_common(&ts)?;
+    refuse_unless(
+        &ts,
+        "embed_cls",
+        &[json!(false)],
+        "CLS text embedding (CoCa)",
+    )?;
+    refuse_unless(
+        &ts,
+        "no_causal_mask",
+        &[json!(false)],
+        "bidirectional text attention",
+    )?;
+    refuse_unless(
+        &ts,
+        "pool_type",
+        &[json!("argmax")],
+        "only argmax (EOT) text pooling",
+    )?;
+    refuse_unless(
+        &ts,
+        "proj_bias",
+        &[json!(false)],
+        "text projection with bias",
+    )?;
+    refuse_unless(
+        &ts,
+        "proj_type",
+        &[json!("linear")],
+        "only a linear text projection",
+    )?;
+    refuse_unless(&ts, "tokenizer_mode", &[], "custom tokenizer mode")?;
+    refuse_unless(
+        &ts,
+        "tokenizer_kwargs",
+        &[json!({}), json!({"clean": "lower"})],
+        "custom tokenizer cleaning",
+    )?;
+    if ts.get("hf_tokenizer_name").is_some() && !dir.join("tokenizer.json").is_file() {
+        return Err(ts.err(
+            "hf_tokenizer_name",
+            "names a Hugging Face tokenizer but the directory has no tokenizer.json",
+        ));
+    }
+    let twidth = ts.positive("width", Some(512))?;
+    let theads = ts.positive("heads", Some(8))?;
+    if twidth % theads != 0 {
+        return Err(ts.err(
+            "heads",
+            format!("width {twidth} is not a multiple of {theads} heads"),
+        ));
+    }
+    let pad_id = ts.usize("pad_id", Some(0))?;
+    let text = TextConfig {
+        transformer: TransformerConfig {
+            width: twidth,
+            layers: ts.positive("layers", Some(12))?,
+            heads: theads,
+            mlp_dim: mlp_dim(&ts, twidth)?,
+            activation: act,
+            layer_norm_eps: norm_eps(&ts)?,
+        },
+        context_length: ts.positive("context_length", Some(77))?,
+        vocab_size: ts.positive("vocab_size", Some(49408))?,
+        sot_token_id: 49406,
+        eot_token_id: 49407,
+        pad_token_id: pad_id as u32,
+        pooling: TextPooling::ArgmaxId,
+    };
+    let extra = OpenClipExtra {
+        preprocess_cfg: root.get("preprocess_cfg").cloned().unwrap_or(json!({})),
+        text_prefix: if custom_text { "text." } else { "" },
+        pad_id: pad_id as u32,
+    };
+    Ok((
+        ClipConfig {
+            text,
+            vision,
+            projection_dim: embed_dim,
+        },
+        extra,
+    ))
+}
+
+/// The weight file, in open_clip's own order of preference.
+pub(crate) fn open_weights(dir: &Path) -> Result<TensorStore> {
+    for name in [
+        "open_clip_model.safetensors",
+        "open_clip_pytorch_model.safetensors",
+        "model.safetensors",
+    ] {
+        let p = dir.join(name);
+        if p.is_file() {
+            return TensorStore::open(&p);
+        }
+    }
+    let main = dir.join("open_clip_model.safetensors");
+    let what = if dir.join("open_clip_model.safetensors.gz").exists() {
+        "model weights; found open_clip_model.safetensors.gz: decompress it first (gunzip -k)"
+    } else if dir.join("open_clip_pytorch_model.bin").exists() {
+        "model weights; only open_clip_pytorch_model.bin is present and pairlens reads safetensors only \
+         (convert with `safetensors.torch.save_file(torch.load(...), 'open_clip_model.safetensors')`)"
+    } else {
+        "model weights"
+    };
+    Err(Error::MissingFile {
+        path: main,
+        what: what.into(),
+    })
+}
+
+/// A residual block; `in_proj_weight` `[3w, w]` packs Q, K, V by rows.
+fn block(st: &TensorStore, p: &str, t: &TransformerConfig, dev: &Device) -> Result<Block> {
+    let (w, m, eps) = (t.width, t.mlp_dim, t.layer_norm_eps);
+    let (iw, ib) = (
+        format!("{p}attn.in_proj_weight"),
+        format!("{p}attn.in_proj_bias"),
+    );
+    let qkv = |i: usize| -> Result<Linear> {
+        Ok(Linear {
+            weight: st.rows(&iw, &[3 * w, w], i * w..(i + 1) * w, dev)?,
+            bias: Some(st.rows(&ib, &[3 * w], i * w..(i + 1) * w, dev)?),
+        })
+    };
+    Ok(Block {
+        ln_1: layer_norm(st, &format!("{p}ln_1"), w, eps, dev)?,
+        q: qkv(0)?,
+        k: qkv(1)?,
+        v: qkv(2)?,
+        out: linear(st, &format!("{p}attn.out_proj"), w, w, true, dev)?,
+        ln_2: layer_norm(st, &format!("{p}ln_2"), w, eps, dev)?,
+        fc1: linear(st, &format!("{p}mlp.c_fc"), m, w, true, dev)?,
+        fc2: linear(st, &format!("{p}mlp.c_proj"), w, m, true, dev)?,
+    })
+}
+
+pub(crate) fn read_weights(
+    st: &TensorStore,
+    cfg: &ClipConfig,
+    extra: &OpenClipExtra,
+    dev: &Device,
+) -> Result<ClipWeights> {
+    let tc = &cfg.text.transformer;
+    let vc = &cfg.vision.transformer;
+    let (tw, vw, proj) = (tc.width, vc.width, cfg.projection_dim);
+    let p = cfg.vision.patch_size;
+    let tp = extra.text_prefix;
+
+    // `text_projection` is a `[width, embed]` parameter used as x @ P; converted checkpoints may
+    // carry it as an `nn.Linear` weight `[embed, width]` instead.
+    let text_projection = if st.contains(&format!("{tp}text_projection.weight")) {
+        linear(st, &format!("{tp}text_projection"), proj, tw, false, dev)?
+    } else {
+        Linear {
+            weight: st.transposed(&format!("{tp}text_projection"), [tw, proj], dev)?,
+            bias: None,
+        }
+    };
+    let text = TextWeights {
+        token_embedding: st.tensor(
+            &format!("{tp}token_embedding.weight"),
+            &[cfg.text.vocab_size, tw],
+            dev,
+        )?,
+        positional_embedding: st.tensor(
+            &format!("{tp}positional_embedding"),
+            &[cfg.text.context_length, tw],
+            dev,
+        )?,
+        blocks: (0..tc.layers)
+            .map(|i| block(st, &format!("{tp}transformer.resblocks.{i}."), tc, dev))
+            .collect::<Result<_>>()?,
+        ln_final: layer_norm(st, &format!("{tp}ln_final"), tw, tc.layer_norm_eps, dev)?,
+        projection: text_projection,
+    };
+    let vision = VisionWeights {
+        patch_embedding: st.tensor("visual.conv1.weight", &[vw, 3, p, p], dev)?,
+        class_embedding: st.tensor("visual.class_embedding", &[vw], dev)?,
+        positional_embedding: st.tensor(
+            "visual.positional_embedding",
+            &[cfg.vision.seq_len(), vw],
+            dev,
+        )?,
+        ln_pre: layer_norm(st, "visual.ln_pre", vw, vc.layer_norm_eps, dev)?,
+        blocks: (0..vc.layers)
+            .map(|i| block(st, &format!("visual.transformer.resblocks.{i}."), vc, dev))
+            .collect::<Result<_>>()?,
+        ln_post: layer_norm(st, "visual.ln_post", vw, vc.layer_norm_eps, dev)?,
+        projection: Linear {
+            weight: st.transposed("visual.proj", [vw, proj], dev)?,
+            bias: None,
+        },
+    };
+    Ok(ClipWeights {
+        text,
+        vision,
+        logit_scale: st.scalar("logit_scale")?,
+    })
+}

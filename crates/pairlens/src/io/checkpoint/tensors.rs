@@ -1,0 +1,311 @@
+//! Memory-mapped safetensors reading. Each tensor is converted straight from the mapped bytes
+//! into one owned `Vec<f32>` (dtype conversion, row slicing and transposition happen in that one
+//! pass), so peak memory stays near one copy of the weights.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
+use memmap2::Mmap;
+use safetensors::tensor::{Dtype, Metadata, SafeTensors, TensorInfo};
+
+use crate::{Error, Result};
+
+struct Shard {
+    path: PathBuf,
+    mmap: Mmap,
+    /// Byte offset of the data section (8-byte length + JSON header).
+    data_start: usize,
+    metadata: Metadata,
+}
+
+/// One `.safetensors` file, or several shards listed by a `*.safetensors.index.json`.
+pub(crate) struct TensorStore {
+    /// The file named in "missing tensor" errors (the single file, or the index).
+    path: PathBuf,
+    shards: Vec<Shard>,
+    /// tensor name -> shard index
+    index: HashMap<String, usize>,
+}
+
+fn open_shard(path: &Path) -> Result<Shard> {
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    // SAFETY: the map is read-only; a checkpoint rewritten while we read it is the caller's problem
+    // (same contract as every safetensors loader).
+    let mmap = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+    let (n, metadata) = SafeTensors::read_metadata(&mmap).map_err(|e| Error::BadTensor {
+        path: path.to_path_buf(),
+        name: "<header>".into(),
+        msg: format!("not a valid safetensors file: {e}"),
+    })?;
+    Ok(Shard {
+        path: path.to_path_buf(),
+        mmap,
+        data_start: 8 + n,
+        metadata,
+    })
+}
+
+impl TensorStore {
+    pub fn open(path: &Path) -> Result<Self> {
+        let shard = open_shard(path)?;
+        let index = shard
+            .metadata
+            .tensors()
+            .into_keys()
+            .map(|k| (k, 0))
+            .collect();
+        Ok(TensorStore {
+            path: path.to_path_buf(),
+            shards: vec![shard],
+            index,
+        })
+    }
+
+    /// `model.safetensors.index.json` (`{"weight_map": {name: file}}`), shards beside it.
+    pub fn open_sharded(index_path: &Path) -> Result<Self> {
+        let json = super::json::read_json(index_path)?;
+        let map = json
+            .get("weight_map")
+            .and_then(|m| m.as_object())
+            .ok_or_else(|| {
+                Error::bad_config(
+                    index_path,
+                    "no `weight_map` object in the safetensors index",
+                )
+            })?;
+        let dir = index_path.parent().unwrap_or(Path::new("."));
+        let mut files: Vec<String> = Vec::new();
+        let mut index = HashMap::new();
+        for (name, file) in map {
+            let file = file.as_str().ok_or_else(|| {
+                Error::bad_config(
+                    index_path,
+                    format!("weight_map[{name:?}] is not a file name"),
+                )
+            })?;
+            let i = match files.iter().position(|f| f == file) {
+                Some(i) => i,
+                None => {
+                    files.push(file.to_string());
+                    files.len() - 1
+                }
+            };
+            index.insert(name.clone(), i);
+        }
+        let mut shards = Vec::with_capacity(files.len());
+        for f in &files {
+            let p = dir.join(f);
+            if !p.is_file() {
+                return Err(Error::MissingFile {
+                    path: p,
+                    what: format!("weight shard listed in {}", index_path.display()),
+                });
+            }
+            shards.push(open_shard(&p)?);
+        }
+        // Trust the shard headers over the index: a name the index lists but its shard lacks is
+        // reported as missing from that shard.
+        for (name, &i) in &index {
+            if shards[i].metadata.info(name).is_none() {
+                return Err(Error::MissingTensor {
+                    path: shards[i].path.clone(),
+                    name: name.clone(),
+                    expected: vec![],
+                });
+            }
+        }
+        Ok(TensorStore {
+            path: index_path.to_path_buf(),
+            shards,
+            index,
+        })
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.index.contains_key(name)
+    }
+
+    pub fn shape(&self, name: &str) -> Option<&[usize]> {
+        let shard = &self.shards[*self.index.get(name)?];
+        shard.metadata.info(name).map(|i| i.shape.as_slice())
+    }
+
+    fn raw(&self, name: &str, expected: &[usize]) -> Result<(&Shard, &TensorInfo, &[u8])> {
+        let Some(&i) = self.index.get(name) else {
+            return Err(Error::MissingTensor {
+                path: self.path.clone(),
+                name: name.to_string(),
+                expected: expected.to_vec(),
+            });
+        };
+        let shard = &self.shards[i];
+        let info = shard
+            .metadata
+            .info(name)
+            .expect("index built from metadata");
+        if info.shape != expected {
+            return Err(Error::TensorShape {
+                path: shard.path.clone(),
+                name: name.to_string(),
+                expected: expected.to_vec(),
+                got: info.shape.clone(),
+            });
+        }
+        let (a, b) = info.data_offsets;
+        let bytes = &shard.mmap[shard.data_start + a..shard.data_start + b];
+        Ok((shard, info, bytes))
+    }
+
+    /// Hand the mapped pages of `bytes` back to the page cache once they are copied, so the
+    /// process holds one copy of the weights, not the mapping plus the copy.
+    fn release(shard: &Shard, bytes: &[u8]) {
+        #[cfg(unix)]
+        {
+            let offset = bytes.as_ptr() as usize - shard.mmap.as_ptr() as usize;
+            // SAFETY: a read-only file mapping: dropped pages are re-read from the file if touched
+            // again (e.g. Q, K and V rows of one packed tensor); no data can be lost.
+            let _ = unsafe {
+                shard.mmap.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, bytes.len())
+            };
+        }
+        #[cfg(not(unix))]
+        let _ = (shard, bytes);
+    }
+
+    /// Elements `range` (in row-major element order) of tensor `name`, as f32.
+    fn read_f32(&self, name: &str, expected: &[usize], range: Range<usize>) -> Result<Vec<f32>> {
+        let (shard, info, bytes) = self.raw(name, expected)?;
+        let bad = |msg: String| Error::BadTensor {
+            path: shard.path.clone(),
+            name: name.into(),
+            msg,
+        };
+        let size = match info.dtype {
+            Dtype::F32 => 4,
+            Dtype::F16 | Dtype::BF16 => 2,
+            Dtype::F64 => 8,
+            other => return Err(bad(format!("dtype {other:?} is not a floating-point type"))),
+        };
+        let bytes = &bytes[range.start * size..range.end * size];
+        let out: Vec<f32> = match info.dtype {
+            Dtype::F32 => bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+            Dtype::F16 => bytes
+                .chunks_exact(2)
+                .map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]])))
+                .collect(),
+            Dtype::BF16 => bytes
+                .chunks_exact(2)
+                .map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16))
+                .collect(),
+            Dtype::F64 => bytes
+                .chunks_exact(8)
+                .map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32)
+                .collect(),
+            _ => unreachable!(),
+        };
+        Self::release(shard, bytes);
+        if let Some(i) = out.iter().position(|v| !v.is_finite()) {
+            return Err(bad(format!(
+                "non-finite value {} at flat index {}",
+                out[i],
+                range.start + i
+            )));
+        }
+        Ok(out)
+    }
+
+    /// The whole tensor, checked against `expected`.
+    pub fn tensor(&self, name: &str, expected: &[usize], device: &Device) -> Result<Tensor> {
+        let n = expected.iter().product();
+        let v = self.read_f32(name, expected, 0..n)?;
+        Ok(Tensor::from_vec(v, expected, device)?)
+    }
+
+    /// Rows `rows` of a 2-D (or 1-D: elements) tensor of shape `expected`, e.g. Q/K/V out of a
+    /// packed `in_proj_weight`.
+    pub fn rows(
+        &self,
+        name: &str,
+        expected: &[usize],
+        rows: Range<usize>,
+        device: &Device,
+    ) -> Result<Tensor> {
+        let row_len: usize = expected[1..].iter().product();
+        let v = self.read_f32(name, expected, rows.start * row_len..rows.end * row_len)?;
+        let mut shape = expected.to_vec();
+        shape[0] = rows.len();
+        Ok(Tensor::from_vec(v, shape, device)?)
+    }
+
+    /// A 2-D tensor `[a, b]` returned as its transpose `[b, a]` (contiguous).
+    pub fn transposed(&self, name: &str, expected: [usize; 2], device: &Device) -> Result<Tensor> {
+        let [a, b] = expected;
+        let v = self.read_f32(name, &expected, 0..a * b)?;
+        let mut t = vec![0f32; a * b];
+        for i in 0..a {
+            for j in 0..b {
+                t[j * a + i] = v[i * b + j];
+            }
+        }
+        Ok(Tensor::from_vec(t, (b, a), device)?)
+    }
+
+    /// A scalar stored as shape `[]` or `[1]`.
+    pub fn scalar(&self, name: &str) -> Result<f32> {
+        let shape: &[usize] = match self.shape(name) {
+            Some([1]) => &[1],
+            _ => &[],
+        };
+        Ok(self.read_f32(name, shape, 0..1)?[0])
+    }
+}
+
+/// IEEE half -> single, exact (every f16 is representable as f32).
+pub(crate) fn f16_to_f32(h: u16) -> f32 {
+    let sign = ((h >> 15) as u32) << 31;
+    let exp = ((h >> 10) & 0x1f) as u32;
+    let mant = (h & 0x3ff) as u32;
+    let bits = if exp == 0 {
+        if mant == 0 {
+            sign
+        } else {
+            // Subnormal: shift the mantissa up until its implicit bit appears.
+            let mut e: u32 = 127 - 15 + 1;
+            let mut m = mant;
+            while m & 0x400 == 0 {
+                m <<= 1;
+                e -= 1;
+            }
+            sign | (e << 23) | ((m & 0x3ff) << 13)
+        }
+    } else if exp == 0x1f {
+        sign | 0x7f80_0000 | (mant << 13)
+    } else {
+        sign | ((exp + 127 - 15) << 23) | (mant << 13)
+    };
+    f32::from_bits(bits)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::f16_to_f32;
+
+    #[test]
+    fn f16_conversion() {
+        assert_eq!(f16_to_f32(0x3c00), 1.0);
+        assert_eq!(f16_to_f32(0xc000), -2.0);
+        assert_eq!(f16_to_f32(0x7bff), 65504.0);
+        assert_eq!(f16_to_f32(0x0001), 2f32.powi(-24));
+        assert_eq!(f16_to_f32(0x0200), 2f32.powi(-15));
+        assert_eq!(f16_to_f32(0x3555), 0.333_251_95);
+        assert!(f16_to_f32(0x7c00).is_infinite());
+        assert!(f16_to_f32(0x7e00).is_nan());
+        assert_eq!(f16_to_f32(0x8000).to_bits(), 0x8000_0000);
+    }
+}

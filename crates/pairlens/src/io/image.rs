@@ -1,0 +1,486 @@
+//! Image decoding that keeps Pillow's view of the file.
+//!
+//! CLIP preprocessing is defined by what Pillow does, and Pillow's behaviour depends on the
+//! image *mode* it opens a file as (a palette PNG resizes with NEAREST, an RGBA image resizes
+//! premultiplied, a tRNS chunk is "transparency" info rather than an alpha band). So the decoder
+//! records that mode next to the pixels instead of flattening everything to RGB.
+//!
+//! PNG is decoded with the `png` crate without its transformations, and expanded here the way
+//! Pillow's unpackers do; JPEG goes through libjpeg-turbo's decoder (mozjpeg), WebP through the
+//! `image` crate (its VP8/VP8L decoding matched libwebp exactly on the fixtures).
+
+use std::path::Path;
+
+use crate::{Error, Result};
+
+/// Memory layout of [`DecodedImage::data`]: interleaved 8-bit channels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    L,
+    LA,
+    Rgb,
+    Rgba,
+}
+
+impl Mode {
+    pub fn channels(self) -> usize {
+        match self {
+            Mode::L => 1,
+            Mode::LA => 2,
+            Mode::Rgb => 3,
+            Mode::Rgba => 4,
+        }
+    }
+}
+
+/// The mode Pillow's `Image.open` reports for the file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PilMode {
+    /// Bilevel ("1"): 1-bit greyscale PNG. Stored as L with 0/255.
+    One,
+    L,
+    LA,
+    /// Palette ("P"): stored expanded to RGB; Pillow resizes these with NEAREST.
+    P,
+    Rgb,
+    Rgba,
+}
+
+impl PilMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PilMode::One => "1",
+            PilMode::L => "L",
+            PilMode::LA => "LA",
+            PilMode::P => "P",
+            PilMode::Rgb => "RGB",
+            PilMode::Rgba => "RGBA",
+        }
+    }
+}
+
+/// A decoded 8-bit image plus what Pillow would know about it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DecodedImage {
+    pub width: usize,
+    pub height: usize,
+    /// Layout of `data`.
+    pub mode: Mode,
+    /// Row-major interleaved samples, `width * height * mode.channels()` bytes.
+    pub data: Vec<u8>,
+    pub pil_mode: PilMode,
+    /// Per-pixel alpha from a PNG tRNS chunk on an L/RGB/P image: Pillow keeps this in
+    /// `info["transparency"]` (used by `convert("RGBA")`), not as a band.
+    pub transparency: Option<Vec<u8>>,
+}
+
+fn img_err(path: &Path, msg: impl Into<String>) -> Error {
+    Error::Image {
+        path: path.to_path_buf(),
+        msg: msg.into(),
+    }
+}
+
+impl DecodedImage {
+    /// Build from raw samples (tests, synthetic inputs). `data` must match the size and mode.
+    pub fn from_raw(width: usize, height: usize, mode: Mode, data: Vec<u8>) -> Result<Self> {
+        if width == 0 || height == 0 || data.len() != width * height * mode.channels() {
+            return Err(Error::InvalidArgument(format!(
+                "image buffer of {} bytes does not fit {width}x{height} {mode:?}",
+                data.len()
+            )));
+        }
+        let pil_mode = match mode {
+            Mode::L => PilMode::L,
+            Mode::LA => PilMode::LA,
+            Mode::Rgb => PilMode::Rgb,
+            Mode::Rgba => PilMode::Rgba,
+        };
+        Ok(Self {
+            width,
+            height,
+            mode,
+            data,
+            pil_mode,
+            transparency: None,
+        })
+    }
+
+    /// Pillow's `Image.convert("RGB")`: grey replicated, alpha (band or tRNS) dropped.
+    pub fn to_rgb(&self) -> Vec<u8> {
+        let n = self.width * self.height;
+        let c = self.mode.channels();
+        let mut out = Vec::with_capacity(n * 3);
+        for px in self.data.chunks_exact(c) {
+            match self.mode {
+                Mode::L | Mode::LA => out.extend_from_slice(&[px[0], px[0], px[0]]),
+                Mode::Rgb | Mode::Rgba => out.extend_from_slice(&px[..3]),
+            }
+        }
+        out
+    }
+
+    /// Alpha of every pixel as Pillow's `convert("RGBA")` sees it (band, tRNS, or opaque).
+    pub fn alpha(&self) -> Option<Vec<u8>> {
+        match self.mode {
+            Mode::LA => Some(self.data.chunks_exact(2).map(|p| p[1]).collect()),
+            Mode::Rgba => Some(self.data.chunks_exact(4).map(|p| p[3]).collect()),
+            _ => self.transparency.clone(),
+        }
+    }
+
+    /// Whether transformers' `convert_to_rgb` composites this image on white
+    /// (`"A" in getbands()` or `info["transparency"]` set).
+    pub fn has_alpha(&self) -> bool {
+        matches!(self.mode, Mode::LA | Mode::Rgba) || self.transparency.is_some()
+    }
+
+    /// transformers' `convert_to_rgb`: images with alpha are alpha-composited onto opaque
+    /// white with Pillow's integer `alpha_composite`, others are `convert("RGB")`.
+    pub fn to_rgb_on_white(&self) -> Vec<u8> {
+        let mut rgb = self.to_rgb();
+        if let Some(alpha) = self.alpha() {
+            for (px, &a) in rgb.chunks_exact_mut(3).zip(&alpha) {
+                for v in px.iter_mut() {
+                    *v = composite_over_white(*v, a);
+                }
+            }
+        }
+        rgb
+    }
+}
+
+/// One channel of Pillow's `ImagingAlphaComposite(white, src)` (7 extra precision bits,
+/// rounded divisions by 255 via shifts). With an opaque destination the output alpha is 255.
+fn composite_over_white(s: u8, a: u8) -> u8 {
+    const PB: u32 = 7;
+    if a == 0 {
+        return 255;
+    }
+    let (sa, da, dv) = (a as u32, 255u32, 255u32);
+    let blend = da * (255 - sa);
+    let outa255 = sa * 255 + blend;
+    let coef1 = sa * 255 * 255 * (1 << PB) / outa255;
+    let coef2 = 255 * (1 << PB) - coef1;
+    let tmp = s as u32 * coef1 + dv * coef2 + (0x80 << PB);
+    ((((tmp >> 8) + tmp) >> 8) >> PB) as u8
+}
+
+/// Decode a JPEG, PNG or WebP file (format sniffed from its bytes, not its name).
+pub fn decode_file(path: &Path) -> Result<DecodedImage> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    decode_bytes(&bytes, path)
+}
+
+/// Decode in-memory file bytes; `path` is only used in error messages.
+pub fn decode_bytes(bytes: &[u8], path: &Path) -> Result<DecodedImage> {
+    if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
+        decode_png(bytes, path)
+    } else if bytes.starts_with(&[0xFF, 0xD8]) {
+        decode_jpeg(bytes, path)
+    } else if bytes.len() >= 12 && &bytes[..4] == b"RIFF" && &bytes[8..12] == b"WEBP" {
+        decode_with_image_crate(bytes, image::ImageFormat::WebP, path)
+    } else {
+        Err(img_err(
+            path,
+            "not a JPEG, PNG or WebP file (unrecognised signature)",
+        ))
+    }
+}
+
+fn decode_with_image_crate(
+    bytes: &[u8],
+    format: image::ImageFormat,
+    path: &Path,
+) -> Result<DecodedImage> {
+    let img = image::load_from_memory_with_format(bytes, format)
+        .map_err(|e| img_err(path, format!("{format:?} decoding failed: {e}")))?;
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    if w == 0 || h == 0 {
+        return Err(img_err(path, "image has zero width or height"));
+    }
+    let (mode, data) = match img {
+        image::DynamicImage::ImageLuma8(b) => (Mode::L, b.into_raw()),
+        image::DynamicImage::ImageLumaA8(b) => (Mode::LA, b.into_raw()),
+        image::DynamicImage::ImageRgb8(b) => (Mode::Rgb, b.into_raw()),
+        image::DynamicImage::ImageRgba8(b) => (Mode::Rgba, b.into_raw()),
+        other => {
+            return Err(img_err(
+                path,
+                format!("unsupported {format:?} pixel layout {:?}", other.color()),
+            ))
+        }
+    };
+    let mut d =
+        DecodedImage::from_raw(w, h, mode, data).map_err(|e| img_err(path, e.to_string()))?;
+    if format == image::ImageFormat::WebP && mode == Mode::Rgba {
+        d.pil_mode = PilMode::Rgba;
+    }
+    Ok(d)
+}
+
+/// JPEG through libjpeg-turbo's decoder (as vendored by mozjpeg), the decoder Pillow links:
+/// same IDCT, fancy upsampling and YCbCr conversion, so pixels match Pillow exactly (the pure
+/// Rust zune-jpeg differed by up to 4 levels on the fixtures).
+fn decode_jpeg(bytes: &[u8], path: &Path) -> Result<DecodedImage> {
+    // libjpeg pads a truncated scan with grey and only warns; Pillow refuses the file.
+    let sos = bytes.windows(2).position(|w| w == [0xFF, 0xDA]);
+    let has_eoi = sos.is_some_and(|i| bytes[i..].windows(2).any(|w| w == [0xFF, 0xD9]));
+    if !has_eoi {
+        return Err(img_err(
+            path,
+            "truncated JPEG (no scan data or no end-of-image marker)",
+        ));
+    }
+    let decoded = std::panic::catch_unwind(|| -> std::io::Result<(usize, usize, Mode, Vec<u8>)> {
+        let d = mozjpeg::Decompress::new_mem(bytes)?;
+        let (w, h) = (d.width(), d.height());
+        match d.image()? {
+            mozjpeg::decompress::Format::RGB(mut s) => {
+                let data: Vec<u8> = s.read_scanlines()?;
+                s.finish()?;
+                Ok((w, h, Mode::Rgb, data))
+            }
+            mozjpeg::decompress::Format::Gray(mut s) => {
+                let data: Vec<u8> = s.read_scanlines()?;
+                s.finish()?;
+                Ok((w, h, Mode::L, data))
+            }
+            mozjpeg::decompress::Format::CMYK(_) => Err(std::io::Error::other(
+                "CMYK/YCCK JPEG is not supported (Pillow opens it as mode CMYK)",
+            )),
+        }
+    });
+    let (w, h, mode, data) = match decoded {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => return Err(img_err(path, format!("JPEG decoding failed: {e}"))),
+        Err(panic) => {
+            let msg = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "libjpeg error".into());
+            return Err(img_err(path, format!("JPEG decoding failed: {msg}")));
+        }
+    };
+    DecodedImage::from_raw(w, h, mode, data).map_err(|e| img_err(path, e.to_string()))
+}
+
+/// Unpack `bits`-per-sample big-endian packed samples of one row (PNG sub-byte layouts).
+fn unpack_row(row: &[u8], bits: u8, count: usize, out: &mut Vec<u16>) {
+    match bits {
+        8 => out.extend(row[..count].iter().map(|&v| v as u16)),
+        16 => out.extend(
+            row[..count * 2]
+                .chunks_exact(2)
+                .map(|b| u16::from_be_bytes([b[0], b[1]])),
+        ),
+        _ => {
+            let per_byte = 8 / bits as usize;
+            let mask = (1u16 << bits) - 1;
+            for i in 0..count {
+                let byte = row[i / per_byte] as u16;
+                let shift = 8 - bits as usize * (i % per_byte + 1);
+                out.push((byte >> shift) & mask);
+            }
+        }
+    }
+}
+
+fn decode_png(bytes: &[u8], path: &Path) -> Result<DecodedImage> {
+    use png::{BitDepth, ColorType, Transformations};
+    let err = |e: png::DecodingError| img_err(path, format!("PNG decoding failed: {e}"));
+    let mut dec = png::Decoder::new(std::io::Cursor::new(bytes));
+    dec.set_transformations(Transformations::IDENTITY);
+    let mut reader = dec.read_info().map_err(err)?;
+    let (w, h, color, depth, palette, trns) = {
+        let info = reader.info();
+        (
+            info.width as usize,
+            info.height as usize,
+            info.color_type,
+            info.bit_depth,
+            info.palette.as_ref().map(|p| p.to_vec()),
+            info.trns.as_ref().map(|t| t.to_vec()),
+        )
+    };
+    if w == 0 || h == 0 {
+        return Err(img_err(path, "image has zero width or height"));
+    }
+    let bits = depth as u8;
+    if color == ColorType::Grayscale && depth == BitDepth::Sixteen {
+        // Pillow opens this as "I;16", which resamples in 16 bits before clipping to 8.
+        return Err(img_err(
+            path,
+            "16-bit greyscale PNG (Pillow mode I;16) is not supported; convert it to 8-bit",
+        ));
+    }
+    let size = reader
+        .output_buffer_size()
+        .ok_or_else(|| img_err(path, "PNG too large"))?;
+    let mut buf = vec![0u8; size];
+    let frame = reader.next_frame(&mut buf).map_err(err)?;
+    let line = frame.line_size;
+    let samples_per_px = match color {
+        ColorType::Grayscale | ColorType::Indexed => 1,
+        ColorType::GrayscaleAlpha => 2,
+        ColorType::Rgb => 3,
+        ColorType::Rgba => 4,
+    };
+    let mut s: Vec<u16> = Vec::with_capacity(w * h * samples_per_px);
+    for y in 0..h {
+        unpack_row(
+            &buf[y * line..(y + 1) * line],
+            bits,
+            w * samples_per_px,
+            &mut s,
+        );
+    }
+    // Pillow keeps the high byte of 16-bit samples ("RGB;16B" etc.).
+    let to8 = |v: u16| if bits == 16 { (v >> 8) as u8 } else { v as u8 };
+    // tRNS on grey/RGB: Pillow compares the 16-bit tRNS value with the *8-bit unpacked*
+    // pixel, so we do the same (including its quirks for sub-8-bit and 16-bit images).
+    // (The png crate keeps only the low byte of each tRNS value for depths below 16.)
+    let trns_vals = |n: usize| -> Option<Vec<u16>> {
+        let t = trns.as_ref()?;
+        if t.len() == n {
+            Some(t.iter().map(|&b| b as u16).collect())
+        } else if t.len() >= 2 * n {
+            Some(
+                (0..n)
+                    .map(|i| u16::from_be_bytes([t[2 * i], t[2 * i + 1]]))
+                    .collect(),
+            )
+        } else {
+            None
+        }
+    };
+    let n = w * h;
+    let d = match color {
+        ColorType::Grayscale => {
+            let scale: u16 = match bits {
+                1 => 255,
+                2 => 85,
+                4 => 17,
+                _ => 1,
+            };
+            let data: Vec<u8> = s
+                .iter()
+                .map(|&v| if bits < 8 { (v * scale) as u8 } else { to8(v) })
+                .collect();
+            let transparency = trns_vals(1).map(|t| {
+                data.iter()
+                    .map(|&v| if v as u16 == t[0] { 0 } else { 255 })
+                    .collect()
+            });
+            let pil_mode = if bits == 1 { PilMode::One } else { PilMode::L };
+            DecodedImage {
+                width: w,
+                height: h,
+                mode: Mode::L,
+                data,
+                pil_mode,
+                transparency,
+            }
+        }
+        ColorType::GrayscaleAlpha => DecodedImage {
+            width: w,
+            height: h,
+            mode: Mode::LA,
+            data: s.iter().map(|&v| to8(v)).collect(),
+            pil_mode: PilMode::LA,
+            transparency: None,
+        },
+        ColorType::Rgb => {
+            let data: Vec<u8> = s.iter().map(|&v| to8(v)).collect();
+            let transparency = trns_vals(3).map(|t| {
+                data.chunks_exact(3)
+                    .map(|p| {
+                        if p.iter().zip(&t).all(|(&v, &k)| v as u16 == k) {
+                            0
+                        } else {
+                            255
+                        }
+                    })
+                    .collect()
+            });
+            DecodedImage {
+                width: w,
+                height: h,
+                mode: Mode::Rgb,
+                data,
+                pil_mode: PilMode::Rgb,
+                transparency,
+            }
+        }
+        ColorType::Rgba => DecodedImage {
+            width: w,
+            height: h,
+            mode: Mode::Rgba,
+            data: s.iter().map(|&v| to8(v)).collect(),
+            pil_mode: PilMode::Rgba,
+            transparency: None,
+        },
+        ColorType::Indexed => {
+            let pal = palette.ok_or_else(|| img_err(path, "palette PNG without a PLTE chunk"))?;
+            let mut data = Vec::with_capacity(n * 3);
+            for &i in &s {
+                let i = i as usize;
+                // Entries past the palette's end read as black, as in Pillow's padded palette.
+                let rgb = pal.get(3 * i..3 * i + 3).unwrap_or(&[0, 0, 0]);
+                data.extend_from_slice(rgb);
+            }
+            let transparency = trns.as_ref().map(|t| {
+                s.iter()
+                    .map(|&i| t.get(i as usize).copied().unwrap_or(255))
+                    .collect()
+            });
+            DecodedImage {
+                width: w,
+                height: h,
+                mode: Mode::Rgb,
+                data,
+                pil_mode: PilMode::P,
+                transparency,
+            }
+        }
+    };
+    if d.data.len() != n * d.mode.channels() {
+        return Err(img_err(path, "PNG pixel data has the wrong size"));
+    }
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn composite_matches_pillow_formula_edges() {
+        assert_eq!(composite_over_white(0, 255), 0);
+        assert_eq!(composite_over_white(200, 255), 200);
+        assert_eq!(composite_over_white(0, 0), 255);
+        // Half transparent black on white is mid grey.
+        let v = composite_over_white(0, 128);
+        assert!((126..=128).contains(&v), "{v}");
+    }
+
+    #[test]
+    fn unpack_sub_byte_rows() {
+        let mut out = Vec::new();
+        unpack_row(&[0b1101_0010], 2, 4, &mut out);
+        assert_eq!(out, vec![3, 1, 0, 2]);
+        out.clear();
+        unpack_row(&[0b1010_0000], 1, 3, &mut out);
+        assert_eq!(out, vec![1, 0, 1]);
+    }
+
+    #[test]
+    fn garbage_is_a_clear_error() {
+        let e = decode_bytes(b"hello world", Path::new("x.png")).unwrap_err();
+        assert!(
+            e.to_string().contains("x.png") && e.to_string().contains("signature"),
+            "{e}"
+        );
+    }
+}

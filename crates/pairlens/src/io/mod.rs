@@ -1,0 +1,8 @@
+//! Turning files into model inputs: checkpoints, tokenizers, images.
+
+pub mod checkpoint;
+pub mod image;
+pub mod preprocess;
+pub mod resample;
+pub mod text_clean;
+pub mod tokenizer;

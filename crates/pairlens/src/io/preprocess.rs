@@ -1,0 +1,699 @@
+//! CLIP image preprocessing, matching transformers' `CLIPImageProcessorPil` and open_clip's
+//! `image_transform` (eval) to the last bit.
+//!
+//! The two pipelines differ in ways that change pixels: HF converts to RGB *first* (compositing
+//! transparency onto white), open_clip resizes the image in the mode Pillow opened it in
+//! (palette images with NEAREST, RGBA premultiplied) and converts with `convert("RGB")` only
+//! after cropping; HF crops with floor margins, torchvision with round-half-even; HF rescales
+//! in f64 (`x * 1/255`), torchvision divides in f32 (`x / 255`). Each of those is a field here.
+
+use std::path::Path;
+
+use candle_core::{Device, Tensor};
+use serde_json::Value;
+
+use crate::io::image::{decode_file, DecodedImage, Mode, PilMode};
+use crate::io::resample::{self, Filter};
+use crate::{Error, Result};
+
+/// OpenAI CLIP normalisation constants (HF `OPENAI_CLIP_MEAN/STD`, open_clip `OPENAI_DATASET_*`),
+/// written with the upstream decimals.
+#[allow(clippy::excessive_precision)]
+pub const OPENAI_CLIP_MEAN: [f32; 3] = [0.48145466, 0.4578275, 0.40821073];
+#[allow(clippy::excessive_precision)]
+pub const OPENAI_CLIP_STD: [f32; 3] = [0.26862954, 0.26130258, 0.27577711];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResizeMode {
+    /// Short side to this size, long side `int(size * long / short)` (HF and torchvision).
+    ShortestEdge(usize),
+    /// Resize to exactly this size, ignoring the aspect ratio.
+    Exact { height: usize, width: usize },
+    /// open_clip's `ResizeKeepRatio` for a non-square target with resize_mode 'shortest':
+    /// scale by `min(h / height, w / width)`, each side rounded half-to-even.
+    KeepRatio { height: usize, width: usize },
+    /// No resize (HF `do_resize: false`).
+    None,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Interpolation {
+    Bicubic,
+    Bilinear,
+    Nearest,
+}
+
+impl Interpolation {
+    fn filter(self) -> Filter {
+        match self {
+            Interpolation::Bicubic => Filter::Bicubic,
+            Interpolation::Bilinear => Filter::Bilinear,
+            Interpolation::Nearest => Filter::Nearest,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CropRounding {
+    /// HF: margin `(size - crop) // 2`; a too-small image is zero-padded, `ceil` before.
+    Floor,
+    /// torchvision: margin `int(round((size - crop) / 2))`; padding is `floor` before.
+    RoundHalfEven,
+}
+
+/// How the image becomes 3-channel RGB.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RgbConversion {
+    /// transformers' `convert_to_rgb`: anything with alpha or tRNS is composited on white.
+    CompositeOnWhite,
+    /// Pillow `convert("RGB")`: alpha dropped, grey replicated (open_clip).
+    PilConvert,
+    /// No conversion (HF `do_convert_rgb: false`): only images Pillow opens as RGB work.
+    Never,
+}
+
+/// How 8-bit values become floats before normalisation.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum PixelScaling {
+    /// HF `rescale`: `f32(f64(x) * factor)`.
+    MulF64(f64),
+    /// torchvision `to_tensor`: `f32(x) / divisor` in f32.
+    DivF32(f32),
+    /// HF `do_rescale: false`: `f32(x)`.
+    None,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct PreprocessConfig {
+    pub resize: ResizeMode,
+    pub interpolation: Interpolation,
+    /// Center crop (height, width).
+    pub crop: Option<(usize, usize)>,
+    pub crop_rounding: CropRounding,
+    pub mean: [f32; 3],
+    pub std: [f32; 3],
+    /// HF: true (convert, then resize); open_clip: false (resize and crop, then convert).
+    pub convert_rgb_first: bool,
+    pub rgb_conversion: RgbConversion,
+    pub scaling: PixelScaling,
+}
+
+/// Where things went: maps original-image pixels to network-input pixels.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Geometry {
+    /// (w, h) of the decoded image.
+    pub original: (usize, usize),
+    /// (w, h) after resizing.
+    pub resized: (usize, usize),
+    /// (x, y) of the crop window's top-left corner in the resized image.
+    pub crop_offset: (usize, usize),
+    /// (x, y) at which the resized image starts in the input when the crop is larger than the
+    /// image and is zero-padded (0 otherwise).
+    pub pad_offset: (usize, usize),
+    /// (w, h) of the network input.
+    pub input: (usize, usize),
+}
+
+impl Geometry {
+    /// Map a point in original-image pixel coordinates (continuous: pixel `i` spans `[i, i+1)`)
+    /// to network-input pixel coordinates, following Pillow's resize mapping (edges to edges).
+    pub fn to_input(&self, x: f32, y: f32) -> (f32, f32) {
+        let sx = self.resized.0 as f32 / self.original.0 as f32;
+        let sy = self.resized.1 as f32 / self.original.1 as f32;
+        (
+            x * sx - self.crop_offset.0 as f32 + self.pad_offset.0 as f32,
+            y * sy - self.crop_offset.1 as f32 + self.pad_offset.1 as f32,
+        )
+    }
+
+    /// Inverse of [`Geometry::to_input`].
+    pub fn to_original(&self, x: f32, y: f32) -> (f32, f32) {
+        let sx = self.resized.0 as f32 / self.original.0 as f32;
+        let sy = self.resized.1 as f32 / self.original.1 as f32;
+        (
+            (x + self.crop_offset.0 as f32 - self.pad_offset.0 as f32) / sx,
+            (y + self.crop_offset.1 as f32 - self.pad_offset.1 as f32) / sy,
+        )
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Preprocessed {
+    /// [3, H, W] f32, normalised.
+    pub pixels: Tensor,
+    pub geometry: Geometry,
+}
+
+/// The 8-bit RGB image right before float conversion (after resize, crop and RGB conversion).
+#[derive(Clone, Debug, PartialEq)]
+pub struct CroppedRgb {
+    pub width: usize,
+    pub height: usize,
+    /// Row-major interleaved RGB.
+    pub data: Vec<u8>,
+    pub geometry: Geometry,
+}
+
+fn bad(path: &Path, msg: impl Into<String>) -> Error {
+    Error::bad_config(path, msg)
+}
+
+fn get_bool(
+    obj: &serde_json::Map<String, Value>,
+    key: &str,
+    default: bool,
+    path: &Path,
+) -> Result<bool> {
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(default),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(v) => Err(bad(path, format!("`{key}` must be true or false, got {v}"))),
+    }
+}
+
+fn as_size(v: &Value, key: &str, path: &Path) -> Result<usize> {
+    v.as_u64()
+        .filter(|&n| n > 0)
+        .map(|n| n as usize)
+        .ok_or_else(|| bad(path, format!("`{key}` must be a positive integer, got {v}")))
+}
+
+fn get_triple(
+    obj: &serde_json::Map<String, Value>,
+    key: &str,
+    default: [f32; 3],
+    path: &Path,
+) -> Result<[f32; 3]> {
+    let err = |v: &Value| {
+        bad(
+            path,
+            format!("`{key}` must be a number or a list of 3 numbers, got {v}"),
+        )
+    };
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(default),
+        Some(Value::Number(n)) => {
+            let x = n.as_f64().ok_or_else(|| err(&obj[key]))? as f32;
+            Ok([x; 3])
+        }
+        Some(v @ Value::Array(a)) => {
+            if a.len() == 1 {
+                let x = a[0].as_f64().ok_or_else(|| err(v))? as f32;
+                return Ok([x; 3]);
+            }
+            if a.len() != 3 {
+                return Err(err(v));
+            }
+            let mut out = [0f32; 3];
+            for (o, x) in out.iter_mut().zip(a) {
+                *o = x.as_f64().ok_or_else(|| err(v))? as f32;
+            }
+            Ok(out)
+        }
+        Some(v) => Err(err(v)),
+    }
+}
+
+/// HF size dicts: an int, `{"shortest_edge"}`, or `{"height", "width"}`.
+fn hf_size(v: &Value, key: &str, default_to_square: bool, path: &Path) -> Result<ResizeMode> {
+    if v.is_u64() {
+        let s = as_size(v, key, path)?;
+        return Ok(if default_to_square {
+            ResizeMode::Exact {
+                height: s,
+                width: s,
+            }
+        } else {
+            ResizeMode::ShortestEdge(s)
+        });
+    }
+    let obj = v.as_object().ok_or_else(|| {
+        bad(
+            path,
+            format!("`{key}` must be an integer or an object, got {v}"),
+        )
+    })?;
+    let mut keys: Vec<&str> = obj
+        .iter()
+        .filter(|(_, x)| !x.is_null())
+        .map(|(k, _)| k.as_str())
+        .collect();
+    keys.sort_unstable();
+    match keys.as_slice() {
+        ["shortest_edge"] => Ok(ResizeMode::ShortestEdge(as_size(&obj["shortest_edge"], key, path)?)),
+        ["height", "width"] => Ok(ResizeMode::Exact {
+            height: as_size(&obj["height"], key, path)?,
+            width: as_size(&obj["width"], key, path)?,
+        }),
+        _ => Err(bad(
+            path,
+            format!("unsupported `{key}` {v}: expected {{\"shortest_edge\"}} or {{\"height\", \"width\"}}"),
+        )),
+    }
+}
+
+impl PreprocessConfig {
+    /// HF `preprocessor_config.json` (CLIPImageProcessor fields). Unknown keys are ignored;
+    /// unsupported values are `Error::BadConfig`.
+    pub fn from_hf_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let v: Value =
+            serde_json::from_str(&text).map_err(|e| bad(path, format!("invalid JSON: {e}")))?;
+        Self::from_hf_json(&v, path)
+    }
+
+    /// As [`PreprocessConfig::from_hf_file`], from parsed JSON.
+    pub fn from_hf_json(v: &Value, path: &Path) -> Result<Self> {
+        let obj = v
+            .as_object()
+            .ok_or_else(|| bad(path, "expected a JSON object"))?;
+        let mut cfg = Self::hf_default((224, 224));
+        if !get_bool(obj, "do_resize", true, path)? {
+            cfg.resize = ResizeMode::None;
+        } else if let Some(s) = obj.get("size").filter(|s| !s.is_null()) {
+            cfg.resize = hf_size(s, "size", false, path)?;
+        }
+        if let Some(r) = obj.get("resample").filter(|s| !s.is_null()) {
+            cfg.interpolation = match r.as_u64() {
+                Some(0) => Interpolation::Nearest,
+                Some(2) => Interpolation::Bilinear,
+                Some(3) => Interpolation::Bicubic,
+                _ => {
+                    return Err(bad(
+                        path,
+                        format!(
+                        "unsupported `resample` {r} (supported: 0 nearest, 2 bilinear, 3 bicubic)"
+                    ),
+                    ))
+                }
+            };
+        }
+        if !get_bool(obj, "do_center_crop", true, path)? {
+            cfg.crop = None;
+        } else if let Some(s) = obj.get("crop_size").filter(|s| !s.is_null()) {
+            cfg.crop = match hf_size(s, "crop_size", true, path)? {
+                ResizeMode::Exact { height, width } => Some((height, width)),
+                _ => {
+                    return Err(bad(
+                        path,
+                        format!("`crop_size` {s} must give height and width"),
+                    ))
+                }
+            };
+        }
+        if get_bool(obj, "do_rescale", true, path)? {
+            let f = match obj.get("rescale_factor") {
+                None | Some(Value::Null) => 1.0 / 255.0,
+                Some(x) => x.as_f64().ok_or_else(|| {
+                    bad(path, format!("`rescale_factor` must be a number, got {x}"))
+                })?,
+            };
+            cfg.scaling = PixelScaling::MulF64(f);
+        } else {
+            cfg.scaling = PixelScaling::None;
+        }
+        if get_bool(obj, "do_normalize", true, path)? {
+            cfg.mean = get_triple(obj, "image_mean", OPENAI_CLIP_MEAN, path)?;
+            cfg.std = get_triple(obj, "image_std", OPENAI_CLIP_STD, path)?;
+            if cfg.std.contains(&0.0) {
+                return Err(bad(path, "`image_std` contains 0"));
+            }
+        } else {
+            // (x - 0) / 1 is exact, so this is the identity.
+            cfg.mean = [0.0; 3];
+            cfg.std = [1.0; 3];
+        }
+        if !get_bool(obj, "do_convert_rgb", true, path)? {
+            cfg.rgb_conversion = RgbConversion::Never;
+        }
+        if get_bool(obj, "do_pad", false, path)? {
+            return Err(bad(
+                path,
+                "`do_pad: true` is not supported for CLIP preprocessing",
+            ));
+        }
+        Ok(cfg)
+    }
+
+    /// HF defaults when `preprocessor_config.json` is absent: shortest edge and crop both the
+    /// model's image size (for a non-square size the shortest edge is the larger side, so the
+    /// crop never needs padding), bicubic, OpenAI mean/std.
+    pub fn hf_default(image_size: (usize, usize)) -> Self {
+        let (h, w) = image_size;
+        PreprocessConfig {
+            resize: ResizeMode::ShortestEdge(h.max(w)),
+            interpolation: Interpolation::Bicubic,
+            crop: Some((h, w)),
+            crop_rounding: CropRounding::Floor,
+            mean: OPENAI_CLIP_MEAN,
+            std: OPENAI_CLIP_STD,
+            convert_rgb_first: true,
+            rgb_conversion: RgbConversion::CompositeOnWhite,
+            scaling: PixelScaling::MulF64(1.0 / 255.0),
+        }
+    }
+
+    /// open_clip's eval `image_transform` from a `preprocess_cfg` object (keys `size`, `mode`,
+    /// `mean`, `std`, `interpolation`, `resize_mode`, `fill_color`; missing ones take
+    /// open_clip's defaults) and the model's `image_size` (h, w), used when `size` is absent.
+    pub fn from_open_clip(
+        cfg: &Value,
+        image_size: (usize, usize),
+        path_for_errors: &Path,
+    ) -> Result<Self> {
+        let path = path_for_errors;
+        let empty = serde_json::Map::new();
+        let obj = match cfg {
+            Value::Null => &empty,
+            Value::Object(o) => o,
+            v => {
+                return Err(bad(
+                    path,
+                    format!("`preprocess_cfg` must be an object, got {v}"),
+                ))
+            }
+        };
+        let (h, w) = match obj.get("size").filter(|s| !s.is_null()) {
+            None => image_size,
+            Some(v) if v.is_u64() => {
+                let s = as_size(v, "size", path)?;
+                (s, s)
+            }
+            Some(Value::Array(a)) if a.len() == 2 => {
+                (as_size(&a[0], "size", path)?, as_size(&a[1], "size", path)?)
+            }
+            Some(v) => {
+                return Err(bad(
+                    path,
+                    format!("`size` must be an integer or [h, w], got {v}"),
+                ))
+            }
+        };
+        if h == 0 || w == 0 {
+            return Err(bad(path, format!("image size {h}x{w} is empty")));
+        }
+        if let Some(m) = obj.get("mode").filter(|s| !s.is_null()) {
+            if m.as_str() != Some("RGB") {
+                return Err(bad(
+                    path,
+                    format!("unsupported preprocess `mode` {m} (only \"RGB\")"),
+                ));
+            }
+        }
+        let interpolation =
+            match obj
+                .get("interpolation")
+                .and_then(|v| if v.is_null() { None } else { Some(v) })
+            {
+                None => Interpolation::Bicubic,
+                Some(v) => match v.as_str() {
+                    // 'random' only matters in training; eval uses bicubic.
+                    Some("bicubic") | Some("random") => Interpolation::Bicubic,
+                    Some("bilinear") => Interpolation::Bilinear,
+                    _ => return Err(bad(path, format!("unsupported `interpolation` {v}"))),
+                },
+            };
+        let resize_mode = match obj.get("resize_mode").filter(|s| !s.is_null()) {
+            None => "shortest",
+            Some(v) => v
+                .as_str()
+                .ok_or_else(|| bad(path, format!("`resize_mode` must be a string, got {v}")))?,
+        };
+        let (resize, crop, interpolation) = match resize_mode {
+            "shortest" if h == w => (ResizeMode::ShortestEdge(h), Some((h, w)), interpolation),
+            // open_clip builds `ResizeKeepRatio(image_size)` here, whose default is bicubic:
+            // the configured interpolation is ignored.
+            "shortest" => (
+                ResizeMode::KeepRatio {
+                    height: h,
+                    width: w,
+                },
+                Some((h, w)),
+                Interpolation::Bicubic,
+            ),
+            "squash" => (
+                ResizeMode::Exact {
+                    height: h,
+                    width: w,
+                },
+                None,
+                interpolation,
+            ),
+            "longest" => return Err(bad(
+                path,
+                "open_clip resize_mode 'longest' (resize + pad with fill_color) is not supported",
+            )),
+            other => {
+                return Err(bad(
+                    path,
+                    format!("unknown open_clip resize_mode {other:?}"),
+                ))
+            }
+        };
+        let mean = get_triple(obj, "mean", OPENAI_CLIP_MEAN, path)?;
+        let std = get_triple(obj, "std", OPENAI_CLIP_STD, path)?;
+        if std.contains(&0.0) {
+            return Err(bad(path, "`std` contains 0"));
+        }
+        Ok(PreprocessConfig {
+            resize,
+            interpolation,
+            crop,
+            crop_rounding: CropRounding::RoundHalfEven,
+            mean,
+            std,
+            convert_rgb_first: false,
+            rgb_conversion: RgbConversion::PilConvert,
+            scaling: PixelScaling::DivF32(255.0),
+        })
+    }
+
+    /// The (w, h) the resize step produces for an input of (w, h).
+    pub fn resized_size(&self, w: usize, h: usize) -> (usize, usize) {
+        match self.resize {
+            ResizeMode::None => (w, h),
+            ResizeMode::Exact { height, width } => (width, height),
+            ResizeMode::ShortestEdge(s) => {
+                let (short, long) = if w <= h { (w, h) } else { (h, w) };
+                // Python: int(s * long / short), true division of exact integers.
+                let new_long = ((s * long) as f64 / short as f64) as usize;
+                if w <= h {
+                    (s, new_long)
+                } else {
+                    (new_long, s)
+                }
+            }
+            ResizeMode::KeepRatio { height, width } => {
+                let ratio_h = h as f64 / height as f64;
+                let ratio_w = w as f64 / width as f64;
+                // max(..) * 0. + min(..) * (1. - 0.), as open_clip computes it (longest = 0).
+                let ratio = ratio_h.max(ratio_w) * 0.0 + ratio_h.min(ratio_w) * 1.0;
+                let nh = (h as f64 / ratio).round_ties_even() as usize;
+                let nw = (w as f64 / ratio).round_ties_even() as usize;
+                (nw.max(1), nh.max(1))
+            }
+        }
+    }
+}
+
+/// Crop window start and padding for one axis: (offset into the image, offset into the output).
+fn crop_axis(size: usize, crop: usize, rounding: CropRounding) -> (usize, usize) {
+    if size >= crop {
+        let d = size - crop;
+        let off = match rounding {
+            CropRounding::Floor => d / 2,
+            CropRounding::RoundHalfEven => (d as f64 / 2.0).round_ties_even() as usize,
+        };
+        (off, 0)
+    } else {
+        let d = crop - size;
+        let pad = match rounding {
+            CropRounding::Floor => d.div_ceil(2),
+            CropRounding::RoundHalfEven => d / 2,
+        };
+        (0, pad)
+    }
+}
+
+fn rgb_of(img: &DecodedImage, conv: RgbConversion) -> Result<Vec<u8>> {
+    match conv {
+        RgbConversion::CompositeOnWhite => Ok(if img.has_alpha() {
+            img.to_rgb_on_white()
+        } else {
+            img.to_rgb()
+        }),
+        RgbConversion::PilConvert => Ok(img.to_rgb()),
+        RgbConversion::Never => {
+            if img.pil_mode == PilMode::Rgb {
+                Ok(img.data.clone())
+            } else {
+                Err(Error::InvalidArgument(format!(
+                    "image has mode {} but the preprocessor config disables RGB conversion (do_convert_rgb: false)",
+                    img.pil_mode.as_str()
+                )))
+            }
+        }
+    }
+}
+
+/// Resize, crop and convert to 8-bit RGB: everything before the float conversion.
+pub fn preprocess_u8(img: &DecodedImage, cfg: &PreprocessConfig) -> Result<CroppedRgb> {
+    let original = (img.width, img.height);
+    let converted;
+    let mut cur = img;
+    if cfg.convert_rgb_first {
+        let rgb = rgb_of(img, cfg.rgb_conversion)?;
+        converted = DecodedImage::from_raw(img.width, img.height, Mode::Rgb, rgb)?;
+        cur = &converted;
+    }
+    let (rw, rh) = cfg.resized_size(img.width, img.height);
+    if rw == 0 || rh == 0 {
+        return Err(Error::InvalidArgument(format!(
+            "image of {}x{} resizes to an empty {rw}x{rh} image",
+            img.width, img.height
+        )));
+    }
+    let resized = resample::resize(cur, rw, rh, cfg.interpolation.filter());
+    let (cw, ch) = match cfg.crop {
+        Some((h, w)) => (w, h),
+        None => (rw, rh),
+    };
+    let (cx, px) = crop_axis(rw, cw, cfg.crop_rounding);
+    let (cy, py) = crop_axis(rh, ch, cfg.crop_rounding);
+    let c = resized.mode.channels();
+    // Zero padding in the image's own mode (0 in every band, alpha included), as both numpy
+    // and Pillow's `ImageOps.expand(fill=0)` do.
+    let mut cropped = vec![0u8; cw * ch * c];
+    let copy_w = (rw - cx).min(cw - px);
+    for y in 0..ch {
+        let sy = y as isize + cy as isize - py as isize;
+        if sy < 0 || sy >= rh as isize {
+            continue;
+        }
+        let src = (sy as usize * rw + cx) * c;
+        let dst = (y * cw + px) * c;
+        cropped[dst..dst + copy_w * c].copy_from_slice(&resized.data[src..src + copy_w * c]);
+    }
+    let data = if cfg.convert_rgb_first {
+        cropped
+    } else {
+        let mut out = DecodedImage::from_raw(cw, ch, resized.mode, cropped)?;
+        out.pil_mode = resized.pil_mode;
+        rgb_of(&out, cfg.rgb_conversion)?
+    };
+    Ok(CroppedRgb {
+        width: cw,
+        height: ch,
+        data,
+        geometry: Geometry {
+            original,
+            resized: (rw, rh),
+            crop_offset: (cx, cy),
+            pad_offset: (px, py),
+            input: (cw, ch),
+        },
+    })
+}
+
+/// The float pixel values, [3, H, W] in channel-major order.
+pub fn to_chw_f32(rgb: &CroppedRgb, cfg: &PreprocessConfig) -> Vec<f32> {
+    let n = rgb.width * rgb.height;
+    let mut out = vec![0f32; 3 * n];
+    for (i, px) in rgb.data.chunks_exact(3).enumerate() {
+        for ch in 0..3 {
+            let x = match cfg.scaling {
+                PixelScaling::MulF64(f) => (px[ch] as f64 * f) as f32,
+                PixelScaling::DivF32(d) => px[ch] as f32 / d,
+                PixelScaling::None => px[ch] as f32,
+            };
+            out[ch * n + i] = (x - cfg.mean[ch]) / cfg.std[ch];
+        }
+    }
+    out
+}
+
+pub fn preprocess(img: &DecodedImage, cfg: &PreprocessConfig) -> Result<Preprocessed> {
+    let rgb = preprocess_u8(img, cfg)?;
+    let v = to_chw_f32(&rgb, cfg);
+    let pixels = Tensor::from_vec(v, (3, rgb.height, rgb.width), &Device::Cpu)?;
+    Ok(Preprocessed {
+        pixels,
+        geometry: rgb.geometry,
+    })
+}
+
+pub fn preprocess_file(path: &Path, cfg: &PreprocessConfig) -> Result<Preprocessed> {
+    let img = decode_file(path)?;
+    preprocess(&img, cfg).map_err(|e| match e {
+        Error::InvalidArgument(msg) => Error::Image {
+            path: path.to_path_buf(),
+            msg,
+        },
+        other => other,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shortest_edge_sizes_follow_python_int() {
+        let cfg = PreprocessConfig::hf_default((224, 224));
+        assert_eq!(cfg.resized_size(640, 480), (298, 224));
+        assert_eq!(cfg.resized_size(480, 640), (224, 298));
+        assert_eq!(cfg.resized_size(224, 224), (224, 224));
+    }
+
+    #[test]
+    fn crop_axis_rules() {
+        assert_eq!(crop_axis(27, 24, CropRounding::Floor), (1, 0));
+        assert_eq!(crop_axis(27, 24, CropRounding::RoundHalfEven), (2, 0)); // round(1.5) = 2
+        assert_eq!(crop_axis(29, 24, CropRounding::RoundHalfEven), (2, 0)); // round(2.5) = 2
+        assert_eq!(crop_axis(21, 24, CropRounding::Floor), (0, 2)); // ceil(3/2)
+        assert_eq!(crop_axis(21, 24, CropRounding::RoundHalfEven), (0, 1)); // 3 // 2
+    }
+
+    #[test]
+    fn geometry_hand_computed() {
+        // 640x480 -> shortest edge 224 -> 298x224, center crop 224 at x = (298-224)//2 = 37.
+        let img = DecodedImage::from_raw(640, 480, Mode::L, vec![0; 640 * 480]).unwrap();
+        let g = preprocess_u8(&img, &PreprocessConfig::hf_default((224, 224)))
+            .unwrap()
+            .geometry;
+        assert_eq!(g.resized, (298, 224));
+        assert_eq!(g.crop_offset, (37, 0));
+        let (x, y) = g.to_input(320.0, 240.0);
+        assert!((x - (320.0 * 298.0 / 640.0 - 37.0)).abs() < 1e-4 && (y - 112.0).abs() < 1e-4);
+        let (x0, y0) = g.to_original(x, y);
+        assert!((x0 - 320.0).abs() < 1e-3 && (y0 - 240.0).abs() < 1e-3);
+    }
+
+    #[test]
+    fn open_clip_config_parsing() {
+        let p = Path::new("open_clip_config.json");
+        let c = PreprocessConfig::from_open_clip(&Value::Null, (224, 224), p).unwrap();
+        assert_eq!(c.resize, ResizeMode::ShortestEdge(224));
+        assert_eq!(c.crop, Some((224, 224)));
+        let v: Value = serde_json::json!({"resize_mode": "longest"});
+        let e = PreprocessConfig::from_open_clip(&v, (224, 224), p).unwrap_err();
+        assert!(e.to_string().contains("longest"), "{e}");
+        let v: Value = serde_json::json!({"interpolation": "lanczos"});
+        assert!(PreprocessConfig::from_open_clip(&v, (224, 224), p).is_err());
+    }
+
+    #[test]
+    fn hf_config_parsing() {
+        let p = Path::new("preprocessor_config.json");
+        let v =
+            serde_json::json!({"size": 336, "crop_size": 336, "resample": 3, "do_resize": true});
+        let c = PreprocessConfig::from_hf_json(&v, p).unwrap();
+        assert_eq!(c.resize, ResizeMode::ShortestEdge(336));
+        assert_eq!(c.crop, Some((336, 336)));
+        let v = serde_json::json!({"resample": 1});
+        let e = PreprocessConfig::from_hf_json(&v, p).unwrap_err();
+        assert!(e.to_string().contains("resample"), "{e}");
+        let v = serde_json::json!({"size": {"shortest_edge": 10, "longest_edge": 20}});
+        assert!(PreprocessConfig::from_hf_json(&v, p).is_err());
+    }
+}

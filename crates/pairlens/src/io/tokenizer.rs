@@ -1,0 +1,619 @@
+//! Captions → token ids for both checkpoint formats.
+//!
+//! - HF directories: their `tokenizer.json` through the `tokenizers` crate (the same Rust code
+//!   Python's `transformers` runs, so ids match exactly); no extra cleaning.
+//! - open_clip: the standard CLIP BPE vocabulary ships inside pairlens
+//!   (`assets/clip_bpe_tokenizer.json.gz`, built from open_clip's `bpe_simple_vocab_16e6.txt.gz`
+//!   by `scripts/fixtures/tokenizers.py`), cleaned like open_clip ([`crate::io::text_clean`]) and
+//!   split with open_clip's own regex, so ids match `open_clip.tokenize`.
+//!
+//! Sequences are `[SOT, tokens…, EOT, pad…]`; truncation keeps the first `context_length - 2`
+//! tokens and ends with EOT, which is what both open_clip and HF produce.
+
+use std::io::Read;
+use std::path::Path;
+use std::sync::OnceLock;
+
+use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
+use tokenizers::{
+    Model, OffsetReferential, OffsetType, PreTokenizedString, PreTokenizer, SplitDelimiterBehavior,
+    Tokenizer,
+};
+
+use crate::io::text_clean;
+use crate::{Error, Result};
+
+/// The standard CLIP BPE vocabulary as an HF tokenizer.json (gzipped).
+static BUNDLED_GZ: &[u8] = include_bytes!("../../assets/clip_bpe_tokenizer.json.gz");
+
+/// open_clip `SimpleTokenizer.pat` as Python's `regex` runs it with `re.IGNORECASE`: the
+/// literals match case-insensitively (`'ſ` matches `'s`), the letter/number classes are
+/// unaffected, and the negated class no longer matches U+0345 (it case-folds to ι, a letter), so
+/// that character matches no alternative and is dropped — exhaustively checked over all code
+/// points against `regex` in the venv.
+const OPEN_CLIP_PATTERN: &str = r"(?i:<start_of_text>|<end_of_text>|'s|'t|'re|'ve|'m|'ll|'d)|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}\x{345}]+";
+
+/// How a caption is cleaned before the tokenizer sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TextCleaning {
+    /// HF: tokenizer.json's own normalizer only.
+    None,
+    /// open_clip `clean='lower'`: ftfy-lite + html.unescape×2 + whitespace folding + lowercase.
+    OpenClip,
+}
+
+/// A caption tokenized to a fixed context.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Encoded {
+    /// Token ids, `len == context_length`.
+    pub ids: Vec<u32>,
+    /// Number of ids from SOT to EOT inclusive.
+    pub len: usize,
+    /// A human-readable string per id in `ids[..len]`, e.g. "<sot>", "dog", "ing", "🙂".
+    pub tokens: Vec<String>,
+}
+
+/// A CLIP-style tokenizer bound to a context length.
+#[derive(Clone)]
+pub struct ClipTokenizer {
+    tok: Tokenizer,
+    cleaning: TextCleaning,
+    context_length: usize,
+    sot: u32,
+    eot: u32,
+    pad: u32,
+    /// Token strings are GPT-2 byte-level encoded (undo for display).
+    byte_level: bool,
+    /// BPE end-of-word marker (`</w>` for CLIP), stripped for display.
+    end_of_word_suffix: Option<String>,
+    /// open_clip's regex split (bundled vocabulary only): bypasses tokenizer.json's normalizer
+    /// and pre-tokenizer, which differ from `SimpleTokenizer` in corner cases.
+    open_clip_split: Option<Split>,
+    /// Where the vocabulary came from, for error messages.
+    source: String,
+}
+
+impl std::fmt::Debug for ClipTokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClipTokenizer")
+            .field("source", &self.source)
+            .field("cleaning", &self.cleaning)
+            .field("context_length", &self.context_length)
+            .field("sot", &self.sot)
+            .field("eot", &self.eot)
+            .field("pad", &self.pad)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What pairlens reads from tokenizer.json besides the `tokenizers` object.
+struct JsonInfo {
+    byte_level: bool,
+    end_of_word_suffix: Option<String>,
+    /// (first, last) special token names of the post-processor, with ids when given there.
+    post_specials: Option<((String, Option<u32>), (String, Option<u32>))>,
+    pad_id: Option<u32>,
+}
+
+fn has_type(v: &serde_json::Value, ty: &str) -> bool {
+    match v {
+        serde_json::Value::Object(m) => {
+            m.get("type").and_then(|t| t.as_str()) == Some(ty)
+                || m.values().any(|x| has_type(x, ty))
+        }
+        serde_json::Value::Array(a) => a.iter().any(|x| has_type(x, ty)),
+        _ => false,
+    }
+}
+
+/// SOT/EOT as the post-processor adds them: Roberta/Bert `cls`/`sep`, or the first and last
+/// special token of a template's `single`.
+fn post_specials(pp: &serde_json::Value) -> Option<((String, Option<u32>), (String, Option<u32>))> {
+    let pair = |v: &serde_json::Value| -> Option<(String, Option<u32>)> {
+        let a = v.as_array()?;
+        Some((
+            a.first()?.as_str()?.to_string(),
+            a.get(1).and_then(|x| x.as_u64()).map(|x| x as u32),
+        ))
+    };
+    match pp.get("type")?.as_str()? {
+        "RobertaProcessing" | "BertProcessing" => {
+            Some((pair(pp.get("cls")?)?, pair(pp.get("sep")?)?))
+        }
+        "TemplateProcessing" => {
+            let names: Vec<String> = pp
+                .get("single")?
+                .as_array()?
+                .iter()
+                .filter_map(|p| {
+                    p.get("SpecialToken")?
+                        .get("id")?
+                        .as_str()
+                        .map(str::to_string)
+                })
+                .collect();
+            let id_of = |name: &str| -> Option<u32> {
+                let ids = pp
+                    .get("special_tokens")?
+                    .get(name)?
+                    .get("ids")?
+                    .as_array()?;
+                ids.first()?.as_u64().map(|x| x as u32)
+            };
+            let (first, last) = (names.first()?.clone(), names.last()?.clone());
+            if names.len() < 2 {
+                return None;
+            }
+            let (fi, li) = (id_of(&first), id_of(&last));
+            Some(((first, fi), (last, li)))
+        }
+        "Sequence" => pp
+            .get("processors")?
+            .as_array()?
+            .iter()
+            .find_map(post_specials),
+        _ => None,
+    }
+}
+
+fn json_info(json: &serde_json::Value) -> JsonInfo {
+    let null = serde_json::Value::Null;
+    JsonInfo {
+        byte_level: has_type(json.get("pre_tokenizer").unwrap_or(&null), "ByteLevel")
+            || has_type(json.get("decoder").unwrap_or(&null), "ByteLevel"),
+        end_of_word_suffix: json
+            .get("model")
+            .and_then(|m| m.get("end_of_word_suffix"))
+            .and_then(|s| s.as_str())
+            .filter(|s| !s.is_empty())
+            .map(str::to_string),
+        post_specials: json.get("post_processor").and_then(post_specials),
+        pad_id: json
+            .get("padding")
+            .and_then(|p| p.get("pad_id"))
+            .and_then(|x| x.as_u64())
+            .map(|x| x as u32),
+    }
+}
+
+/// `pad_token` from transformers' side files next to tokenizer.json (a plain string or an
+/// AddedToken object), e.g. "!" for LAION's HF CLIP checkpoints.
+fn side_file_pad_token(dir: &Path) -> Option<String> {
+    for name in ["special_tokens_map.json", "tokenizer_config.json"] {
+        let Ok(bytes) = std::fs::read(dir.join(name)) else {
+            continue;
+        };
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+            continue;
+        };
+        match v.get("pad_token") {
+            Some(serde_json::Value::String(s)) => return Some(s.clone()),
+            Some(obj @ serde_json::Value::Object(_)) => {
+                if let Some(s) = obj.get("content").and_then(|c| c.as_str()) {
+                    return Some(s.to_string());
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// GPT-2's byte → printable char table (the inverse is used for display).
+fn byte_decoder() -> &'static std::collections::HashMap<char, u8> {
+    static T: OnceLock<std::collections::HashMap<char, u8>> = OnceLock::new();
+    T.get_or_init(|| {
+        byte_encoder()
+            .iter()
+            .enumerate()
+            .map(|(b, &c)| (c, b as u8))
+            .collect()
+    })
+}
+
+fn byte_encoder() -> &'static [char; 256] {
+    static T: OnceLock<[char; 256]> = OnceLock::new();
+    T.get_or_init(|| {
+        let mut t = ['\0'; 256];
+        let mut n = 0u32;
+        for b in 0..256u32 {
+            let printable = (0x21..=0x7E).contains(&b)
+                || (0xA1..=0xAC).contains(&b)
+                || (0xAE..=0xFF).contains(&b);
+            t[b as usize] = if printable {
+                char::from_u32(b).unwrap()
+            } else {
+                n += 1;
+                char::from_u32(255 + n).unwrap()
+            };
+        }
+        t
+    })
+}
+
+/// Display form of byte-level token text: valid UTF-8 decoded, stray bytes as `<0xNN>`.
+fn readable_bytes(bytes: &[u8]) -> String {
+    let mut out = String::new();
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        match std::str::from_utf8(rest) {
+            Ok(s) => {
+                out.push_str(s);
+                break;
+            }
+            Err(e) => {
+                let (good, bad) = rest.split_at(e.valid_up_to());
+                out.push_str(std::str::from_utf8(good).unwrap());
+                let n = e.error_len().unwrap_or(bad.len()).max(1);
+                for b in &bad[..n] {
+                    out.push_str(&format!("<0x{b:02X}>"));
+                }
+                rest = &bad[n..];
+            }
+        }
+    }
+    out
+}
+
+fn bundled_tokenizer() -> Result<&'static (Tokenizer, serde_json::Value)> {
+    static T: OnceLock<std::result::Result<(Tokenizer, serde_json::Value), String>> =
+        OnceLock::new();
+    T.get_or_init(|| {
+        let mut json = Vec::new();
+        flate2::read::GzDecoder::new(BUNDLED_GZ)
+            .read_to_end(&mut json)
+            .map_err(|e| format!("bundled CLIP vocabulary: cannot decompress: {e}"))?;
+        let value: serde_json::Value =
+            serde_json::from_slice(&json).map_err(|e| format!("bundled CLIP vocabulary: {e}"))?;
+        let tok =
+            Tokenizer::from_bytes(&json).map_err(|e| format!("bundled CLIP vocabulary: {e}"))?;
+        Ok((tok, value))
+    })
+    .as_ref()
+    .map_err(|e| Error::Tokenizer(e.clone()))
+}
+
+impl ClipTokenizer {
+    /// tokenizer.json from a checkpoint directory. SOT/EOT are `<|startoftext|>`/`<|endoftext|>`
+    /// or else the post-processor's first/last special token. Padding: `pad_id`, else the
+    /// `pad_token` of special_tokens_map.json/tokenizer_config.json beside the file, else
+    /// tokenizer.json's padding id, else EOT. With `TextCleaning::OpenClip` the caption is
+    /// cleaned like open_clip, then goes through the file's own normalizer/pre-tokenizer (only
+    /// the bundled vocabulary swaps in `SimpleTokenizer`'s split: [`Self::bundled_open_clip`]).
+    pub fn from_file(
+        path: &Path,
+        cleaning: TextCleaning,
+        context_length: usize,
+        pad_id: Option<u32>,
+    ) -> Result<Self> {
+        Self::from_file_with_specials(path, cleaning, context_length, pad_id, None)
+    }
+
+    /// As [`Self::from_file`] with explicit SOT/EOT token names (for vocabularies whose
+    /// specials are named otherwise, e.g. `("[BOS]", "[EOS]")`).
+    pub fn from_file_with_specials(
+        path: &Path,
+        cleaning: TextCleaning,
+        context_length: usize,
+        pad_id: Option<u32>,
+        specials: Option<(&str, &str)>,
+    ) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let bad = |msg: String| Error::bad_config(path, msg);
+        let json: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| bad(format!("not a tokenizer.json: {e}")))?;
+        let tok = Tokenizer::from_bytes(&bytes)
+            .map_err(|e| bad(format!("cannot load tokenizer: {e}")))?;
+        let side_pad = path.parent().and_then(side_file_pad_token);
+        let pad_id = match (pad_id, side_pad) {
+            (Some(p), _) => Some(p),
+            (None, Some(name)) => Some(
+                tok.token_to_id(&name)
+                    .ok_or_else(|| bad(format!("pad token {name:?} (from the tokenizer config beside it) is not in the vocabulary")))?,
+            ),
+            (None, None) => None,
+        };
+        Self::build(
+            tok,
+            &json,
+            path.display().to_string(),
+            cleaning,
+            context_length,
+            pad_id,
+            specials,
+            false,
+        )
+    }
+
+    /// The bundled standard CLIP BPE vocabulary with open_clip cleaning, padded with 0, giving
+    /// the ids of `open_clip.tokenize`.
+    pub fn bundled_open_clip(context_length: usize) -> Result<Self> {
+        Self::bundled(TextCleaning::OpenClip, context_length, Some(0))
+    }
+
+    /// The bundled vocabulary with any cleaning. `TextCleaning::None` behaves like HF's
+    /// `CLIPTokenizerFast` for `openai/clip-*` (pads with EOT unless `pad_id`);
+    /// `TextCleaning::OpenClip` like open_clip's `SimpleTokenizer`.
+    pub fn bundled(
+        cleaning: TextCleaning,
+        context_length: usize,
+        pad_id: Option<u32>,
+    ) -> Result<Self> {
+        let (tok, json) = bundled_tokenizer()?;
+        Self::build(
+            tok.clone(),
+            json,
+            "bundled CLIP vocabulary".into(),
+            cleaning,
+            context_length,
+            pad_id,
+            None,
+            cleaning == TextCleaning::OpenClip,
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn build(
+        mut tok: Tokenizer,
+        json: &serde_json::Value,
+        source: String,
+        cleaning: TextCleaning,
+        context_length: usize,
+        pad_id: Option<u32>,
+        specials: Option<(&str, &str)>,
+        open_clip_pipeline: bool,
+    ) -> Result<Self> {
+        let bad = |msg: String| Error::Tokenizer(format!("{source}: {msg}"));
+        if context_length < 2 {
+            return Err(Error::InvalidArgument(format!(
+                "context length {context_length} is too small: it must hold the start and end tokens"
+            )));
+        }
+        let info = json_info(json);
+        let lookup = |name: &str| tok.token_to_id(name);
+        let (sot, eot) = if let Some((s, e)) = specials {
+            (
+                lookup(s)
+                    .ok_or_else(|| bad(format!("start token {s:?} is not in the vocabulary")))?,
+                lookup(e)
+                    .ok_or_else(|| bad(format!("end token {e:?} is not in the vocabulary")))?,
+            )
+        } else if let (Some(s), Some(e)) = (lookup("<|startoftext|>"), lookup("<|endoftext|>")) {
+            (s, e)
+        } else if let Some(((sn, si), (en, ei))) = &info.post_specials {
+            (
+                si.or_else(|| lookup(sn))
+                    .ok_or_else(|| bad(format!("start token {sn:?} is not in the vocabulary")))?,
+                ei.or_else(|| lookup(en))
+                    .ok_or_else(|| bad(format!("end token {en:?} is not in the vocabulary")))?,
+            )
+        } else {
+            return Err(bad(
+                "cannot tell the start/end tokens: no <|startoftext|>/<|endoftext|> and no post-processor naming them"
+                    .into(),
+            ));
+        };
+        let pad = pad_id.or(info.pad_id).unwrap_or(eot);
+        let vocab = tok.get_vocab_size(true);
+        for (what, id) in [("start", sot), ("end", eot), ("pad", pad)] {
+            if id as usize >= vocab && tok.id_to_token(id).is_none() {
+                return Err(bad(format!(
+                    "{what} token id {id} is outside the vocabulary of {vocab}"
+                )));
+            }
+        }
+        // pairlens pads, truncates and adds SOT/EOT itself.
+        tok.with_padding(None);
+        tok.with_truncation(None).map_err(|e| bad(e.to_string()))?;
+        let open_clip_split = if open_clip_pipeline {
+            Some(
+                Split::new(
+                    SplitPattern::Regex(OPEN_CLIP_PATTERN.into()),
+                    SplitDelimiterBehavior::Removed,
+                    true,
+                )
+                .map_err(|e| bad(e.to_string()))?,
+            )
+        } else {
+            None
+        };
+        Ok(Self {
+            tok,
+            cleaning,
+            context_length,
+            sot,
+            eot,
+            pad,
+            byte_level: info.byte_level,
+            end_of_word_suffix: info.end_of_word_suffix,
+            open_clip_split,
+            source,
+        })
+    }
+
+    pub fn sot_id(&self) -> u32 {
+        self.sot
+    }
+    pub fn eot_id(&self) -> u32 {
+        self.eot
+    }
+    pub fn pad_id(&self) -> u32 {
+        self.pad
+    }
+    pub fn context_length(&self) -> usize {
+        self.context_length
+    }
+    pub fn cleaning(&self) -> TextCleaning {
+        self.cleaning
+    }
+    /// Vocabulary size including added tokens (49408 for CLIP).
+    pub fn vocab_size(&self) -> usize {
+        self.tok.get_vocab_size(true)
+    }
+
+    /// The caption as the tokenizer sees it (after open_clip cleaning, if any).
+    pub fn clean(&self, caption: &str) -> String {
+        match self.cleaning {
+            TextCleaning::None => caption.to_string(),
+            TextCleaning::OpenClip => text_clean::open_clip_clean(caption),
+        }
+    }
+
+    /// Token ids between SOT and EOT, untruncated.
+    pub fn content_ids(&self, caption: &str) -> Result<Vec<u32>> {
+        let err = |msg: String| Error::Caption {
+            caption: caption.to_string(),
+            msg,
+        };
+        let text = self.clean(caption);
+        let Some(split) = &self.open_clip_split else {
+            let enc = self
+                .tok
+                .encode(text.as_str(), false)
+                .map_err(|e| err(format!("{}: {e}", self.source)))?;
+            return Ok(enc.get_ids().to_vec());
+        };
+        let mut pre = PreTokenizedString::from(text.as_str());
+        split
+            .pre_tokenize(&mut pre)
+            .map_err(|e| err(e.to_string()))?;
+        let enc = byte_encoder();
+        let mut ids = Vec::new();
+        for (piece, _, _) in pre.get_splits(OffsetReferential::Original, OffsetType::Byte) {
+            match piece {
+                "<start_of_text>" => ids.push(self.sot),
+                "<end_of_text>" => ids.push(self.eot),
+                _ => {
+                    let word: String = piece.bytes().map(|b| enc[b as usize]).collect();
+                    let toks = self
+                        .tok
+                        .get_model()
+                        .tokenize(&word)
+                        .map_err(|e| err(format!("{}: {e}", self.source)))?;
+                    ids.extend(toks.iter().map(|t| t.id));
+                }
+            }
+        }
+        Ok(ids)
+    }
+
+    /// Ids SOT..EOT padded to the context length. Too long → `Error::Caption` unless
+    /// `truncate` (then the first `context_length - 2` tokens are kept, ending with EOT, like
+    /// open_clip/HF). Empty or whitespace-only → `Error::Caption`.
+    pub fn encode(&self, caption: &str, truncate: bool) -> Result<Encoded> {
+        let err = |msg: String| Error::Caption {
+            caption: caption.to_string(),
+            msg,
+        };
+        if caption
+            .chars()
+            .all(|c| c.is_whitespace() || text_clean::is_python_space(c))
+        {
+            return Err(err("the caption is empty".into()));
+        }
+        let content = self.content_ids(caption)?;
+        if content.is_empty() {
+            return Err(err("the caption has no tokens left after cleaning".into()));
+        }
+        let ctx = self.context_length;
+        let n = content.len() + 2;
+        let keep = if n > ctx {
+            if !truncate {
+                return Err(err(format!(
+                    "{n} tokens (with start and end tokens) exceed the context length of {ctx}; \
+                     shorten the caption or pass --truncate to keep the first {}",
+                    ctx - 1
+                )));
+            }
+            ctx - 2
+        } else {
+            content.len()
+        };
+        let mut ids = Vec::with_capacity(ctx);
+        ids.push(self.sot);
+        ids.extend_from_slice(&content[..keep]);
+        ids.push(self.eot);
+        let len = ids.len();
+        ids.resize(ctx, self.pad);
+        let tokens = ids[..len].iter().map(|&id| self.token_str(id)).collect();
+        Ok(Encoded { ids, len, tokens })
+    }
+
+    /// Reference text `[SOT, filler × n (id 0, "!" for CLIP), EOT, pad…]` for the attribution
+    /// method; `filler_len` is capped at `context_length - 2`.
+    pub fn reference(&self, filler_len: usize) -> Encoded {
+        let n = filler_len.min(self.context_length - 2);
+        let mut ids = Vec::with_capacity(self.context_length);
+        ids.push(self.sot);
+        ids.extend(std::iter::repeat_n(0, n));
+        ids.push(self.eot);
+        let len = ids.len();
+        ids.resize(self.context_length, self.pad);
+        let tokens = ids[..len].iter().map(|&id| self.token_str(id)).collect();
+        Encoded { ids, len, tokens }
+    }
+
+    /// Human-readable form of one id: `<sot>`/`<eot>`, end-of-word marker stripped, byte-level
+    /// encoding undone (stray bytes of a split character shown as `<0xNN>`).
+    pub fn token_str(&self, id: u32) -> String {
+        if id == self.sot {
+            return "<sot>".into();
+        }
+        if id == self.eot {
+            return "<eot>".into();
+        }
+        let Some(t) = self.tok.id_to_token(id) else {
+            return format!("<id {id}>");
+        };
+        if self
+            .tok
+            .get_added_tokens_decoder()
+            .get(&id)
+            .is_some_and(|a| a.special)
+        {
+            return t;
+        }
+        let t = match &self.end_of_word_suffix {
+            Some(s) => t.strip_suffix(s.as_str()).unwrap_or(&t).to_string(),
+            None => t,
+        };
+        if !self.byte_level {
+            return t;
+        }
+        let dec = byte_decoder();
+        match t
+            .chars()
+            .map(|c| dec.get(&c).copied())
+            .collect::<Option<Vec<u8>>>()
+        {
+            Some(bytes) => readable_bytes(&bytes),
+            None => t,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_table_is_gpt2() {
+        let e = byte_encoder();
+        assert_eq!(e[b'a' as usize], 'a');
+        assert_eq!(e[b' ' as usize], 'Ġ');
+        assert_eq!(e[0], 'Ā');
+        assert_eq!(readable_bytes(&[0xF0, 0x9F, b'a']), "<0xF0><0x9F>a");
+    }
+
+    #[test]
+    fn bundled_basics() {
+        let t = ClipTokenizer::bundled_open_clip(77).unwrap();
+        assert_eq!(
+            (t.sot_id(), t.eot_id(), t.pad_id(), t.vocab_size()),
+            (49406, 49407, 0, 49408)
+        );
+        let e = t.encode("a photo of a dog", false).unwrap();
+        assert_eq!(&e.ids[..7], &[49406, 320, 1125, 539, 320, 1929, 49407]);
+        assert_eq!(e.tokens, ["<sot>", "a", "photo", "of", "a", "dog", "<eot>"]);
+    }
+}

@@ -1,0 +1,15 @@
+//! pairlens: second-order feature-pair attributions for CLIP-style dual encoders.
+//!
+//! Layout:
+//! - [`model`]: the two CLIP towers written op by op, each with a plain forward pass and a
+//!   forward-mode (JVP) pass, split at any block.
+//! - [`io`]: everything that turns files into model inputs: checkpoints (HF and OpenCLIP
+//!   directories), tokenizers, image decoding and Pillow-exact preprocessing.
+
+pub mod attribution;
+pub mod error;
+pub mod io;
+pub mod model;
+pub mod render;
+
+pub use error::{Error, Result};

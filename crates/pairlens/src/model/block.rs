@@ -1,0 +1,285 @@
+//! The pre-LN transformer block shared by both towers (causal mask or none), forward and JVP.
+//!
+//! Layouts: primal `[B, S, W]`; dense tangent `[T, B, S, W]` (T tangents per primal, the primal
+//! broadcast over T). Linears fold every leading axis into rows, so T×B×S rows go through one
+//! matmul.
+
+use candle_core::Tensor;
+
+use super::config::TransformerConfig;
+use super::ops::{self, LnCache};
+use super::tangents::{index_tensor, one_hot, Tangents};
+use super::weights::Block;
+use crate::Result;
+
+/// Which query rows a block computes.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Rows<'a> {
+    /// Every row.
+    All,
+    /// One row per sequence (`pool[b]`): the last block, where only the pooled row feeds the
+    /// embedding. Keys and values still cover every row.
+    Pooled(&'a [usize]),
+}
+
+/// A stack of blocks plus the masking rule.
+pub(crate) struct Stack<'a> {
+    pub cfg: &'a TransformerConfig,
+    pub blocks: &'a [Block],
+    pub causal: bool,
+}
+
+/// Rows `pool[b]` of `x [..., B, S, W]` → `[..., B, 1, W]` (one index_select over all rows).
+pub(crate) fn select_rows(x: &Tensor, pool: &[usize]) -> Result<Tensor> {
+    let dims = x.dims().to_vec();
+    let r = dims.len();
+    let (b, s, w) = (dims[r - 3], dims[r - 2], dims[r - 1]);
+    let lead: usize = dims[..r - 3].iter().product();
+    let idx: Vec<usize> = (0..lead)
+        .flat_map(|l| {
+            pool.iter()
+                .enumerate()
+                .map(move |(bi, &p)| (l * b + bi) * s + p)
+        })
+        .collect();
+    let idx = index_tensor(&idx, x.device())?;
+    let y = x
+        .contiguous()?
+        .reshape((lead * b * s, w))?
+        .index_select(&idx, 0)?;
+    let mut out = dims;
+    out[r - 2] = 1;
+    Ok(y.reshape(out)?)
+}
+
+impl Stack<'_> {
+    fn heads(&self, y: &Tensor) -> Result<Tensor> {
+        // [B, S, W] -> [B, H, S, d]
+        let (b, s, _) = y.dims3()?;
+        let h = self.cfg.heads;
+        Ok(y.reshape((b, s, h, self.cfg.head_dim()))?
+            .transpose(1, 2)?
+            .contiguous()?)
+    }
+
+    fn heads_tangent(&self, yd: &Tensor) -> Result<Tensor> {
+        // [T, B, S, W] -> [T, B, H, S, d] (a view; the attention tangent makes the one copy)
+        let (t, b, s, _) = yd.dims4()?;
+        let h = self.cfg.heads;
+        Ok(yd
+            .reshape((t, b, s, h, self.cfg.head_dim()))?
+            .permute((0, 1, 3, 2, 4))?)
+    }
+
+    fn scale(&self) -> f64 {
+        1.0 / (self.cfg.head_dim() as f64).sqrt()
+    }
+
+    /// Additive causal mask for the query rows: `[1,1,S,S]` or `[B,1,1,S]`.
+    fn mask(&self, x: &Tensor, rows: Rows) -> Result<Option<Tensor>> {
+        if !self.causal {
+            return Ok(None);
+        }
+        let (b, s, _) = x.dims3()?;
+        let row = |i: usize| (0..s).map(move |j| if j > i { f64::NEG_INFINITY } else { 0.0 });
+        let m = match rows {
+            Rows::All => Tensor::from_vec(
+                (0..s).flat_map(row).collect::<Vec<_>>(),
+                (1, 1, s, s),
+                x.device(),
+            )?,
+            Rows::Pooled(pool) => Tensor::from_vec(
+                pool.iter().flat_map(|&p| row(p)).collect::<Vec<_>>(),
+                (b, 1, 1, s),
+                x.device(),
+            )?,
+        };
+        Ok(Some(m.to_dtype(x.dtype())?))
+    }
+
+    fn eps(&self) -> f64 {
+        self.cfg.layer_norm_eps
+    }
+
+    /// One block's forward: `[B,S,W]` → `[B,S,W]` (All) or `[B,1,W]` (Pooled).
+    pub fn block_forward(&self, w: &Block, x: &Tensor, rows: Rows) -> Result<Tensor> {
+        let (b, _, width) = x.dims3()?;
+        let h = ops::layer_norm(x, &w.ln_1, self.eps())?;
+        let k = self.heads(&ops::linear(&h, &w.k)?)?;
+        let v = self.heads(&ops::linear(&h, &w.v)?)?;
+        let (hq, xr) = match rows {
+            Rows::All => (h, x.clone()),
+            Rows::Pooled(pool) => (select_rows(&h, pool)?, select_rows(x, pool)?),
+        };
+        let q = self.heads(&ops::linear(&hq, &w.q)?)?;
+        let sq = q.dim(2)?;
+        let mask = self.mask(x, rows)?;
+        let o = ops::attention(&q, &k, &v, mask.as_ref(), self.scale())?;
+        let o = o.transpose(1, 2)?.contiguous()?.reshape((b, sq, width))?;
+        let x1 = (xr + ops::linear(&o, &w.out)?)?;
+        let h2 = ops::layer_norm(&x1, &w.ln_2, self.eps())?;
+        let m = ops::activation(&ops::linear(&h2, &w.fc1)?, self.cfg.activation)?;
+        Ok((x1 + ops::linear(&m, &w.fc2)?)?)
+    }
+
+    /// One block's JVP. The input tangent is dense `[T,B,S,W]` or single-row; the output
+    /// tangent is dense `[T,B,S,W]` (All) or `[T,B,1,W]` (Pooled).
+    pub fn block_jvp(
+        &self,
+        w: &Block,
+        x: &Tensor,
+        xd: &Tangents,
+        rows: Rows,
+    ) -> Result<(Tensor, Tensor)> {
+        let (b, s, width) = x.dims3()?;
+        let (h, c1) = ops::layer_norm_cached(x, &w.ln_1, self.eps())?;
+        let k = self.heads(&ops::linear(&h, &w.k)?)?;
+        let v = self.heads(&ops::linear(&h, &w.v)?)?;
+        let (hq, xr) = match rows {
+            Rows::All => (h.clone(), x.clone()),
+            Rows::Pooled(pool) => (select_rows(&h, pool)?, select_rows(x, pool)?),
+        };
+        let q = self.heads(&ops::linear(&hq, &w.q)?)?;
+        let sq = q.dim(2)?;
+        let mask = self.mask(x, rows)?;
+        let (o, ac) = ops::attention_cached(&q, &k, &v, mask.as_ref(), self.scale())?;
+        let o = o.transpose(1, 2)?.contiguous()?.reshape((b, sq, width))?;
+        let x1 = (xr + ops::linear(&o, &w.out)?)?;
+
+        // Tangent of the attention output, and of the residual stream at the query rows.
+        let (od, xrd) = match xd {
+            Tangents::Dense(xd) => {
+                let hd = ops::layer_norm_tangent(&c1, xd, &w.ln_1)?;
+                let kd = self.heads_tangent(&ops::linear_tangent(&hd, &w.k)?)?;
+                let vd = self.heads_tangent(&ops::linear_tangent(&hd, &w.v)?)?;
+                let (hqd, xrd) = match rows {
+                    Rows::All => (hd, xd.clone()),
+                    Rows::Pooled(pool) => (select_rows(&hd, pool)?, select_rows(xd, pool)?),
+                };
+                let qd = self.heads_tangent(&ops::linear_tangent(&hqd, &w.q)?)?;
+                (ops::attention_tangent(&ac, &qd, &kd, &vd)?, xrd)
+            }
+            Tangents::SingleRow {
+                rows: trows,
+                values,
+            } => {
+                let t = values.dim(0)?;
+                let (hh, d) = (self.cfg.heads, self.cfg.head_dim());
+                let ridx = index_tensor(trows, x.device())?;
+                let c1r: LnCache = c1.select_rows(&ridx)?;
+                // Row-wise ops: T rows instead of T×S.
+                let hd = ops::layer_norm_tangent(&c1r, values, &w.ln_1)?; // [T,B,W]
+                let lin = |l| -> Result<Tensor> {
+                    Ok(ops::linear_tangent(&hd, l)?.reshape((t, b, hh, d))?)
+                };
+                let (qd, kd, vd) = (lin(&w.q)?, lin(&w.k)?, lin(&w.v)?);
+                let key_hit = one_hot(trows, s, x.dtype(), x.device())?; // [T, S]
+                let q_hit = match rows {
+                    Rows::All => key_hit.unsqueeze(0)?, // [1, T, S]
+                    Rows::Pooled(pool) => {
+                        // [B, T, 1]: query row of sequence b is pool[b].
+                        let v: Vec<f64> = pool
+                            .iter()
+                            .flat_map(|&p| {
+                                trows.iter().map(move |&r| if r == p { 1.0 } else { 0.0 })
+                            })
+                            .collect();
+                        Tensor::from_vec(v, (b, t, 1), x.device())?.to_dtype(x.dtype())?
+                    }
+                };
+                let od = ops::attention_tangent_row(&ac, &q_hit, &ridx, &key_hit, &qd, &kd, &vd)?;
+                // Residual tangent at the query rows: [T, B|1, Sq, 1] ⊙ [T, B, 1, W].
+                let xrd = q_hit
+                    .permute((1, 0, 2))?
+                    .unsqueeze(3)?
+                    .broadcast_mul(&values.unsqueeze(2)?)?;
+                (od, xrd)
+            }
+        };
+        let t = od.dim(0)?;
+        let od = od
+            .permute((0, 1, 3, 2, 4))?
+            .contiguous()?
+            .reshape((t, b, sq, width))?;
+        let x1d = (xrd + ops::linear_tangent(&od, &w.out)?)?;
+
+        let (h2, c2) = ops::layer_norm_cached(&x1, &w.ln_2, self.eps())?;
+        let h2d = ops::layer_norm_tangent(&c2, &x1d, &w.ln_2)?;
+        let (m, slope) =
+            ops::activation_with_slope(&ops::linear(&h2, &w.fc1)?, self.cfg.activation)?;
+        let md = ops::activation_tangent(&slope, &ops::linear_tangent(&h2d, &w.fc1)?)?;
+        let x2 = (x1 + ops::linear(&m, &w.fc2)?)?;
+        let x2d = (x1d + ops::linear_tangent(&md, &w.fc2)?)?;
+        Ok((x2, x2d))
+    }
+
+    /// Blocks `from..to` on every row.
+    pub fn forward(&self, from: usize, to: usize, x: &Tensor) -> Result<Tensor> {
+        let mut x = x.clone();
+        for w in &self.blocks[from..to] {
+            x = self.block_forward(w, &x, Rows::All)?;
+        }
+        Ok(x)
+    }
+
+    /// Blocks `from..` to the end; returns the pooled rows `[B, W]` of the last block's output
+    /// (that block computes only those rows).
+    pub fn forward_pooled(&self, from: usize, x: &Tensor, pool: &[usize]) -> Result<Tensor> {
+        let n = self.blocks.len();
+        let mut x = x.clone();
+        if from == n {
+            x = select_rows(&x, pool)?;
+        }
+        for (l, w) in self.blocks.iter().enumerate().skip(from) {
+            let rows = if l + 1 == n {
+                Rows::Pooled(pool)
+            } else {
+                Rows::All
+            };
+            x = self.block_forward(w, &x, rows)?;
+        }
+        Ok(x.squeeze(1)?)
+    }
+
+    /// JVP of [`Self::forward_pooled`]: pooled primal `[B, W]` and tangents `[T, B, W]`.
+    pub fn jvp_pooled(
+        &self,
+        from: usize,
+        x: &Tensor,
+        xd: &Tangents,
+        pool: &[usize],
+    ) -> Result<(Tensor, Tensor)> {
+        let n = self.blocks.len();
+        if from == n {
+            let xd = match xd {
+                Tangents::Dense(t) => select_rows(t, pool)?,
+                Tangents::SingleRow { rows, values } => {
+                    let (t, b, _) = values.dims3()?;
+                    let v: Vec<f64> = rows
+                        .iter()
+                        .flat_map(|&r| pool.iter().map(move |&p| if r == p { 1.0 } else { 0.0 }))
+                        .collect();
+                    let hit = Tensor::from_vec(v, (t, b, 1), x.device())?.to_dtype(x.dtype())?;
+                    values.broadcast_mul(&hit)?.unsqueeze(2)?
+                }
+            };
+            return Ok((select_rows(x, pool)?.squeeze(1)?, xd.squeeze(2)?));
+        }
+        let mut x = x.clone();
+        let mut xd = xd.clone();
+        for (l, w) in self.blocks.iter().enumerate().skip(from) {
+            let rows = if l + 1 == n {
+                Rows::Pooled(pool)
+            } else {
+                Rows::All
+            };
+            let (y, yd) = self.block_jvp(w, &x, &xd, rows)?;
+            x = y;
+            xd = Tangents::Dense(yd);
+        }
+        let Tangents::Dense(xd) = xd else {
+            unreachable!("dense after a block")
+        };
+        Ok((x.squeeze(1)?, xd.squeeze(2)?))
+    }
+}

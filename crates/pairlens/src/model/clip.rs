@@ -1,0 +1,61 @@
+//! Both towers and the similarity temperature.
+
+use candle_core::DType;
+
+use super::check::Checker;
+use super::config::ClipConfig;
+use super::text::TextTower;
+use super::vision::VisionTower;
+use super::weights::ClipWeights;
+use crate::Result;
+
+#[derive(Clone, Debug)]
+pub struct ClipModel {
+    pub config: ClipConfig,
+    pub text: TextTower,
+    pub vision: VisionTower,
+    /// log of the similarity temperature, as stored in the checkpoint (`exp` it for the scale).
+    pub logit_scale: f32,
+}
+
+impl ClipModel {
+    /// Validates every weight shape against the config (and that all weights are f32), so a bad
+    /// checkpoint fails here with the tensor's name instead of deep inside a matmul.
+    pub fn new(config: ClipConfig, weights: ClipWeights) -> Result<Self> {
+        let ClipWeights {
+            text,
+            vision,
+            logit_scale,
+        } = weights;
+        let text = TextTower {
+            config: config.text.clone(),
+            weights: text,
+        };
+        let vision = VisionTower {
+            config: config.vision.clone(),
+            weights: vision,
+        };
+        let mut c = Checker {
+            dtype: Some(DType::F32),
+        };
+        text.check_weights(&mut c)?;
+        vision.check_weights(&mut c)?;
+        let proj = config.projection_dim;
+        c.tensor(
+            "text.projection.weight",
+            &text.weights.projection.weight,
+            &[proj, config.text.transformer.width],
+        )?;
+        c.tensor(
+            "vision.projection.weight",
+            &vision.weights.projection.weight,
+            &[proj, config.vision.transformer.width],
+        )?;
+        Ok(ClipModel {
+            config,
+            text,
+            vision,
+            logit_scale,
+        })
+    }
+}

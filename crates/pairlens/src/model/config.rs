@@ -1,0 +1,100 @@
+//! Geometry of a CLIP dual encoder, independent of the checkpoint format it came from.
+
+use serde::{Deserialize, Serialize};
+
+/// The MLP non-linearity. OpenAI and `*-quickgelu` weights use QuickGELU, open_clip's plain
+/// `ViT-*` configs and most HF configs use the exact (erf) GELU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Activation {
+    /// x * sigmoid(1.702 x)
+    QuickGelu,
+    /// x * Phi(x), Phi the standard normal CDF (erf form, not the tanh approximation).
+    Gelu,
+}
+
+/// A stack of pre-LayerNorm transformer blocks.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TransformerConfig {
+    pub width: usize,
+    pub layers: usize,
+    pub heads: usize,
+    /// Hidden size of the MLP (width * mlp_ratio).
+    pub mlp_dim: usize,
+    pub activation: Activation,
+    pub layer_norm_eps: f64,
+}
+
+impl TransformerConfig {
+    pub fn head_dim(&self) -> usize {
+        self.width / self.heads
+    }
+}
+
+/// Which position of the text sequence feeds the embedding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TextPooling {
+    /// The position of the largest token id (open_clip, and HF when `eos_token_id == 2`):
+    /// EOT is the largest id of the standard CLIP vocabulary.
+    ArgmaxId,
+    /// The first position holding this id (HF with a real `eos_token_id`).
+    FirstId(u32),
+}
+
+impl TextPooling {
+    /// Index of the pooled position in one sequence of ids.
+    pub fn index(&self, ids: &[u32]) -> Option<usize> {
+        match *self {
+            // First maximum, like torch.argmax on CPU.
+            TextPooling::ArgmaxId => {
+                let max = *ids.iter().max()?;
+                ids.iter().position(|&i| i == max)
+            }
+            TextPooling::FirstId(id) => ids.iter().position(|&i| i == id),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TextConfig {
+    pub transformer: TransformerConfig,
+    pub context_length: usize,
+    pub vocab_size: usize,
+    pub sot_token_id: u32,
+    pub eot_token_id: u32,
+    /// Id written after EOT up to the context length (HF: EOT, open_clip: 0).
+    pub pad_token_id: u32,
+    pub pooling: TextPooling,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct VisionConfig {
+    pub transformer: TransformerConfig,
+    pub patch_size: usize,
+    /// (height, width) of the network input in pixels.
+    pub image_size: (usize, usize),
+}
+
+impl VisionConfig {
+    /// Patch grid (rows, columns).
+    pub fn grid(&self) -> (usize, usize) {
+        (
+            self.image_size.0 / self.patch_size,
+            self.image_size.1 / self.patch_size,
+        )
+    }
+    /// Sequence length: one CLS token, then the patches row-major.
+    pub fn seq_len(&self) -> usize {
+        let (h, w) = self.grid();
+        1 + h * w
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ClipConfig {
+    pub text: TextConfig,
+    pub vision: VisionConfig,
+    /// Dimension of the shared embedding space.
+    pub projection_dim: usize,
+}

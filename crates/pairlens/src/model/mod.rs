@@ -1,0 +1,22 @@
+//! The CLIP towers, op by op. Every op has its forward rule and its tangent (JVP) rule side by
+//! side, so forward mode can be checked op by op against finite differences.
+
+mod block;
+mod check;
+pub mod clip;
+pub mod config;
+pub mod ops;
+pub mod random;
+pub mod tangents;
+pub mod text;
+pub mod vision;
+pub mod weights;
+
+pub use clip::ClipModel;
+pub use config::{
+    Activation, ClipConfig, TextConfig, TextPooling, TransformerConfig, VisionConfig,
+};
+pub use tangents::Tangents;
+pub use text::TextTower;
+pub use vision::VisionTower;
+pub use weights::{Block, ClipWeights, LayerNorm, Linear, TextWeights, VisionWeights};

@@ -1,0 +1,305 @@
+//! Every op of the towers, its forward rule next to its tangent (JVP) rule.
+//!
+//! Forwards use only plain, differentiable candle-core ops (no fused kernels: candle's fused
+//! layer-norm/softmax have no backward), so candle's autograd can check the tangent rules.
+//! They are dtype-generic: f32 in production, f64 for reference checks.
+//!
+//! Tangent convention: a tangent has its primal's shape with extra LEADING axes (the tangent
+//! batch, e.g. `[T, ...]`); primal-side factors broadcast over those axes, so one primal serves
+//! any number of tangents.
+
+use candle_core::{Tensor, D};
+
+use super::config::Activation;
+use super::weights::{LayerNorm, Linear};
+use crate::Result;
+
+/// `x Wᵀ` over the last axis, any leading dims, as one 2-D matmul (rows = all leading dims).
+fn matmul_wt(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    let dims = x.dims();
+    let k = *dims.last().expect("rank >= 1");
+    let n = w.dim(0)?;
+    let rows = x.elem_count() / k.max(1);
+    let y = x.contiguous()?.reshape((rows, k))?.matmul(&w.t()?)?;
+    let mut out = dims.to_vec();
+    *out.last_mut().expect("rank >= 1") = n;
+    Ok(y.reshape(out)?)
+}
+
+/// Linear `y = x Wᵀ + b`.
+pub fn linear(x: &Tensor, l: &Linear) -> Result<Tensor> {
+    let y = matmul_wt(x, &l.weight)?;
+    match &l.bias {
+        Some(b) => Ok(y.broadcast_add(b)?),
+        None => Ok(y),
+    }
+}
+
+/// Linear tangent `ẏ = ẋ Wᵀ` (the bias is constant).
+pub fn linear_tangent(xd: &Tensor, l: &Linear) -> Result<Tensor> {
+    matmul_wt(xd, &l.weight)
+}
+
+/// What the LayerNorm tangent needs from its forward: `x̂` and `1/σ` (`[..., 1]`).
+#[derive(Clone, Debug)]
+pub struct LnCache {
+    pub xhat: Tensor,
+    pub inv_std: Tensor,
+}
+
+impl LnCache {
+    /// The cache of rows `rows[t]` (axis 1 of a `[B, S, W]` primal), laid out `[T, B, ...]` to
+    /// line up with single-row tangents `[T, B, W]`.
+    pub fn select_rows(&self, rows: &Tensor) -> Result<LnCache> {
+        let pick = |t: &Tensor| -> Result<Tensor> {
+            Ok(t.index_select(rows, 1)?.transpose(0, 1)?.contiguous()?)
+        };
+        Ok(LnCache {
+            xhat: pick(&self.xhat)?,
+            inv_std: pick(&self.inv_std)?,
+        })
+    }
+}
+
+/// LayerNorm over the last axis: `y = γ (x − μ)/σ + β`, `σ = sqrt(var + eps)` (biased var).
+pub fn layer_norm(x: &Tensor, ln: &LayerNorm, eps: f64) -> Result<Tensor> {
+    Ok(layer_norm_cached(x, ln, eps)?.0)
+}
+
+pub fn layer_norm_cached(x: &Tensor, ln: &LayerNorm, eps: f64) -> Result<(Tensor, LnCache)> {
+    let mu = x.mean_keepdim(D::Minus1)?;
+    let xc = x.broadcast_sub(&mu)?;
+    let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
+    let inv_std = (var + eps)?.sqrt()?.recip()?;
+    let xhat = xc.broadcast_mul(&inv_std)?;
+    let y = xhat.broadcast_mul(&ln.weight)?.broadcast_add(&ln.bias)?;
+    Ok((y, LnCache { xhat, inv_std }))
+}
+
+/// LayerNorm tangent: `ẋ̂ = (ẋ − mean ẋ)/σ − x̂ · mean(x̂ ⊙ ẋ)/σ`, `ẏ = γ ⊙ ẋ̂`.
+pub fn layer_norm_tangent(c: &LnCache, xd: &Tensor, ln: &LayerNorm) -> Result<Tensor> {
+    let mean_d = xd.mean_keepdim(D::Minus1)?;
+    let proj = xd.broadcast_mul(&c.xhat)?.mean_keepdim(D::Minus1)?;
+    let centred = xd.broadcast_sub(&mean_d)?;
+    let xhat_d = (centred - c.xhat.broadcast_mul(&proj)?)?.broadcast_mul(&c.inv_std)?;
+    Ok(xhat_d.broadcast_mul(&ln.weight)?)
+}
+
+/// `sigmoid(1.702 x)`, written as `1/(1 + exp(-1.702 x))` (saturates to 0/1 without NaN).
+fn quick_sigmoid(x: &Tensor) -> Result<Tensor> {
+    Ok(((x * -1.702)?.exp()? + 1.0)?.recip()?)
+}
+
+/// `Φ(x) = (erf(x/√2) + 1)/2`. GELU is written as `x·Φ(x)` from `erf` rather than candle's
+/// `gelu_erf`: same values (PyTorch's formula), but candle's `gelu_erf` backward truncates
+/// 1/√(2π) to 0.398942 (~1e-6 relative), which would spoil the reverse-mode checks.
+fn normal_cdf(x: &Tensor) -> Result<Tensor> {
+    Ok(((x * std::f64::consts::FRAC_1_SQRT_2)?.erf()? + 1.0)?.affine(0.5, 0.0)?)
+}
+
+/// The MLP non-linearity: QuickGELU `x·σ(1.702x)` or exact GELU `x·Φ(x)`.
+pub fn activation(x: &Tensor, act: Activation) -> Result<Tensor> {
+    match act {
+        Activation::QuickGelu => Ok(x.mul(&quick_sigmoid(x)?)?),
+        Activation::Gelu => Ok(x.mul(&normal_cdf(x)?)?),
+    }
+}
+
+/// The activation and its elementwise slope `dy/dx`, for [`activation_tangent`].
+/// QuickGELU: `s + 1.702 x s (1 − s)`, `s = σ(1.702x)`. GELU: `Φ(x) + x φ(x)`.
+pub fn activation_with_slope(x: &Tensor, act: Activation) -> Result<(Tensor, Tensor)> {
+    match act {
+        Activation::QuickGelu => {
+            let s = quick_sigmoid(x)?;
+            let y = x.mul(&s)?;
+            let one_minus = s.affine(-1.0, 1.0)?;
+            let slope = (&s + (x * 1.702)?.mul(&s)?.mul(&one_minus)?)?;
+            Ok((y, slope))
+        }
+        Activation::Gelu => {
+            let cdf = normal_cdf(x)?;
+            let y = x.mul(&cdf)?;
+            let inv_sqrt_2pi = 1.0 / (2.0 * std::f64::consts::PI).sqrt();
+            let pdf = (x.sqr()? * -0.5)?.exp()?.affine(inv_sqrt_2pi, 0.0)?;
+            let slope = (cdf + x.mul(&pdf)?)?;
+            Ok((y, slope))
+        }
+    }
+}
+
+/// Activation tangent `ẏ = slope ⊙ ẋ`.
+pub fn activation_tangent(slope: &Tensor, xd: &Tensor) -> Result<Tensor> {
+    Ok(xd.broadcast_mul(slope)?)
+}
+
+/// Softmax over the last axis (max-shifted; the shift is a constant, so it is detached).
+pub fn softmax_last_dim(s: &Tensor) -> Result<Tensor> {
+    let m = s.max_keepdim(D::Minus1)?.detach();
+    let e = s.broadcast_sub(&m)?.exp()?;
+    let z = e.sum_keepdim(D::Minus1)?;
+    Ok(e.broadcast_div(&z)?)
+}
+
+/// Softmax tangent `Ṗ = P ⊙ (Ṡ − rowsum(P ⊙ Ṡ))`; `p` broadcasts against `sd`.
+pub fn softmax_tangent(p: &Tensor, sd: &Tensor) -> Result<Tensor> {
+    let ps = sd.broadcast_mul(p)?;
+    let r = ps.sum_keepdim(D::Minus1)?;
+    Ok((ps - p.broadcast_mul(&r)?)?)
+}
+
+/// What the attention tangents need from the forward, heads folded into one batch axis.
+#[derive(Clone, Debug)]
+pub struct AttnCache {
+    /// `scale · Q`, `[B·H, Sq, d]`.
+    qs: Tensor,
+    /// `[B·H, Sk, d]`
+    k: Tensor,
+    /// `[B·H, Sk, d]`
+    v: Tensor,
+    /// Attention probabilities `[B·H, Sq, Sk]`.
+    pub p: Tensor,
+    b: usize,
+    h: usize,
+    scale: f64,
+}
+
+/// Scaled dot-product attention for `q [B,H,Sq,d]`, `k, v [B,H,Sk,d]`:
+/// `softmax(scale·Q Kᵀ + mask) V`. `mask` is additive (0 / −∞), broadcast to `[B,H,Sq,Sk]`.
+/// The scale is applied to Q (as HF does; equal to scaling the scores up to rounding).
+pub fn attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: Option<&Tensor>,
+    scale: f64,
+) -> Result<Tensor> {
+    Ok(attention_cached(q, k, v, mask, scale)?.0)
+}
+
+pub fn attention_cached(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: Option<&Tensor>,
+    scale: f64,
+) -> Result<(Tensor, AttnCache)> {
+    let (b, h, sq, d) = q.dims4()?;
+    let sk = k.dim(2)?;
+    let qs = (q * scale)?.reshape((b * h, sq, d))?;
+    let k = k.contiguous()?.reshape((b * h, sk, d))?;
+    let v = v.contiguous()?.reshape((b * h, sk, d))?;
+    let mut s = qs.matmul(&k.t()?)?;
+    if let Some(m) = mask {
+        s = s
+            .reshape((b, h, sq, sk))?
+            .broadcast_add(m)?
+            .reshape((b * h, sq, sk))?;
+    }
+    let p = softmax_last_dim(&s)?;
+    let o = p.matmul(&v)?.reshape((b, h, sq, d))?;
+    Ok((
+        o,
+        AttnCache {
+            qs,
+            k,
+            v,
+            p,
+            b,
+            h,
+            scale,
+        },
+    ))
+}
+
+/// `[T, B, H, S, d]` tangent (any strides) → `[B·H, T·S, d]` contiguous, one copy.
+fn fold_heads(xd: &Tensor) -> Result<(Tensor, usize)> {
+    let (t, b, h, s, d) = xd.dims5()?;
+    Ok((
+        xd.permute((1, 2, 0, 3, 4))?
+            .contiguous()?
+            .reshape((b * h, t * s, d))?,
+        t,
+    ))
+}
+
+/// Attention tangent for dense `q̇ [T,B,H,Sq,d]`, `k̇, v̇ [T,B,H,Sk,d]`:
+/// `Ṡ = scale (Q̇Kᵀ + QK̇ᵀ)`, `Ṗ = P ⊙ (Ṡ − rowsum(P ⊙ Ṡ))`, `Ȯ = ṖV + PV̇`.
+/// Returns `Ȯ [T,B,H,Sq,d]` (a strided view).
+pub fn attention_tangent(c: &AttnCache, qd: &Tensor, kd: &Tensor, vd: &Tensor) -> Result<Tensor> {
+    let (bh, sq, sk) = c.p.dims3()?;
+    let d = c.qs.dim(2)?;
+    let (qd, t) = fold_heads(qd)?;
+    let (kd, _) = fold_heads(kd)?;
+    let (vd, _) = fold_heads(vd)?;
+    // Q̇ Kᵀ: every tangent's query rows against the shared keys, one batched matmul per head.
+    let s1 = ((qd * c.scale)?.matmul(&c.k.t()?)?).reshape((bh, t, sq, sk))?;
+    // Q K̇ᵀ, computed as K̇ Qᵀ and transposed back.
+    let s2 = kd
+        .matmul(&c.qs.t()?)?
+        .reshape((bh, t, sk, sq))?
+        .transpose(2, 3)?;
+    let sd = (s1 + s2)?;
+    let pd = softmax_tangent(&c.p.unsqueeze(1)?, &sd)?;
+    let o1 = pd
+        .reshape((bh, t * sq, sk))?
+        .matmul(&c.v)?
+        .reshape((bh, t, sq, d))?;
+    // P V̇: put the tangents side by side in the columns so one matmul per head covers all.
+    let vd_cols = vd
+        .reshape((bh, t, sk, d))?
+        .transpose(1, 2)?
+        .contiguous()?
+        .reshape((bh, sk, t * d))?;
+    let o2 =
+        c.p.matmul(&vd_cols)?
+            .reshape((bh, sq, t, d))?
+            .transpose(1, 2)?;
+    let od = (o1 + o2)?.reshape((c.b, c.h, t, sq, d))?;
+    Ok(od.permute((2, 0, 1, 3, 4))?)
+}
+
+/// Attention tangent when tangent `t` moves a single sequence row `r_t` of the block input, so
+/// `q̇, k̇, v̇` are one row each (`[T,B,H,d]`):
+/// `Ṡ[i,j] = scale (δ(i≡r_t) q̇_t·K_j + Q_i·k̇_t δ(j=r_t))`, `Ȯ = ṖV + P[:,r_t] ⊗ v̇_t`.
+/// `q_hit [B|1, T, Sq]` is 1 where query row `i` is sequence row `r_t`; `key_rows [T]` (u32) and
+/// `key_hit [T, Sk]` (one-hot of `r_t`). Returns `Ȯ [T,B,H,Sq,d]` (a strided view).
+#[allow(clippy::too_many_arguments)]
+pub fn attention_tangent_row(
+    c: &AttnCache,
+    q_hit: &Tensor,
+    key_rows: &Tensor,
+    key_hit: &Tensor,
+    qd: &Tensor,
+    kd: &Tensor,
+    vd: &Tensor,
+) -> Result<Tensor> {
+    let (bh, sq, sk) = c.p.dims3()?;
+    let d = c.qs.dim(2)?;
+    let (b, h) = (c.b, c.h);
+    let fold = |x: &Tensor| -> Result<Tensor> {
+        let t = x.dim(0)?;
+        Ok(x.permute((1, 2, 0, 3))?.contiguous()?.reshape((bh, t, d))?)
+    };
+    let t = qd.dim(0)?;
+    let (qd, kd, vd) = (fold(qd)?, fold(kd)?, fold(vd)?);
+    // Row values q̇_t·K_j and column values Q_i·k̇_t, placed by the one-hot masks.
+    let a = (qd * c.scale)?
+        .matmul(&c.k.t()?)?
+        .reshape((b, h, t, 1, sk))?;
+    let bcol = kd.matmul(&c.qs.t()?)?.reshape((b, h, t, sq, 1))?;
+    let qh = q_hit.reshape((q_hit.dim(0)?, 1, t, sq, 1))?;
+    let kh = key_hit.reshape((1, 1, t, 1, sk))?;
+    let sd = (a.broadcast_mul(&qh)? + bcol.broadcast_mul(&kh)?)?.reshape((bh, t, sq, sk))?;
+    let pd = softmax_tangent(&c.p.unsqueeze(1)?, &sd)?;
+    let o1 = pd
+        .reshape((bh, t * sq, sk))?
+        .matmul(&c.v)?
+        .reshape((bh, t, sq, d))?;
+    let pcol =
+        c.p.index_select(key_rows, 2)?
+            .transpose(1, 2)?
+            .unsqueeze(3)?; // [bh, t, sq, 1]
+    let o2 = pcol.broadcast_mul(&vd.unsqueeze(2)?)?;
+    let od = (o1 + o2)?.reshape((b, h, t, sq, d))?;
+    Ok(od.permute((2, 0, 1, 3, 4))?)
+}

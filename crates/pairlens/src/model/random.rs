@@ -1,0 +1,255 @@
+//! Deterministic random weights and a tiny geometry, for tests that need no checkpoint.
+//! Scales keep activations O(1) through the blocks so derivative checks are not degenerate.
+
+use candle_core::{DType, Device, Tensor};
+
+use super::config::{
+    Activation, ClipConfig, TextConfig, TextPooling, TransformerConfig, VisionConfig,
+};
+use super::weights::{Block, ClipWeights, LayerNorm, Linear, TextWeights, VisionWeights};
+use crate::Result;
+
+/// SplitMix64 + Box–Muller: tiny, dependency-free and identical on every platform.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Rng(seed ^ 0x9E37_79B9_7F4A_7C15)
+    }
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in (0, 1).
+    pub fn uniform(&mut self) -> f64 {
+        ((self.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+    }
+    pub fn normal(&mut self) -> f64 {
+        let (u, v) = (self.uniform(), self.uniform());
+        (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
+    }
+    /// f32 tensor of `mean + std · N(0, 1)` entries.
+    pub fn tensor(&mut self, shape: &[usize], mean: f64, std: f64) -> Result<Tensor> {
+        let n: usize = shape.iter().product();
+        let v: Vec<f32> = (0..n)
+            .map(|_| (mean + std * self.normal()) as f32)
+            .collect();
+        Ok(Tensor::from_vec(v, shape, &Device::Cpu)?)
+    }
+}
+
+fn linear(rng: &mut Rng, out: usize, inp: usize, bias: bool) -> Result<Linear> {
+    Ok(Linear {
+        weight: rng.tensor(&[out, inp], 0.0, 1.0 / (inp as f64).sqrt())?,
+        bias: if bias {
+            Some(rng.tensor(&[out], 0.0, 0.1)?)
+        } else {
+            None
+        },
+    })
+}
+
+fn layer_norm(rng: &mut Rng, width: usize, eps: f64) -> Result<LayerNorm> {
+    Ok(LayerNorm {
+        weight: rng.tensor(&[width], 1.0, 0.2)?,
+        bias: rng.tensor(&[width], 0.0, 0.1)?,
+        eps,
+    })
+}
+
+fn blocks(rng: &mut Rng, cfg: &TransformerConfig) -> Result<Vec<Block>> {
+    let (w, m, eps) = (cfg.width, cfg.mlp_dim, cfg.layer_norm_eps);
+    (0..cfg.layers)
+        .map(|_| {
+            Ok(Block {
+                ln_1: layer_norm(rng, w, eps)?,
+                // Larger q/k weights make the attention pattern far from uniform.
+                q: Linear {
+                    weight: rng.tensor(&[w, w], 0.0, 2.0 / (w as f64).sqrt())?,
+                    bias: Some(rng.tensor(&[w], 0.0, 0.1)?),
+                },
+                k: Linear {
+                    weight: rng.tensor(&[w, w], 0.0, 2.0 / (w as f64).sqrt())?,
+                    bias: Some(rng.tensor(&[w], 0.0, 0.1)?),
+                },
+                v: linear(rng, w, w, true)?,
+                out: linear(rng, w, w, true)?,
+                ln_2: layer_norm(rng, w, eps)?,
+                fc1: linear(rng, m, w, true)?,
+                fc2: linear(rng, w, m, true)?,
+            })
+        })
+        .collect()
+}
+
+impl ClipWeights {
+    /// Random weights of the right shapes for `config`, f32 on the CPU, deterministic in `seed`.
+    pub fn random(config: &ClipConfig, seed: u64) -> Result<ClipWeights> {
+        let mut rng = Rng::new(seed);
+        let (t, v) = (&config.text, &config.vision);
+        let (tw, vw) = (t.transformer.width, v.transformer.width);
+        let p = v.patch_size;
+        let text = TextWeights {
+            token_embedding: rng.tensor(&[t.vocab_size, tw], 0.0, 1.0)?,
+            positional_embedding: rng.tensor(&[t.context_length, tw], 0.0, 0.5)?,
+            blocks: blocks(&mut rng, &t.transformer)?,
+            ln_final: layer_norm(&mut rng, tw, t.transformer.layer_norm_eps)?,
+            projection: linear(&mut rng, config.projection_dim, tw, false)?,
+        };
+        let vision = VisionWeights {
+            patch_embedding: rng.tensor(&[vw, 3, p, p], 0.0, 1.0 / ((3 * p * p) as f64).sqrt())?,
+            class_embedding: rng.tensor(&[vw], 0.0, 1.0)?,
+            positional_embedding: rng.tensor(&[v.seq_len(), vw], 0.0, 0.5)?,
+            ln_pre: layer_norm(&mut rng, vw, v.transformer.layer_norm_eps)?,
+            blocks: blocks(&mut rng, &v.transformer)?,
+            ln_post: layer_norm(&mut rng, vw, v.transformer.layer_norm_eps)?,
+            projection: linear(&mut rng, config.projection_dim, vw, false)?,
+        };
+        Ok(ClipWeights {
+            text,
+            vision,
+            logit_scale: (1.0f32 / 0.07).ln(),
+        })
+    }
+
+    /// The same weights in another dtype (f64 copies give finite-difference references).
+    pub fn to_dtype(&self, dtype: DType) -> Result<ClipWeights> {
+        Ok(ClipWeights {
+            text: self.text.to_dtype(dtype)?,
+            vision: self.vision.to_dtype(dtype)?,
+            logit_scale: self.logit_scale,
+        })
+    }
+}
+
+impl Linear {
+    pub fn to_dtype(&self, dtype: DType) -> Result<Linear> {
+        Ok(Linear {
+            weight: self.weight.to_dtype(dtype)?,
+            bias: self.bias.as_ref().map(|b| b.to_dtype(dtype)).transpose()?,
+        })
+    }
+}
+
+impl LayerNorm {
+    pub fn to_dtype(&self, dtype: DType) -> Result<LayerNorm> {
+        Ok(LayerNorm {
+            weight: self.weight.to_dtype(dtype)?,
+            bias: self.bias.to_dtype(dtype)?,
+            eps: self.eps,
+        })
+    }
+}
+
+impl Block {
+    pub fn to_dtype(&self, dtype: DType) -> Result<Block> {
+        Ok(Block {
+            ln_1: self.ln_1.to_dtype(dtype)?,
+            q: self.q.to_dtype(dtype)?,
+            k: self.k.to_dtype(dtype)?,
+            v: self.v.to_dtype(dtype)?,
+            out: self.out.to_dtype(dtype)?,
+            ln_2: self.ln_2.to_dtype(dtype)?,
+            fc1: self.fc1.to_dtype(dtype)?,
+            fc2: self.fc2.to_dtype(dtype)?,
+        })
+    }
+}
+
+impl TextWeights {
+    pub fn to_dtype(&self, dtype: DType) -> Result<TextWeights> {
+        Ok(TextWeights {
+            token_embedding: self.token_embedding.to_dtype(dtype)?,
+            positional_embedding: self.positional_embedding.to_dtype(dtype)?,
+            blocks: self
+                .blocks
+                .iter()
+                .map(|b| b.to_dtype(dtype))
+                .collect::<Result<_>>()?,
+            ln_final: self.ln_final.to_dtype(dtype)?,
+            projection: self.projection.to_dtype(dtype)?,
+        })
+    }
+}
+
+impl VisionWeights {
+    pub fn to_dtype(&self, dtype: DType) -> Result<VisionWeights> {
+        Ok(VisionWeights {
+            patch_embedding: self.patch_embedding.to_dtype(dtype)?,
+            class_embedding: self.class_embedding.to_dtype(dtype)?,
+            positional_embedding: self.positional_embedding.to_dtype(dtype)?,
+            ln_pre: self.ln_pre.to_dtype(dtype)?,
+            blocks: self
+                .blocks
+                .iter()
+                .map(|b| b.to_dtype(dtype))
+                .collect::<Result<_>>()?,
+            ln_post: self.ln_post.to_dtype(dtype)?,
+            projection: self.projection.to_dtype(dtype)?,
+        })
+    }
+}
+
+impl ClipConfig {
+    /// A tiny geometry for tests: text QuickGELU (3 layers, 2 heads, context 8), vision exact
+    /// GELU (3 layers, 3 heads, a non-square 2×3 patch grid so row/column order is exercised).
+    pub fn tiny() -> ClipConfig {
+        let tf = |width, heads, activation| TransformerConfig {
+            width,
+            layers: 3,
+            heads,
+            mlp_dim: 4 * width,
+            activation,
+            layer_norm_eps: 1e-5,
+        };
+        ClipConfig {
+            text: TextConfig {
+                transformer: tf(16, 2, Activation::QuickGelu),
+                context_length: 8,
+                vocab_size: 40,
+                sot_token_id: 38,
+                eot_token_id: 39,
+                pad_token_id: 0,
+                pooling: TextPooling::ArgmaxId,
+            },
+            vision: VisionConfig {
+                transformer: tf(24, 3, Activation::Gelu),
+                patch_size: 4,
+                image_size: (8, 12),
+            },
+            projection_dim: 12,
+        }
+    }
+
+    /// A ViT-B/32-size geometry (both towers), for timing; weights from [`ClipWeights::random`].
+    pub fn vit_b32_like() -> ClipConfig {
+        let tf = |width, heads| TransformerConfig {
+            width,
+            layers: 12,
+            heads,
+            mlp_dim: 4 * width,
+            activation: Activation::QuickGelu,
+            layer_norm_eps: 1e-5,
+        };
+        ClipConfig {
+            text: TextConfig {
+                transformer: tf(512, 8),
+                context_length: 77,
+                vocab_size: 49408,
+                sot_token_id: 49406,
+                eot_token_id: 49407,
+                pad_token_id: 0,
+                pooling: TextPooling::ArgmaxId,
+            },
+            vision: VisionConfig {
+                transformer: tf(768, 12),
+                patch_size: 32,
+                image_size: (224, 224),
+            },
+            projection_dim: 512,
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! The text tower: token + positional embeddings, causal pre-LN blocks, `ln_final` on the pooled
+//! row, projection. Sequences may be shorter than the context length: the causal mask keeps later
+//! positions out of earlier rows, so truncating after the pooled rows is exact.
+
+use candle_core::{DType, Tensor};
+
+use super::block::Stack;
+use super::check::{self, invalid, Checker};
+use super::config::TextConfig;
+use super::ops;
+use super::tangents::Tangents;
+use super::weights::TextWeights;
+use crate::Result;
+
+const NAME: &str = "text";
+
+#[derive(Clone, Debug)]
+pub struct TextTower {
+    pub config: TextConfig,
+    pub weights: TextWeights,
+}
+
+impl TextTower {
+    /// Validates every weight shape against the config (f32, or f64 for reference checks).
+    pub fn new(config: TextConfig, weights: TextWeights) -> Result<Self> {
+        let tower = TextTower { config, weights };
+        tower.check_weights(&mut Checker::new())?;
+        Ok(tower)
+    }
+
+    pub(crate) fn check_weights(&self, c: &mut Checker) -> Result<()> {
+        let (cfg, w) = (&self.config, &self.weights);
+        let width = cfg.transformer.width;
+        c.tensor(
+            "text.token_embedding",
+            &w.token_embedding,
+            &[cfg.vocab_size, width],
+        )?;
+        c.tensor(
+            "text.positional_embedding",
+            &w.positional_embedding,
+            &[cfg.context_length, width],
+        )?;
+        c.blocks("text", &w.blocks, &cfg.transformer)?;
+        c.layer_norm("text.ln_final", &w.ln_final, width)?;
+        let proj = w.projection.weight.dim(0)?;
+        c.linear("text.projection", &w.projection, proj, width)
+    }
+
+    fn stack(&self) -> Stack<'_> {
+        Stack {
+            cfg: &self.config.transformer,
+            blocks: &self.weights.blocks,
+            causal: true,
+        }
+    }
+
+    fn dtype(&self) -> DType {
+        self.weights.token_embedding.dtype()
+    }
+
+    /// Width of the shared embedding space.
+    pub fn projection_dim(&self) -> usize {
+        self.weights.projection.weight.dims()[0]
+    }
+
+    /// Token + positional embeddings of ids `[B, seq]` (u32, `seq <= context_length`).
+    pub fn embeddings(&self, ids: &Tensor) -> Result<Tensor> {
+        let cfg = &self.config;
+        if ids.dtype() != DType::U32 {
+            return invalid(format!(
+                "text tower: token ids are {:?}, expected u32",
+                ids.dtype()
+            ));
+        }
+        let d = ids.dims();
+        if d.len() != 2 || d[0] == 0 || d[1] == 0 || d[1] > cfg.context_length {
+            return invalid(format!(
+                "text tower: token ids of shape {d:?}, expected [B, seq] with 1 <= seq <= {}",
+                cfg.context_length
+            ));
+        }
+        let flat = ids.flatten_all()?;
+        if let Some(bad) = flat
+            .to_vec1::<u32>()?
+            .into_iter()
+            .find(|&i| i as usize >= cfg.vocab_size)
+        {
+            return invalid(format!(
+                "text tower: token id {bad} out of range for vocabulary size {}",
+                cfg.vocab_size
+            ));
+        }
+        let (b, s) = (d[0], d[1]);
+        let w = cfg.transformer.width;
+        let tok = self
+            .weights
+            .token_embedding
+            .index_select(&flat, 0)?
+            .reshape((b, s, w))?;
+        let pos = self.weights.positional_embedding.narrow(0, 0, s)?;
+        Ok(tok.broadcast_add(&pos)?)
+    }
+
+    /// States entering block `layer` (0..=layers; `layers` = output of the last block).
+    /// ids `[B, seq]` u32 → `[B, seq, width]`.
+    pub fn hidden_at(&self, layer: usize, ids: &Tensor) -> Result<Tensor> {
+        check::layer(NAME, layer, self.config.transformer.layers)?;
+        let h0 = self.embeddings(ids)?;
+        self.stack().forward(0, layer, &h0)
+    }
+
+    fn check_hidden(
+        &self,
+        layer: usize,
+        hidden: &Tensor,
+        pool: &[usize],
+    ) -> Result<(usize, usize)> {
+        check::layer(NAME, layer, self.config.transformer.layers)?;
+        let (b, s) = check::hidden(NAME, hidden, self.config.transformer.width, self.dtype())?;
+        if s > self.config.context_length {
+            return invalid(format!(
+                "text tower: sequence length {s} exceeds the context length {}",
+                self.config.context_length
+            ));
+        }
+        check::pool(NAME, pool, b, s)?;
+        Ok((b, s))
+    }
+
+    /// Embedding (unnormalised, projected) from states entering block `layer`; `pool[b]` is the
+    /// pooled row of sequence b. `[B, seq, width]` → `[B, proj]`.
+    pub fn embed_from(&self, layer: usize, hidden: &Tensor, pool: &[usize]) -> Result<Tensor> {
+        self.check_hidden(layer, hidden, pool)?;
+        let x = self.stack().forward_pooled(layer, hidden, pool)?;
+        let y = ops::layer_norm(
+            &x,
+            &self.weights.ln_final,
+            self.config.transformer.layer_norm_eps,
+        )?;
+        ops::linear(&y, &self.weights.projection)
+    }
+
+    /// Embeddings `[B, proj]` of ids `[B, seq]`, pooled at `pool[b]`.
+    pub fn forward(&self, ids: &Tensor, pool: &[usize]) -> Result<Tensor> {
+        let h0 = self.embeddings(ids)?;
+        self.embed_from(0, &h0, pool)
+    }
+
+    /// Embeddings `[P, proj]` of the P primals `[P, seq, width]` entering block `layer`, and
+    /// their T×P tangents `[T, P, proj]`. The last block computes only the pooled row.
+    pub fn jvp_from(
+        &self,
+        layer: usize,
+        primal: &Tensor,
+        tangents: &Tangents,
+        pool: &[usize],
+    ) -> Result<(Tensor, Tensor)> {
+        let (p, s) = self.check_hidden(layer, primal, pool)?;
+        let width = self.config.transformer.width;
+        tangents.validate(p, s, width, self.dtype())?;
+        let (x, xd) = if tangents.count()? == 0 {
+            let x = self.stack().forward_pooled(layer, primal, pool)?;
+            (
+                x,
+                Tensor::zeros((0, p, width), self.dtype(), primal.device())?,
+            )
+        } else {
+            self.stack().jvp_pooled(layer, primal, tangents, pool)?
+        };
+        project(
+            &x,
+            &xd,
+            &self.weights.ln_final,
+            &self.weights.projection,
+            self.config.transformer.layer_norm_eps,
+        )
+    }
+}
+
+/// Final LayerNorm + projection of pooled rows `[P, W]` and their tangents `[T, P, W]`.
+pub(crate) fn project(
+    x: &Tensor,
+    xd: &Tensor,
+    ln: &super::weights::LayerNorm,
+    proj: &super::weights::Linear,
+    eps: f64,
+) -> Result<(Tensor, Tensor)> {
+    let (y, c) = ops::layer_norm_cached(x, ln, eps)?;
+    let e = ops::linear(&y, proj)?;
+    if xd.dim(0)? == 0 {
+        let (p, _) = x.dims2()?;
+        return Ok((
+            e,
+            Tensor::zeros((0, p, proj.weight.dim(0)?), x.dtype(), x.device())?,
+        ));
+    }
+    let yd = ops::layer_norm_tangent(&c, xd, ln)?;
+    Ok((e, ops::linear_tangent(&yd, proj)?))
+}

@@ -1,0 +1,187 @@
+//! The vision tower: patch embedding (the stride-p convolution as im2col + one matmul, exact),
+//! class token, positional embedding, `ln_pre` (= block 0's input), pre-LN blocks, `ln_post` on
+//! the CLS row, projection.
+
+use candle_core::{DType, Tensor};
+
+use super::block::Stack;
+use super::check::{self, invalid, Checker};
+use super::config::VisionConfig;
+use super::ops;
+use super::tangents::Tangents;
+use super::text::project;
+use super::weights::VisionWeights;
+use crate::Result;
+
+const NAME: &str = "vision";
+
+#[derive(Clone, Debug)]
+pub struct VisionTower {
+    pub config: VisionConfig,
+    pub weights: VisionWeights,
+}
+
+impl VisionTower {
+    /// Validates every weight shape against the config (f32, or f64 for reference checks).
+    pub fn new(config: VisionConfig, weights: VisionWeights) -> Result<Self> {
+        let tower = VisionTower { config, weights };
+        tower.check_weights(&mut Checker::new())?;
+        Ok(tower)
+    }
+
+    pub(crate) fn check_weights(&self, c: &mut Checker) -> Result<()> {
+        let (cfg, w) = (&self.config, &self.weights);
+        let width = cfg.transformer.width;
+        let p = cfg.patch_size;
+        let (gh, gw) = cfg.grid();
+        if p == 0 || gh == 0 || gw == 0 {
+            return invalid(format!(
+                "vision tower: patch size {p} does not fit image size {:?}",
+                cfg.image_size
+            ));
+        }
+        c.tensor(
+            "vision.patch_embedding",
+            &w.patch_embedding,
+            &[width, 3, p, p],
+        )?;
+        c.tensor("vision.class_embedding", &w.class_embedding, &[width])?;
+        c.tensor(
+            "vision.positional_embedding",
+            &w.positional_embedding,
+            &[cfg.seq_len(), width],
+        )?;
+        c.layer_norm("vision.ln_pre", &w.ln_pre, width)?;
+        c.blocks("vision", &w.blocks, &cfg.transformer)?;
+        c.layer_norm("vision.ln_post", &w.ln_post, width)?;
+        let proj = w.projection.weight.dim(0)?;
+        c.linear("vision.projection", &w.projection, proj, width)
+    }
+
+    fn stack(&self) -> Stack<'_> {
+        Stack {
+            cfg: &self.config.transformer,
+            blocks: &self.weights.blocks,
+            causal: false,
+        }
+    }
+
+    fn dtype(&self) -> DType {
+        self.weights.class_embedding.dtype()
+    }
+
+    /// Width of the shared embedding space.
+    pub fn projection_dim(&self) -> usize {
+        self.weights.projection.weight.dims()[0]
+    }
+
+    /// `ln_pre(cat(class, patches) + pos)` for pixels `[B, 3, H, W]` (H, W = `image_size`):
+    /// the input of block 0.
+    pub fn embeddings(&self, pixels: &Tensor) -> Result<Tensor> {
+        let cfg = &self.config;
+        let (ih, iw) = cfg.image_size;
+        let d = pixels.dims();
+        if d.len() != 4 || d[0] == 0 || d[1] != 3 || d[2] != ih || d[3] != iw {
+            return invalid(format!(
+                "vision tower: pixels of shape {d:?}, expected [B, 3, {ih}, {iw}]"
+            ));
+        }
+        if pixels.dtype() != self.dtype() {
+            return invalid(format!(
+                "vision tower: pixels are {:?}, weights are {:?}",
+                pixels.dtype(),
+                self.dtype()
+            ));
+        }
+        let b = d[0];
+        let p = cfg.patch_size;
+        let (gh, gw) = cfg.grid();
+        let width = cfg.transformer.width;
+        // A stride-p convolution drops the border that does not fill a whole patch.
+        let px = pixels.narrow(2, 0, gh * p)?.narrow(3, 0, gw * p)?;
+        // im2col: [B,3,gh,p,gw,p] -> [B,gh,gw,3,p,p], rows in the kernel's (c, ky, kx) order.
+        let cols = px
+            .reshape((b, 3, gh, p, gw, p))?
+            .permute((0, 2, 4, 1, 3, 5))?
+            .contiguous()?
+            .reshape((b * gh * gw, 3 * p * p))?;
+        let kernel = self.weights.patch_embedding.reshape((width, 3 * p * p))?;
+        let patches = cols.matmul(&kernel.t()?)?.reshape((b, gh * gw, width))?;
+        let cls = self
+            .weights
+            .class_embedding
+            .reshape((1, 1, width))?
+            .broadcast_as((b, 1, width))?
+            .contiguous()?;
+        let x =
+            Tensor::cat(&[&cls, &patches], 1)?.broadcast_add(&self.weights.positional_embedding)?;
+        ops::layer_norm(&x, &self.weights.ln_pre, cfg.transformer.layer_norm_eps)
+    }
+
+    /// States entering block `layer` (0..=layers). pixels `[B,3,H,W]` → `[B, seq, width]`.
+    pub fn hidden_at(&self, layer: usize, pixels: &Tensor) -> Result<Tensor> {
+        check::layer(NAME, layer, self.config.transformer.layers)?;
+        let h0 = self.embeddings(pixels)?;
+        self.stack().forward(0, layer, &h0)
+    }
+
+    fn check_hidden(&self, layer: usize, hidden: &Tensor) -> Result<usize> {
+        check::layer(NAME, layer, self.config.transformer.layers)?;
+        let (b, s) = check::hidden(NAME, hidden, self.config.transformer.width, self.dtype())?;
+        if s != self.config.seq_len() {
+            return invalid(format!(
+                "vision tower: sequence length {s}, expected {}",
+                self.config.seq_len()
+            ));
+        }
+        Ok(b)
+    }
+
+    /// Embedding (unnormalised, projected) of the CLS row from states entering block `layer`.
+    pub fn embed_from(&self, layer: usize, hidden: &Tensor) -> Result<Tensor> {
+        let b = self.check_hidden(layer, hidden)?;
+        let x = self.stack().forward_pooled(layer, hidden, &vec![0; b])?;
+        let y = ops::layer_norm(
+            &x,
+            &self.weights.ln_post,
+            self.config.transformer.layer_norm_eps,
+        )?;
+        ops::linear(&y, &self.weights.projection)
+    }
+
+    /// Embeddings `[B, proj]` of pixels `[B, 3, H, W]`.
+    pub fn forward(&self, pixels: &Tensor) -> Result<Tensor> {
+        let h0 = self.embeddings(pixels)?;
+        self.embed_from(0, &h0)
+    }
+
+    /// Embeddings `[P, proj]` of the P primals `[P, seq, width]` entering block `layer`, and
+    /// their T×P tangents `[T, P, proj]`. The last block computes only the CLS row.
+    pub fn jvp_from(
+        &self,
+        layer: usize,
+        primal: &Tensor,
+        tangents: &Tangents,
+    ) -> Result<(Tensor, Tensor)> {
+        let p = self.check_hidden(layer, primal)?;
+        let (s, width) = (self.config.seq_len(), self.config.transformer.width);
+        tangents.validate(p, s, width, self.dtype())?;
+        let pool = vec![0; p];
+        let (x, xd) = if tangents.count()? == 0 {
+            let x = self.stack().forward_pooled(layer, primal, &pool)?;
+            (
+                x,
+                Tensor::zeros((0, p, width), self.dtype(), primal.device())?,
+            )
+        } else {
+            self.stack().jvp_pooled(layer, primal, tangents, &pool)?
+        };
+        project(
+            &x,
+            &xd,
+            &self.weights.ln_post,
+            &self.weights.projection,
+            self.config.transformer.layer_norm_eps,
+        )
+    }
+}

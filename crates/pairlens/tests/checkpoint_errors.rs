@@ -1,0 +1,259 @@
+//! Broken checkpoint directories give one clear error naming the file and the problem, never a
+//! panic. Each case copies the tiny HF (or open_clip) fixture into a temporary directory and
+//! breaks one thing.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use pairlens::io::checkpoint;
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/models")
+}
+
+/// A scratch copy of a fixture directory, removed on drop.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn empty(tag: &str) -> Self {
+        let p = std::env::temp_dir().join(format!("pairlens-ckpt-err-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        Scratch(p)
+    }
+    /// Copy of `fixture` (config/tokenizer files; `.gz` files are expanded).
+    fn copy(tag: &str, fixture: &str) -> Self {
+        let s = Scratch::empty(tag);
+        for e in std::fs::read_dir(fixtures().join(fixture)).unwrap() {
+            let p = e.unwrap().path();
+            let file = p.file_name().unwrap().to_str().unwrap().to_string();
+            if let Some(stem) = file.strip_suffix(".gz") {
+                let mut d = flate2::read::GzDecoder::new(std::fs::File::open(&p).unwrap());
+                std::io::copy(&mut d, &mut std::fs::File::create(s.0.join(stem)).unwrap()).unwrap();
+            } else {
+                std::fs::copy(&p, s.0.join(file)).unwrap();
+            }
+        }
+        s
+    }
+    fn path(&self, f: &str) -> PathBuf {
+        self.0.join(f)
+    }
+    /// Rewrite the weights through `edit`.
+    fn edit_weights(&self, file: &str, edit: impl FnOnce(&mut HashMap<String, Tensor>)) {
+        let mut t = candle_core::safetensors::load(self.path(file), &Device::Cpu).unwrap();
+        edit(&mut t);
+        candle_core::safetensors::save(&t, self.path(file)).unwrap();
+    }
+    /// Rewrite a JSON file through `edit`.
+    fn edit_json(&self, file: &str, edit: impl FnOnce(&mut serde_json::Value)) {
+        let mut v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(self.path(file)).unwrap()).unwrap();
+        edit(&mut v);
+        std::fs::write(self.path(file), serde_json::to_string_pretty(&v).unwrap()).unwrap();
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `load` fails and its message contains every piece of `want`.
+fn expect_err(dir: &Path, want: &[&str]) -> String {
+    let msg = match checkpoint::load(dir, &Device::Cpu) {
+        Ok(_) => panic!("{}: loaded, expected an error containing {want:?}", dir.display()),
+        Err(e) => e.to_string(),
+    };
+    for w in want {
+        assert!(msg.contains(w), "error {msg:?} lacks {w:?}");
+    }
+    msg
+}
+
+const HF: &str = "hf-tiny-quickgelu";
+const OC: &str = "openclip-a-quickgelu";
+
+#[test]
+fn missing_dir() {
+    let p = std::env::temp_dir().join("pairlens-no-such-dir-xyz");
+    expect_err(&p, &["pairlens-no-such-dir-xyz", "no such directory"]);
+    assert!(checkpoint::read_config(&p).is_err());
+}
+
+#[test]
+fn file_instead_of_dir() {
+    let s = Scratch::copy("file", HF);
+    expect_err(&s.path("model.safetensors"), &["model.safetensors", "is a file"]);
+}
+
+#[test]
+fn missing_config() {
+    let s = Scratch::empty("noconfig");
+    expect_err(&s.0, &["neither config.json", "open_clip_config.json"]);
+}
+
+#[test]
+fn missing_weights() {
+    let s = Scratch::copy("noweights", HF);
+    std::fs::remove_file(s.path("model.safetensors")).unwrap();
+    expect_err(&s.0, &["model.safetensors", "missing file"]);
+    std::fs::write(s.path("pytorch_model.bin"), b"pickle").unwrap();
+    expect_err(&s.0, &["pytorch_model.bin", "safetensors only"]);
+
+    let s = Scratch::copy("noweights-oc", OC);
+    std::fs::remove_file(s.path("open_clip_model.safetensors")).unwrap();
+    expect_err(&s.0, &["open_clip_model.safetensors", "missing file"]);
+}
+
+#[test]
+fn missing_tokenizer() {
+    let s = Scratch::copy("notok", HF);
+    std::fs::remove_file(s.path("tokenizer.json")).unwrap();
+    expect_err(&s.0, &["tokenizer.json", "missing file"]);
+}
+
+#[test]
+fn missing_tensor() {
+    let s = Scratch::copy("notensor", HF);
+    s.edit_weights("model.safetensors", |t| {
+        t.remove("text_model.final_layer_norm.bias");
+    });
+    expect_err(
+        &s.0,
+        &["model.safetensors", "missing tensor `text_model.final_layer_norm.bias`", "expected shape [32]"],
+    );
+
+    let s = Scratch::copy("notensor-oc", OC);
+    s.edit_weights("open_clip_model.safetensors", |t| {
+        t.remove("visual.transformer.resblocks.1.attn.in_proj_bias");
+    });
+    expect_err(&s.0, &["missing tensor `visual.transformer.resblocks.1.attn.in_proj_bias`", "[144]"]);
+}
+
+#[test]
+fn wrong_shape() {
+    let s = Scratch::copy("shape", HF);
+    s.edit_weights("model.safetensors", |t| {
+        t.insert(
+            "vision_model.embeddings.class_embedding".into(),
+            Tensor::zeros(47, DType::F32, &Device::Cpu).unwrap(),
+        );
+    });
+    expect_err(&s.0, &["`vision_model.embeddings.class_embedding`", "shape [47], expected [48]"]);
+
+    // open_clip's visual.proj is [width, embed]; a transposed one is caught, not silently used.
+    let s = Scratch::copy("shape-oc", OC);
+    s.edit_weights("open_clip_model.safetensors", |t| {
+        let p = t["visual.proj"].t().unwrap().contiguous().unwrap();
+        t.insert("visual.proj".into(), p);
+    });
+    expect_err(&s.0, &["`visual.proj`", "shape [24, 48], expected [48, 24]"]);
+}
+
+#[test]
+fn bad_values_and_dtypes() {
+    let s = Scratch::copy("nan", HF);
+    s.edit_weights("model.safetensors", |t| {
+        let mut v: Vec<f32> = t["text_model.final_layer_norm.weight"].to_vec1().unwrap();
+        v[3] = f32::NAN;
+        t.insert("text_model.final_layer_norm.weight".into(), Tensor::new(v, &Device::Cpu).unwrap());
+    });
+    expect_err(&s.0, &["`text_model.final_layer_norm.weight`", "non-finite value NaN at flat index 3"]);
+
+    let s = Scratch::copy("int", HF);
+    s.edit_weights("model.safetensors", |t| {
+        let v = t["logit_scale"].to_dtype(DType::I64).unwrap();
+        t.insert("logit_scale".into(), v);
+    });
+    expect_err(&s.0, &["`logit_scale`", "not a floating-point type"]);
+
+    let s = Scratch::copy("trunc", HF);
+    let bytes = std::fs::read(s.path("model.safetensors")).unwrap();
+    std::fs::write(s.path("model.safetensors"), &bytes[..bytes.len() / 2]).unwrap();
+    expect_err(&s.0, &["model.safetensors", "not a valid safetensors file"]);
+}
+
+/// f16 / bf16 weights are widened to f32 on load.
+#[test]
+fn half_precision_weights_load() {
+    for (tag, dt) in [("f16", DType::F16), ("bf16", DType::BF16)] {
+        let s = Scratch::copy(tag, HF);
+        s.edit_weights("model.safetensors", |t| {
+            for v in t.values_mut() {
+                *v = v.to_dtype(dt).unwrap();
+            }
+        });
+        let m = checkpoint::load(&s.0, &Device::Cpu).unwrap();
+        let exp = candle_core::safetensors::load(fixtures().join(format!("{HF}.expected.safetensors")), &Device::Cpu)
+            .unwrap();
+        let e = m.model.vision.forward(&exp["image_pixels"]).unwrap();
+        let d: f32 = e.sub(&exp["image_embeds"]).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap()
+            .to_scalar().unwrap();
+        assert!(d < 0.1, "{tag}: image embeddings off by {d}");
+    }
+}
+
+#[test]
+fn unsupported_activation() {
+    let s = Scratch::copy("act", HF);
+    s.edit_json("config.json", |v| v["text_config"]["hidden_act"] = "gelu_new".into());
+    expect_err(&s.0, &["config.json", "text_config.hidden_act", "\"gelu_new\" is not supported"]);
+    assert!(checkpoint::read_config(&s.0).is_err());
+}
+
+#[test]
+fn garbage_json() {
+    let s = Scratch::copy("garbage", HF);
+    std::fs::write(s.path("config.json"), "{ this is not json").unwrap();
+    expect_err(&s.0, &["config.json", "bad config: not valid JSON"]);
+
+    let s = Scratch::copy("garbage-oc", OC);
+    std::fs::write(s.path("open_clip_config.json"), "[1, 2,").unwrap();
+    expect_err(&s.0, &["open_clip_config.json", "not valid JSON"]);
+
+    let s = Scratch::copy("wrongtype", HF);
+    s.edit_json("config.json", |v| v["vision_config"]["hidden_size"] = "big".into());
+    expect_err(&s.0, &["vision_config.hidden_size", "expected a non-negative integer, got \"big\""]);
+}
+
+#[test]
+fn other_model_types() {
+    let s = Scratch::copy("siglip", HF);
+    s.edit_json("config.json", |v| v["model_type"] = "siglip".into());
+    expect_err(&s.0, &["model_type \"siglip\""]);
+}
+
+/// open_clip options that change the math and are not implemented are refused by name.
+#[test]
+fn unsupported_open_clip_options() {
+    let cases: [(&str, &str, serde_json::Value, &str); 5] = [
+        ("vision_cfg", "ls_init_value", 1e-5.into(), "model_cfg.vision_cfg.ls_init_value"),
+        ("vision_cfg", "attentional_pool", true.into(), "model_cfg.vision_cfg.attentional_pool"),
+        ("text_cfg", "pool_type", "first".into(), "model_cfg.text_cfg.pool_type"),
+        ("text_cfg", "hf_model_name", "roberta-base".into(), "model_cfg.text_cfg.hf_model_name"),
+        ("text_cfg", "some_new_option", 1.into(), "model_cfg.text_cfg.some_new_option: unknown option"),
+    ];
+    for (i, (tower, key, value, want)) in cases.into_iter().enumerate() {
+        let s = Scratch::copy(&format!("oc-opt-{i}"), OC);
+        s.edit_json("open_clip_config.json", |v| v["model_cfg"][tower][key] = value);
+        expect_err(&s.0, &["open_clip_config.json", want]);
+    }
+    let s = Scratch::copy("oc-resnet", OC);
+    s.edit_json("open_clip_config.json", |v| v["model_cfg"]["vision_cfg"]["layers"] = serde_json::json!([3, 4, 6, 3]));
+    expect_err(&s.0, &["ModifiedResNet"]);
+}
+
+/// A model whose token table is smaller than the tokenizer's vocabulary is refused up front.
+#[test]
+fn vocab_mismatch() {
+    let s = Scratch::copy("vocab", HF);
+    s.edit_json("config.json", |v| v["text_config"]["vocab_size"] = 100.into());
+    s.edit_weights("model.safetensors", |t| {
+        let e = t["text_model.embeddings.token_embedding.weight"].narrow(0, 0, 100).unwrap().contiguous().unwrap();
+        t.insert("text_model.embeddings.token_embedding.weight".into(), e);
+    });
+    expect_err(&s.0, &["tokenizer.json", "400 tokens", "only 100 rows"]);
+}
