@@ -17,7 +17,8 @@ struct Scratch(PathBuf);
 
 impl Scratch {
     fn empty(tag: &str) -> Self {
-        let p = std::env::temp_dir().join(format!("pairlens-ckpt-err-{tag}-{}", std::process::id()));
+        let p =
+            std::env::temp_dir().join(format!("pairlens-ckpt-err-{tag}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&p);
         std::fs::create_dir_all(&p).unwrap();
         Scratch(p)
@@ -64,7 +65,10 @@ impl Drop for Scratch {
 /// `load` fails and its message contains every piece of `want`.
 fn expect_err(dir: &Path, want: &[&str]) -> String {
     let msg = match checkpoint::load(dir, &Device::Cpu) {
-        Ok(_) => panic!("{}: loaded, expected an error containing {want:?}", dir.display()),
+        Ok(_) => panic!(
+            "{}: loaded, expected an error containing {want:?}",
+            dir.display()
+        ),
         Err(e) => e.to_string(),
     };
     for w in want {
@@ -86,7 +90,10 @@ fn missing_dir() {
 #[test]
 fn file_instead_of_dir() {
     let s = Scratch::copy("file", HF);
-    expect_err(&s.path("model.safetensors"), &["model.safetensors", "is a file"]);
+    expect_err(
+        &s.path("model.safetensors"),
+        &["model.safetensors", "is a file"],
+    );
 }
 
 #[test]
@@ -123,14 +130,24 @@ fn missing_tensor() {
     });
     expect_err(
         &s.0,
-        &["model.safetensors", "missing tensor `text_model.final_layer_norm.bias`", "expected shape [32]"],
+        &[
+            "model.safetensors",
+            "missing tensor `text_model.final_layer_norm.bias`",
+            "expected shape [32]",
+        ],
     );
 
     let s = Scratch::copy("notensor-oc", OC);
     s.edit_weights("open_clip_model.safetensors", |t| {
         t.remove("visual.transformer.resblocks.1.attn.in_proj_bias");
     });
-    expect_err(&s.0, &["missing tensor `visual.transformer.resblocks.1.attn.in_proj_bias`", "[144]"]);
+    expect_err(
+        &s.0,
+        &[
+            "missing tensor `visual.transformer.resblocks.1.attn.in_proj_bias`",
+            "[144]",
+        ],
+    );
 }
 
 #[test]
@@ -142,7 +159,13 @@ fn wrong_shape() {
             Tensor::zeros(47, DType::F32, &Device::Cpu).unwrap(),
         );
     });
-    expect_err(&s.0, &["`vision_model.embeddings.class_embedding`", "shape [47], expected [48]"]);
+    expect_err(
+        &s.0,
+        &[
+            "`vision_model.embeddings.class_embedding`",
+            "shape [47], expected [48]",
+        ],
+    );
 
     // open_clip's visual.proj is [width, embed]; a transposed one is caught, not silently used.
     let s = Scratch::copy("shape-oc", OC);
@@ -150,7 +173,10 @@ fn wrong_shape() {
         let p = t["visual.proj"].t().unwrap().contiguous().unwrap();
         t.insert("visual.proj".into(), p);
     });
-    expect_err(&s.0, &["`visual.proj`", "shape [24, 48], expected [48, 24]"]);
+    expect_err(
+        &s.0,
+        &["`visual.proj`", "shape [24, 48], expected [48, 24]"],
+    );
 }
 
 #[test]
@@ -159,9 +185,18 @@ fn bad_values_and_dtypes() {
     s.edit_weights("model.safetensors", |t| {
         let mut v: Vec<f32> = t["text_model.final_layer_norm.weight"].to_vec1().unwrap();
         v[3] = f32::NAN;
-        t.insert("text_model.final_layer_norm.weight".into(), Tensor::new(v, &Device::Cpu).unwrap());
+        t.insert(
+            "text_model.final_layer_norm.weight".into(),
+            Tensor::new(v, &Device::Cpu).unwrap(),
+        );
     });
-    expect_err(&s.0, &["`text_model.final_layer_norm.weight`", "non-finite value NaN at flat index 3"]);
+    expect_err(
+        &s.0,
+        &[
+            "`text_model.final_layer_norm.weight`",
+            "non-finite value NaN at flat index 3",
+        ],
+    );
 
     let s = Scratch::copy("int", HF);
     s.edit_weights("model.safetensors", |t| {
@@ -187,11 +222,23 @@ fn half_precision_weights_load() {
             }
         });
         let m = checkpoint::load(&s.0, &Device::Cpu).unwrap();
-        let exp = candle_core::safetensors::load(fixtures().join(format!("{HF}.expected.safetensors")), &Device::Cpu)
-            .unwrap();
+        let exp = candle_core::safetensors::load(
+            fixtures().join(format!("{HF}.expected.safetensors")),
+            &Device::Cpu,
+        )
+        .unwrap();
         let e = m.model.vision.forward(&exp["image_pixels"]).unwrap();
-        let d: f32 = e.sub(&exp["image_embeds"]).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap()
-            .to_scalar().unwrap();
+        let d: f32 = e
+            .sub(&exp["image_embeds"])
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar()
+            .unwrap();
         assert!(d < 0.1, "{tag}: image embeddings off by {d}");
     }
 }
@@ -199,8 +246,17 @@ fn half_precision_weights_load() {
 #[test]
 fn unsupported_activation() {
     let s = Scratch::copy("act", HF);
-    s.edit_json("config.json", |v| v["text_config"]["hidden_act"] = "gelu_new".into());
-    expect_err(&s.0, &["config.json", "text_config.hidden_act", "\"gelu_new\" is not supported"]);
+    s.edit_json("config.json", |v| {
+        v["text_config"]["hidden_act"] = "gelu_new".into()
+    });
+    expect_err(
+        &s.0,
+        &[
+            "config.json",
+            "text_config.hidden_act",
+            "\"gelu_new\" is not supported",
+        ],
+    );
     assert!(checkpoint::read_config(&s.0).is_err());
 }
 
@@ -215,8 +271,16 @@ fn garbage_json() {
     expect_err(&s.0, &["open_clip_config.json", "not valid JSON"]);
 
     let s = Scratch::copy("wrongtype", HF);
-    s.edit_json("config.json", |v| v["vision_config"]["hidden_size"] = "big".into());
-    expect_err(&s.0, &["vision_config.hidden_size", "expected a non-negative integer, got \"big\""]);
+    s.edit_json("config.json", |v| {
+        v["vision_config"]["hidden_size"] = "big".into()
+    });
+    expect_err(
+        &s.0,
+        &[
+            "vision_config.hidden_size",
+            "expected a non-negative integer, got \"big\"",
+        ],
+    );
 }
 
 #[test]
@@ -230,19 +294,48 @@ fn other_model_types() {
 #[test]
 fn unsupported_open_clip_options() {
     let cases: [(&str, &str, serde_json::Value, &str); 5] = [
-        ("vision_cfg", "ls_init_value", 1e-5.into(), "model_cfg.vision_cfg.ls_init_value"),
-        ("vision_cfg", "attentional_pool", true.into(), "model_cfg.vision_cfg.attentional_pool"),
-        ("text_cfg", "pool_type", "first".into(), "model_cfg.text_cfg.pool_type"),
-        ("text_cfg", "hf_model_name", "roberta-base".into(), "model_cfg.text_cfg.hf_model_name"),
-        ("text_cfg", "some_new_option", 1.into(), "model_cfg.text_cfg.some_new_option: unknown option"),
+        (
+            "vision_cfg",
+            "ls_init_value",
+            1e-5.into(),
+            "model_cfg.vision_cfg.ls_init_value",
+        ),
+        (
+            "vision_cfg",
+            "attentional_pool",
+            true.into(),
+            "model_cfg.vision_cfg.attentional_pool",
+        ),
+        (
+            "text_cfg",
+            "pool_type",
+            "first".into(),
+            "model_cfg.text_cfg.pool_type",
+        ),
+        (
+            "text_cfg",
+            "hf_model_name",
+            "roberta-base".into(),
+            "model_cfg.text_cfg.hf_model_name",
+        ),
+        (
+            "text_cfg",
+            "some_new_option",
+            1.into(),
+            "model_cfg.text_cfg.some_new_option: unknown option",
+        ),
     ];
     for (i, (tower, key, value, want)) in cases.into_iter().enumerate() {
         let s = Scratch::copy(&format!("oc-opt-{i}"), OC);
-        s.edit_json("open_clip_config.json", |v| v["model_cfg"][tower][key] = value);
+        s.edit_json("open_clip_config.json", |v| {
+            v["model_cfg"][tower][key] = value
+        });
         expect_err(&s.0, &["open_clip_config.json", want]);
     }
     let s = Scratch::copy("oc-resnet", OC);
-    s.edit_json("open_clip_config.json", |v| v["model_cfg"]["vision_cfg"]["layers"] = serde_json::json!([3, 4, 6, 3]));
+    s.edit_json("open_clip_config.json", |v| {
+        v["model_cfg"]["vision_cfg"]["layers"] = serde_json::json!([3, 4, 6, 3])
+    });
     expect_err(&s.0, &["ModifiedResNet"]);
 }
 
@@ -250,10 +343,99 @@ fn unsupported_open_clip_options() {
 #[test]
 fn vocab_mismatch() {
     let s = Scratch::copy("vocab", HF);
-    s.edit_json("config.json", |v| v["text_config"]["vocab_size"] = 100.into());
+    s.edit_json("config.json", |v| {
+        v["text_config"]["vocab_size"] = 100.into()
+    });
     s.edit_weights("model.safetensors", |t| {
-        let e = t["text_model.embeddings.token_embedding.weight"].narrow(0, 0, 100).unwrap().contiguous().unwrap();
+        let e = t["text_model.embeddings.token_embedding.weight"]
+            .narrow(0, 0, 100)
+            .unwrap()
+            .contiguous()
+            .unwrap();
         t.insert("text_model.embeddings.token_embedding.weight".into(), e);
     });
-    expect_err(&s.0, &["tokenizer.json", "400 tokens", "only 100 rows"]);
+    expect_err(&s.0, &["tokenizer.json", "tokens but the model's token embedding has only 100 rows"]);
+}
+
+// Layout variants that must load (and their own failure modes).
+
+fn image_embeds_match(dir: &Path) {
+    let m = checkpoint::load(dir, &Device::Cpu).unwrap();
+    let exp = candle_core::safetensors::load(
+        fixtures().join(format!("{HF}.expected.safetensors")),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let e = m.model.vision.forward(&exp["image_pixels"]).unwrap();
+    let d: f32 = e
+        .sub(&exp["image_embeds"])
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar()
+        .unwrap();
+    assert!(d <= 1e-5, "image embeddings off by {d}");
+}
+
+/// `model.safetensors.index.json` + shards, as transformers writes for large models.
+#[test]
+fn sharded_hf_weights() {
+    let s = Scratch::copy("sharded", HF);
+    let all = candle_core::safetensors::load(s.path("model.safetensors"), &Device::Cpu).unwrap();
+    std::fs::remove_file(s.path("model.safetensors")).unwrap();
+    let mut names: Vec<&String> = all.keys().collect();
+    names.sort();
+    let mut map = serde_json::Map::new();
+    for (i, chunk) in names.chunks(names.len() / 2 + 1).enumerate() {
+        let file = format!("model-0000{}-of-00002.safetensors", i + 1);
+        let part: HashMap<String, Tensor> = chunk
+            .iter()
+            .map(|n| ((*n).clone(), all[*n].clone()))
+            .collect();
+        candle_core::safetensors::save(&part, s.path(&file)).unwrap();
+        for n in chunk {
+            map.insert((*n).clone(), file.clone().into());
+        }
+    }
+    let index = serde_json::json!({"metadata": {}, "weight_map": map});
+    std::fs::write(s.path("model.safetensors.index.json"), index.to_string()).unwrap();
+    image_embeds_match(&s.0);
+
+    std::fs::remove_file(s.path("model-00002-of-00002.safetensors")).unwrap();
+    expect_err(
+        &s.0,
+        &[
+            "model-00002-of-00002.safetensors",
+            "missing file",
+            "model.safetensors.index.json",
+        ],
+    );
+}
+
+/// Old HF configs carry `text_config_dict`/`vision_config_dict`; like transformers, they win.
+#[test]
+fn legacy_config_dicts() {
+    let s = Scratch::copy("legacy", HF);
+    s.edit_json("config.json", |v| {
+        v["vision_config"]["hidden_act"] = "gelu_new".into();
+        v["vision_config_dict"] = serde_json::json!({"hidden_act": "quick_gelu"});
+    });
+    image_embeds_match(&s.0);
+}
+
+/// A preprocessor that crops to another size than the vision tower takes is refused at load.
+#[test]
+fn preprocess_size_mismatch() {
+    let s = Scratch::copy("ppsize", HF);
+    s.edit_json("preprocessor_config.json", |v| {
+        v["crop_size"] = serde_json::json!({"height": 40, "width": 40})
+    });
+    expect_err(
+        &s.0,
+        &["preprocessor_config.json", "produces 40x40", "takes 32x32"],
+    );
 }

@@ -32,11 +32,15 @@ impl FixtureDir {
             .unwrap()
             .any(|e| e.unwrap().path().extension().is_some_and(|x| x == "gz"));
         if !has_gz {
-            return FixtureDir { path: src, temp: false };
+            return FixtureDir {
+                path: src,
+                temp: false,
+            };
         }
         static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dst = std::env::temp_dir().join(format!("pairlens-parity-{name}-{}-{n}", std::process::id()));
+        let dst =
+            std::env::temp_dir().join(format!("pairlens-parity-{name}-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dst);
         std::fs::create_dir_all(&dst).unwrap();
         for e in std::fs::read_dir(&src).unwrap() {
@@ -50,7 +54,10 @@ impl FixtureDir {
                 std::fs::copy(&p, dst.join(file)).unwrap();
             }
         }
-        FixtureDir { path: dst, temp: true }
+        FixtureDir {
+            path: dst,
+            temp: true,
+        }
     }
 }
 
@@ -73,49 +80,89 @@ fn case(name: &'static str) -> Case {
     let dir = FixtureDir::new(name);
     let loaded = checkpoint::load(&dir.path, &Device::Cpu)
         .unwrap_or_else(|e| panic!("{name}: load failed: {e}"));
-    let expected =
-        candle_core::safetensors::load(fixtures().join(format!("{name}.expected.safetensors")), &Device::Cpu)
-            .unwrap();
+    let expected = candle_core::safetensors::load(
+        fixtures().join(format!("{name}.expected.safetensors")),
+        &Device::Cpu,
+    )
+    .unwrap();
     let meta: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(fixtures().join(format!("{name}.expected.json"))).unwrap(),
     )
     .unwrap();
-    Case { name, loaded, expected, meta }
+    Case {
+        name,
+        loaded,
+        expected,
+        meta,
+    }
 }
 
 impl Case {
     fn get(&self, key: &str) -> &Tensor {
-        self.expected.get(key).unwrap_or_else(|| panic!("{}: fixture lacks {key}", self.name))
+        self.expected
+            .get(key)
+            .unwrap_or_else(|| panic!("{}: fixture lacks {key}", self.name))
     }
     fn ids(&self) -> Tensor {
         self.get("text_ids").to_dtype(DType::U32).unwrap()
     }
     fn pool(&self) -> Vec<usize> {
         let ids: Vec<Vec<u32>> = self.ids().to_vec2().unwrap();
-        let pool: Vec<usize> =
-            ids.iter().map(|r| self.loaded.model.config.text.pooling.index(r).unwrap()).collect();
+        let pool: Vec<usize> = ids
+            .iter()
+            .map(|r| self.loaded.model.config.text.pooling.index(r).unwrap())
+            .collect();
         let want: Vec<i64> = self.get("text_pool").to_vec1().unwrap();
-        assert_eq!(pool, want.iter().map(|&i| i as usize).collect::<Vec<_>>(), "{}: pooled positions", self.name);
+        assert_eq!(
+            pool,
+            want.iter().map(|&i| i as usize).collect::<Vec<_>>(),
+            "{}: pooled positions",
+            self.name
+        );
         pool
     }
     fn layers(&self, key: &str) -> Vec<usize> {
-        self.meta[key].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect()
+        self.meta[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as usize)
+            .collect()
     }
 }
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
     assert_eq!(a.dims(), b.dims());
-    a.sub(b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap()
+    a.sub(b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar()
+        .unwrap()
 }
 
 fn max_abs(t: &Tensor) -> f32 {
-    t.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap()
+    t.abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar()
+        .unwrap()
 }
 
 fn check(what: &str, got: &Tensor, want: &Tensor, tol: f32) {
     let d = max_abs_diff(got, want);
     if std::env::var_os("PARITY_REPORT").is_some() {
-        eprintln!("{what}: max abs diff {d:.3e} (max |ref| {:.2}, tol {tol:.1e})", max_abs(want));
+        eprintln!(
+            "{what}: max abs diff {d:.3e} (max |ref| {:.2}, tol {tol:.1e})",
+            max_abs(want)
+        );
     }
     assert!(d <= tol, "{what}: max abs difference {d:e} > {tol:e}");
 }
@@ -138,22 +185,46 @@ fn check_model(name: &'static str, format: CheckpointFormat) {
     // Text: embeddings, hidden states entering chosen blocks, and embed_from those states.
     let ids = c.ids();
     let pool = c.pool();
-    assert_close(&format!("{name} text embeddings"), &m.text.forward(&ids, &pool).unwrap(), c.get("text_embeds"));
+    assert_close(
+        &format!("{name} text embeddings"),
+        &m.text.forward(&ids, &pool).unwrap(),
+        c.get("text_embeds"),
+    );
     for k in c.layers("text_hidden_layers") {
         let want = c.get(&format!("text_hidden_{k}"));
-        assert_close_scaled(&format!("{name} text hidden_at({k})"), &m.text.hidden_at(k, &ids).unwrap(), want);
+        assert_close_scaled(
+            &format!("{name} text hidden_at({k})"),
+            &m.text.hidden_at(k, &ids).unwrap(),
+            want,
+        );
         let e = m.text.embed_from(k, want, &pool).unwrap();
-        assert_close(&format!("{name} text embed_from({k})"), &e, c.get("text_embeds"));
+        assert_close(
+            &format!("{name} text embed_from({k})"),
+            &e,
+            c.get("text_embeds"),
+        );
     }
 
     // Vision.
     let px = c.get("image_pixels");
-    assert_close(&format!("{name} image embeddings"), &m.vision.forward(px).unwrap(), c.get("image_embeds"));
+    assert_close(
+        &format!("{name} image embeddings"),
+        &m.vision.forward(px).unwrap(),
+        c.get("image_embeds"),
+    );
     for k in c.layers("image_hidden_layers") {
         let want = c.get(&format!("image_hidden_{k}"));
-        assert_close_scaled(&format!("{name} image hidden_at({k})"), &m.vision.hidden_at(k, px).unwrap(), want);
+        assert_close_scaled(
+            &format!("{name} image hidden_at({k})"),
+            &m.vision.hidden_at(k, px).unwrap(),
+            want,
+        );
         let e = m.vision.embed_from(k, want).unwrap();
-        assert_close(&format!("{name} image embed_from({k})"), &e, c.get("image_embeds"));
+        assert_close(
+            &format!("{name} image embed_from({k})"),
+            &e,
+            c.get("image_embeds"),
+        );
     }
 }
 
@@ -181,11 +252,20 @@ fn openclip_b_gelu() {
 /// open_clip cleaning, pad 0) gives the reference library's ids for every fixture caption.
 #[test]
 fn loader_tokenizers_match_reference_ids() {
-    for name in ["hf-tiny-quickgelu", "hf-small-gelu", "openclip-a-quickgelu", "openclip-b-gelu"] {
+    for name in [
+        "hf-tiny-quickgelu",
+        "hf-small-gelu",
+        "openclip-a-quickgelu",
+        "openclip-b-gelu",
+    ] {
         let c = case(name);
         let want: Vec<Vec<u32>> = c.ids().to_vec2().unwrap();
         for (caption, want) in c.meta["captions"].as_array().unwrap().iter().zip(&want) {
-            let enc = c.loaded.tokenizer.encode(caption.as_str().unwrap(), false).unwrap();
+            let enc = c
+                .loaded
+                .tokenizer
+                .encode(caption.as_str().unwrap(), false)
+                .unwrap();
             assert_eq!(&enc.ids, want, "{name}: ids of {caption}");
         }
     }

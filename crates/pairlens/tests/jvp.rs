@@ -91,12 +91,15 @@ fn tangents(rng: &mut Rng, p: usize, s: usize, w: usize, dtype: DType) -> (Tange
     (dense, Tangents::SingleRow { rows, values })
 }
 
+/// `jvp(layer, hidden, tangents, dtype)` of one tower.
+type JvpFn<'a> = &'a dyn Fn(usize, &Tensor, &Tangents, DType) -> (Tensor, Tensor);
+
 fn check_tower(
     name: &str,
     layers: usize,
     hidden_at: &dyn Fn(usize, DType) -> Tensor,
     embed: &dyn Fn(usize, &Tensor, DType) -> Tensor,
-    jvp: &dyn Fn(usize, &Tensor, &Tangents, DType) -> (Tensor, Tensor),
+    jvp: JvpFn,
 ) {
     let mut rng = Rng::new(99);
     for layer in [0, 1, layers - 1, layers] {

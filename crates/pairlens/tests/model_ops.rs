@@ -92,8 +92,8 @@ fn layer_norm_tangent_matches_fd() {
     let jvp = ops::layer_norm_tangent(&c, &xd, &ln).unwrap();
     let want = fd(
         &|v| ops::layer_norm(&v[0], &ln, 1e-5).unwrap(),
-        &[x.clone()],
-        &[xd.clone()],
+        std::slice::from_ref(&x),
+        std::slice::from_ref(&xd),
     );
     assert!(rel_err(&jvp, &want) < 1e-7, "{}", rel_err(&jvp, &want));
 
@@ -140,8 +140,8 @@ fn activation_tangents_match_fd() {
         let jvp = ops::activation_tangent(&slope, &xd).unwrap();
         let want = fd(
             &|v| ops::activation(&v[0], act).unwrap(),
-            &[x.clone()],
-            &[xd.clone()],
+            std::slice::from_ref(&x),
+            std::slice::from_ref(&xd),
         );
         assert!(
             rel_err(&jvp, &want) < 1e-7,
@@ -341,4 +341,35 @@ fn single_row_attention_tangent_equals_dense() {
         "pooled: {}",
         rel_err(&got, &want)
     );
+}
+
+/// The im2col patch embedding equals candle's own stride-p convolution (the PyTorch op it
+/// replaces), including the row-major patch order on a non-square grid.
+#[test]
+fn patch_embedding_equals_convolution() {
+    use pairlens::model::{ClipConfig, ClipWeights, VisionTower};
+    let cfg = ClipConfig::tiny();
+    let w = ClipWeights::random(&cfg, 3)
+        .unwrap()
+        .to_dtype(DType::F64)
+        .unwrap();
+    let tower = VisionTower::new(cfg.vision.clone(), w.vision).unwrap();
+    let mut rng = Rng::new(9);
+    let px = t64(&mut rng, &[2, 3, 8, 12], 0.0, 1.0);
+    let vw = &tower.weights;
+    let conv = px.conv2d(&vw.patch_embedding, 0, 4, 1, 1).unwrap(); // [B, W, 2, 3]
+    let patches = conv.flatten_from(2).unwrap().transpose(1, 2).unwrap();
+    let cls = vw
+        .class_embedding
+        .reshape((1, 1, 24))
+        .unwrap()
+        .repeat((2, 1, 1))
+        .unwrap();
+    let x = Tensor::cat(&[&cls, &patches], 1)
+        .unwrap()
+        .broadcast_add(&vw.positional_embedding)
+        .unwrap();
+    let want = ops::layer_norm(&x, &vw.ln_pre, 1e-5).unwrap();
+    let got = tower.hidden_at(0, &px).unwrap();
+    assert!(rel_err(&got, &want) < 1e-12, "{}", rel_err(&got, &want));
 }

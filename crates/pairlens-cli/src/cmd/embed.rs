@@ -40,20 +40,36 @@ pub fn embed(args: &Args) -> Result<(pairlens::io::checkpoint::LoadedModel, Embe
 
     let enc = loaded.tokenizer.encode(&args.caption, args.truncate)?;
     let pool = model.config.text.pooling.index(&enc.ids).ok_or_else(|| {
-        anyhow!("caption {:?}: no token to pool ({:?}) in its ids", args.caption, model.config.text.pooling)
+        anyhow!(
+            "caption {:?}: no token to pool ({:?}) in its ids",
+            args.caption,
+            model.config.text.pooling
+        )
     })?;
     let ids = Tensor::from_vec(enc.ids.clone(), (1, enc.ids.len()), &Device::Cpu)?;
     let text = model.text.forward(&ids, &[pool]).context("text tower")?;
 
     let pre = preprocess_file(&args.image, &loaded.preprocess)?;
-    let image = model.vision.forward(&pre.pixels.unsqueeze(0)?).context("vision tower")?;
+    let image = model
+        .vision
+        .forward(&pre.pixels.unsqueeze(0)?)
+        .context("vision tower")?;
 
     let text: Vec<f32> = text.squeeze(0)?.to_vec1()?;
     let image: Vec<f32> = image.squeeze(0)?.to_vec1()?;
     let score = cosine(&image, &text);
     let tokens = enc.tokens.clone();
     let ids = enc.ids[..enc.len].to_vec();
-    Ok((loaded, Embedding { image, text, score, tokens, ids }))
+    Ok((
+        loaded,
+        Embedding {
+            image,
+            text,
+            score,
+            tokens,
+            ids,
+        },
+    ))
 }
 
 /// Cosine similarity, accumulated in f64.
@@ -83,11 +99,26 @@ pub fn run(args: Args) -> Result<()> {
         text = serde_json::to_string(&out)? + "\n";
     } else {
         use std::fmt::Write;
-        let fmt = |v: &[f32]| v.iter().map(|x| format!("{x:.6}")).collect::<Vec<_>>().join(" ");
+        let fmt = |v: &[f32]| {
+            v.iter()
+                .map(|x| format!("{x:.6}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
         writeln!(text, "model: {} ({})", loaded.dir.display(), loaded.format)?;
-        writeln!(text, "tokens ({}): {}", e.tokens.len(), e.tokens.join(" | "))?;
+        writeln!(
+            text,
+            "tokens ({}): {}",
+            e.tokens.len(),
+            e.tokens.join(" | ")
+        )?;
         writeln!(text, "score (cosine): {:.6}", e.score)?;
-        writeln!(text, "image embedding ({}): {}", e.image.len(), fmt(&e.image))?;
+        writeln!(
+            text,
+            "image embedding ({}): {}",
+            e.image.len(),
+            fmt(&e.image)
+        )?;
         writeln!(text, "text embedding ({}): {}", e.text.len(), fmt(&e.text))?;
     }
     super::print(&text)

@@ -38,7 +38,7 @@ fn transformer(sec: &Section, d: [usize; 4]) -> Result<TransformerConfig> {
         activation: activation(sec)?,
         layer_norm_eps: sec.f64("layer_norm_eps", 1e-5)?,
     };
-    if t.width % t.heads != 0 {
+    if !t.width.is_multiple_of(t.heads) {
         return Err(sec.err(
             "num_attention_heads",
             format!(

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::Device;
 
-use crate::io::preprocess::PreprocessConfig;
+use crate::io::preprocess::{PreprocessConfig, ResizeMode};
 use crate::io::tokenizer::{ClipTokenizer, TextCleaning};
 use crate::model::{ClipConfig, ClipModel, ClipWeights, LayerNorm, Linear, TextPooling};
 use crate::{Error, Result};
@@ -163,6 +163,25 @@ pub fn load(dir: &Path, device: &Device) -> Result<LoadedModel> {
                 ),
             ));
         }
+    }
+    // Preprocessing must produce what the vision tower takes, or every image fails later.
+    let input = match (preprocess.crop, preprocess.resize) {
+        (Some(c), _) => Some(c),
+        (None, ResizeMode::Exact { height, width }) => Some((height, width)),
+        _ => None,
+    };
+    if let Some(input) = input.filter(|&i| i != config.vision.image_size) {
+        let pp_file = match format {
+            CheckpointFormat::Hf => dir.join("preprocessor_config.json"),
+            CheckpointFormat::OpenClip => dir.join(open_clip::CONFIG),
+        };
+        return Err(Error::bad_config(
+            pp_file,
+            format!(
+                "image preprocessing produces {}x{} (h x w) inputs but the vision tower takes {}x{}",
+                input.0, input.1, config.vision.image_size.0, config.vision.image_size.1
+            ),
+        ));
     }
     config.text.sot_token_id = tokenizer.sot_id();
     config.text.eot_token_id = tokenizer.eot_id();

@@ -240,7 +240,7 @@ pub(crate) fn read_config(dir: &Path) -> Result<(ClipConfig, OpenClipExtra)> {
     let width = vs.positive("width", Some(768))?;
     let head_width = vs.positive("head_width", Some(64))?;
     let heads = width / head_width;
-    if heads == 0 || width % heads != 0 {
+    if heads == 0 || !width.is_multiple_of(heads) {
         return Err(vs.err(
             "head_width",
             format!("width {width} does not split into heads of {head_width}"),
@@ -323,7 +323,7 @@ pub(crate) fn read_config(dir: &Path) -> Result<(ClipConfig, OpenClipExtra)> {
     }
     let twidth = ts.positive("width", Some(512))?;
     let theads = ts.positive("heads", Some(8))?;
-    if twidth % theads != 0 {
+    if !twidth.is_multiple_of(theads) {
         return Err(ts.err(
             "heads",
             format!("width {twidth} is not a multiple of {theads} heads"),

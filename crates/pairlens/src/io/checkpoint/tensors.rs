@@ -168,7 +168,11 @@ impl TensorStore {
             // SAFETY: a read-only file mapping: dropped pages are re-read from the file if touched
             // again (e.g. Q, K and V rows of one packed tensor); no data can be lost.
             let _ = unsafe {
-                shard.mmap.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, offset, bytes.len())
+                shard.mmap.unchecked_advise_range(
+                    memmap2::UncheckedAdvice::DontNeed,
+                    offset,
+                    bytes.len(),
+                )
             };
         }
         #[cfg(not(unix))]

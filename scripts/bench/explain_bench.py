@@ -1,0 +1,156 @@
+#!/usr/bin/env python
+"""Benchmark: pairlens explain vs exclip 1.1 on random-weight ViT-B/32 (and ViT-B/16) open_clip
+checkpoints, 2 threads each, wall time and peak RSS of the whole process (/usr/bin/time -v).
+
+  /path/to/venv/bin/python scripts/bench/explain_bench.py [--no-exclip] [--quick]
+
+Needs the release binary (cargo build --release) and the reference Python environment
+(README: "Regenerating fixtures"). Models go to $BENCH_DIR (default /tmp/pairlens-bench),
+never into the repository. Prints a markdown table with ratios, and checks that pairlens'
+interactions equal exclip's on the full-size model.
+"""
+import argparse
+import importlib.util
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+sys.path = [p for p in sys.path if Path(p or ".").resolve() not in (HERE, REPO / "scripts")]
+
+import numpy as np
+import torch
+from PIL import Image
+from safetensors.numpy import load_file
+from safetensors.torch import save_file
+
+OUT = Path(os.environ.get("BENCH_DIR", "/tmp/pairlens-bench"))
+BIN = REPO / "target" / "release" / "pairlens"
+# 13 words -> 15 tokens with SOT and EOT in the CLIP vocabulary.
+CAPTION = "a brown dog and a small black cat sit together on the green grass"
+
+spec = importlib.util.spec_from_file_location("fixture_models", REPO / "scripts" / "fixtures" / "models.py")
+fixture_models = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(fixture_models)
+
+
+def make_model(name, image_size=None):
+    import open_clip
+    from open_clip.model import CLIP
+
+    d = OUT / name.replace("/", "-")
+    if (d / "open_clip_model.safetensors").exists():
+        return d
+    d.mkdir(parents=True, exist_ok=True)
+    cfg = open_clip.get_model_config(name)
+    if image_size:
+        cfg["vision_cfg"]["image_size"] = image_size
+    torch.manual_seed(0)
+    with torch.no_grad():
+        model = CLIP(**cfg).eval()
+        fixture_models.randomize(model, seed=5, token_std=0.02)
+    pp = {"size": cfg["vision_cfg"]["image_size"], "mode": "RGB", "mean": list(open_clip.OPENAI_DATASET_MEAN),
+          "std": list(open_clip.OPENAI_DATASET_STD), "interpolation": "bicubic", "resize_mode": "shortest",
+          "fill_color": 0}
+    (d / "open_clip_config.json").write_text(json.dumps({"model_cfg": cfg, "preprocess_cfg": pp}, indent=2))
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(d / "open_clip_model.safetensors"))
+    return d
+
+
+def make_image():
+    p = OUT / "image.png"
+    if not p.exists():
+        rng = np.random.default_rng(3)
+        h, w = 300, 400
+        y, x = np.mgrid[0:h, 0:w]
+        img = np.stack([x * 255 / w, y * 255 / h, 128 + 100 * np.sin(x / 19.0) * np.cos(y / 13.0)], -1)
+        img += rng.normal(0, 10, img.shape)
+        Image.fromarray(np.clip(img, 0, 255).astype(np.uint8), "RGB").save(p)
+    return p
+
+
+def timed(cmd, env=None):
+    """Run under /usr/bin/time -v; return (stdout, wall seconds, peak RSS MiB)."""
+    r = subprocess.run(["/usr/bin/time", "-v"] + [str(c) for c in cmd], capture_output=True, text=True, env=env)
+    if r.returncode != 0:
+        sys.exit(f"failed: {' '.join(map(str, cmd))}\n{r.stderr[-3000:]}")
+    wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (\S+)", r.stderr).group(1)
+    parts = [float(p) for p in wall.split(":")]
+    secs = sum(p * 60 ** i for i, p in enumerate(reversed(parts)))
+    rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", r.stderr).group(1)) / 1024
+    return r.stdout, secs, rss
+
+
+def pairlens(model_dir, image, tl, il, n, out=None):
+    cmd = [BIN, "explain", "--model", model_dir, "--image", image, "--caption", CAPTION,
+           "--text-layer", tl, "--image-layer", il, "--steps", n, "--json", "--force"]
+    if out:
+        cmd += ["--out", out]
+    env = dict(os.environ, RAYON_NUM_THREADS="2")
+    stdout, wall, rss = timed(cmd, env)
+    return json.loads(stdout), wall, rss
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--no-exclip", action="store_true", help="skip the reference (101 s, ~10 GB)")
+    ap.add_argument("--quick", action="store_true", help="only the headline configuration")
+    args = ap.parse_args()
+    if not BIN.exists():
+        sys.exit(f"{BIN} missing: run `cargo build --release` first")
+    OUT.mkdir(parents=True, exist_ok=True)
+    image = make_image()
+    b32 = make_model("ViT-B-32")
+    rows = []
+
+    summary, wall, rss = pairlens(b32, image, 11, 11, 10, OUT / "pairlens_b32.safetensors")
+    tokens = len(summary["captions"][0]["tokens"])
+    head = {"config": "ViT-B/32, N=10, layers 11/11", "pairlens_s": wall, "pairlens_mib": rss}
+    if not args.no_exclip:
+        stdout, ewall, erss = timed([sys.executable, HERE / "run_exclip.py", b32, image, CAPTION, 11, 11, 10,
+                                     OUT / "exclip_b32.safetensors"])
+        info = json.loads(stdout.strip().splitlines()[-1])
+        ours = load_file(str(OUT / "pairlens_b32.safetensors"))["interactions"][:, 1:]
+        ref = load_file(str(OUT / "exclip_b32.safetensors"))["interactions"]
+        ref = ref.reshape(ref.shape[0], -1)
+        rel = float(np.abs(ours - ref).max() / np.abs(ref).max())
+        head.update(exclip_s=ewall, exclip_mib=erss, exclip_explain_s=info["explain_s"], parity_rel=rel)
+    rows.append(head)
+    print(f"caption tokens (SOT..EOT): {tokens}", flush=True)
+
+    if not args.quick:
+        for n in [1, 5, 20, 50]:
+            _, wall, rss = pairlens(b32, image, 11, 11, n)
+            rows.append({"config": f"ViT-B/32, N={n}, layers 11/11", "pairlens_s": wall, "pairlens_mib": rss})
+        _, wall, rss = pairlens(b32, image, 0, 0, 10)
+        rows.append({"config": "ViT-B/32, N=10, layers 0/0", "pairlens_s": wall, "pairlens_mib": rss})
+        _, wall, rss = pairlens(b32, image, 6, 6, 10)
+        rows.append({"config": "ViT-B/32, N=10, layers 6/6", "pairlens_s": wall, "pairlens_mib": rss})
+        b16 = make_model("ViT-B-16")
+        for tl, il in [(11, 11), (0, 0)]:
+            _, wall, rss = pairlens(b16, image, tl, il, 10)
+            rows.append({"config": f"ViT-B/16 (197 image tokens), N=10, layers {tl}/{il}",
+                         "pairlens_s": wall, "pairlens_mib": rss})
+        b16_320 = make_model("ViT-B-16", image_size=320)
+        _, wall, rss = pairlens(b16_320, image, 11, 11, 10)
+        rows.append({"config": "ViT-B/16 at 320 px (401 image tokens), N=10, layers 11/11",
+                     "pairlens_s": wall, "pairlens_mib": rss})
+
+    print("\n| configuration | pairlens wall | pairlens peak RSS | exclip wall | exclip peak RSS | speed-up | memory ratio |")
+    print("|---|---|---|---|---|---|---|")
+    for r in rows:
+        ex = r.get("exclip_s")
+        print(f"| {r['config']} | {r['pairlens_s']:.2f} s | {r['pairlens_mib']:.0f} MiB | "
+              + (f"{ex:.1f} s | {r['exclip_mib']:.0f} MiB | {ex / r['pairlens_s']:.0f}x | "
+                 f"{r['exclip_mib'] / r['pairlens_mib']:.1f}x |" if ex else "– | – | – | – |"))
+    if "parity_rel" in head:
+        print(f"\nexclip explain() alone: {head['exclip_explain_s']:.1f} s; "
+              f"pairlens vs exclip max |diff| / max |A| = {head['parity_rel']:.2e}")
+
+
+if __name__ == "__main__":
+    main()
