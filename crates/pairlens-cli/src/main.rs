@@ -23,6 +23,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    tune_allocator();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Embed(args) => cmd::embed::run(args),
@@ -34,5 +35,17 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::from(1)
         }
+    }
+}
+
+/// Keep freed memory in the process for reuse instead of returning every large block to the
+/// kernel: each fresh page costs a fault and a kernel zeroing, which on virtual machines is as
+/// expensive as the arithmetic (measured: ~0.3 s per 600 MB).
+fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes glibc malloc's tuning parameters, before any thread starts.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 30);
     }
 }

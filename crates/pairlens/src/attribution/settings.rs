@@ -51,8 +51,8 @@ pub struct Settings {
     /// Number of filler tokens (id 0, "!") in the text reference `[SOT, 0 × n, EOT, pad…]`.
     pub text_reference_len: usize,
     pub image_reference: ImageReference,
-    /// Upper bound on the elements of one batched activation `[tangents × path points, seq, width]`;
-    /// bounds peak memory. Work is split into chunks under it.
+    /// Upper bound on the elements of the largest batched activation of one JVP call (tangents ×
+    /// path points × its per-tangent size); bounds peak memory. Work is split into chunks under it.
     pub max_batch_elements: usize,
 }
 
@@ -65,7 +65,7 @@ impl Default for Settings {
             mode: Mode::Exclip,
             text_reference_len: 1,
             image_reference: ImageReference::Zeros,
-            max_batch_elements: 4 << 20,
+            max_batch_elements: 8 << 20,
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use super::settings::{ImageReference, Mode, Settings};
 use crate::io::tokenizer::Encoded;
-use crate::model::{ClipModel, Tangents};
+use crate::model::{ClipModel, Tangents, TransformerConfig};
 use crate::{Error, Result};
 use candle_core::{DType, Tensor, D};
 
@@ -65,11 +65,13 @@ pub fn text_side(
     let (x, r) = (hidden.get(0)?, hidden.get(1)?);
     let layer = settings.text_layer;
     let tower = &model.text;
+    let footprint = tangent_footprint(&cfg.transformer, layer, seq);
     let contributions = integrate(
         "text tokens",
         &x,
         &r,
         pool + 1,
+        footprint,
         settings,
         progress,
         |primal, tangents| {
@@ -106,11 +108,13 @@ pub fn image_side(
     let hidden = tower.hidden_at(layer, &batch)?;
     let (x, r) = (hidden.get(0)?, hidden.get(1)?);
     let tokens = x.dim(0)?;
+    let footprint = tangent_footprint(&model.config.vision.transformer, layer, tokens);
     let contributions = integrate(
         "image tokens",
         &x,
         &r,
         tokens,
+        footprint,
         settings,
         progress,
         |primal, tangents| tower.jvp_from(layer, primal, tangents),
@@ -131,23 +135,27 @@ struct Integrated {
 
 /// `(1/N) Σ_n JVP(e, r + α_n (x − r), (x − r) masked to row s)` for rows s in 0..rows, batched
 /// over rows and path points in chunks that respect `settings.max_batch_elements`.
+///
+/// Path points are the outer loop and every row rides along, so each path point's primal goes
+/// through the blocks once; rows are split only when one path point with all rows is already
+/// over the budget (then the primal is recomputed per row chunk, a small relative cost).
 fn integrate(
     label: &str,
     x: &Tensor,
     r: &Tensor,
     rows: usize,
+    per_tangent: usize,
     settings: &Settings,
     progress: &mut dyn Progress,
     jvp: impl Fn(&Tensor, &Tangents) -> Result<(Tensor, Tensor)>,
 ) -> Result<Integrated> {
-    let (seq, width) = x.dims2()?;
+    let width = x.dim(1)?;
     let delta = (x - r)?;
     let alphas = settings.alphas();
     let steps = alphas.len();
-    let per_sequence = (seq * width).max(1);
-    let budget = (settings.max_batch_elements / per_sequence).max(1);
-    let path_chunk = steps.min(budget);
-    let row_chunk = (budget / path_chunk).clamp(1, rows);
+    let budget = (settings.max_batch_elements / per_tangent.max(1)).max(1); // (row, path point) pairs
+    let row_chunk = rows.clamp(1, budget);
+    let path_chunk = (budget / row_chunk).clamp(1, steps);
 
     progress.start(label, (rows * steps) as u64);
     let mut sums: Vec<Tensor> = Vec::new();
@@ -183,6 +191,17 @@ fn integrate(
     }
     let contributions = (Tensor::cat(&sums, 0)? / steps as f64)?;
     Ok(Integrated { contributions })
+}
+
+/// Elements one (token, path point) pair occupies in the largest activation of a JVP from
+/// `layer`: the MLP hidden states of every row; from the last block only the pooled row's MLP and
+/// one attention row per head (tangents stay on single rows there).
+fn tangent_footprint(cfg: &TransformerConfig, layer: usize, seq: usize) -> usize {
+    if layer + 1 >= cfg.layers {
+        cfg.mlp_dim + cfg.heads * seq
+    } else {
+        seq * cfg.mlp_dim
+    }
 }
 
 /// Tangent of e/|e| given the tangent ė of e: (ė − ê (ê·ė)) / |e|.

@@ -2,6 +2,7 @@
 //! `tokenizer.json`, optional `preprocessor_config.json`.
 //! Defaults and pooling follow transformers' `CLIPConfig` / `CLIPTextTransformer` (5.x).
 
+use rayon::prelude::*;
 use std::path::Path;
 
 use candle_core::Device;
@@ -207,6 +208,7 @@ pub(crate) fn read_weights(
             dev,
         )?,
         blocks: (0..tc.layers)
+            .into_par_iter()
             .map(|i| block(st, &format!("text_model.encoder.layers.{i}."), tc, dev))
             .collect::<Result<_>>()?,
         ln_final: layer_norm(
@@ -232,6 +234,7 @@ pub(crate) fn read_weights(
         )?,
         ln_pre: layer_norm(st, "vision_model.pre_layrnorm", vw, vc.layer_norm_eps, dev)?,
         blocks: (0..vc.layers)
+            .into_par_iter()
             .map(|i| block(st, &format!("vision_model.encoder.layers.{i}."), vc, dev))
             .collect::<Result<_>>()?,
         ln_post: layer_norm(

@@ -3,6 +3,7 @@
 //! Only the plain ViT + text-transformer `CLIP` is read; every option that changes the math and is
 //! not implemented is refused by name (see open_clip/model.py `CLIPVisionCfg`/`CLIPTextCfg`).
 
+use rayon::prelude::*;
 use std::path::Path;
 
 use candle_core::Device;
@@ -447,6 +448,7 @@ pub(crate) fn read_weights(
             dev,
         )?,
         blocks: (0..tc.layers)
+            .into_par_iter()
             .map(|i| block(st, &format!("{tp}transformer.resblocks.{i}."), tc, dev))
             .collect::<Result<_>>()?,
         ln_final: layer_norm(st, &format!("{tp}ln_final"), tw, tc.layer_norm_eps, dev)?,
@@ -462,6 +464,7 @@ pub(crate) fn read_weights(
         )?,
         ln_pre: layer_norm(st, "visual.ln_pre", vw, vc.layer_norm_eps, dev)?,
         blocks: (0..vc.layers)
+            .into_par_iter()
             .map(|i| block(st, &format!("visual.transformer.resblocks.{i}."), vc, dev))
             .collect::<Result<_>>()?,
         ln_post: layer_norm(st, "visual.ln_post", vw, vc.layer_norm_eps, dev)?,

@@ -1,0 +1,138 @@
+//! `pairlens explain` end to end on the tiny HF fixture: outputs, queries and errors.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/models")
+}
+
+fn model() -> String {
+    fixtures().join("hf-tiny-quickgelu").display().to_string()
+}
+
+fn image() -> String {
+    fixtures().join("images/gradient_44x30.png").display().to_string()
+}
+
+fn pairlens(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pairlens")).args(args).output().expect("run pairlens")
+}
+
+fn ok_json(args: &[&str]) -> serde_json::Value {
+    let out = pairlens(args);
+    assert!(out.status.success(), "pairlens failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("one JSON object")
+}
+
+fn error_of(args: &[&str]) -> String {
+    let out = pairlens(args);
+    assert_eq!(out.status.code(), Some(1), "expected failure, got {:?}", out.status);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(err.starts_with("error: "), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    err
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("pairlens-explain-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn json_summary_queries_and_conservation() {
+    let (m, i) = (model(), image());
+    let j = ok_json(&[
+        "explain", "--model", &m, "--image", &i, "--caption", "a dog on a red car", "--caption", "a cat",
+        "--span", "1:3", "--box", "0,0,20,15", "--steps", "4", "--json",
+    ]);
+    let caps = j["captions"].as_array().unwrap();
+    assert_eq!(caps.len(), 2);
+    let grid = j["settings"]["grid"].as_array().unwrap();
+    let (gh, gw) = (grid[0].as_u64().unwrap() as usize, grid[1].as_u64().unwrap() as usize);
+    for c in caps {
+        let tokens = c["tokens"].as_array().unwrap();
+        let totals: Vec<f64> = c["token_totals"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+        assert_eq!(totals.len(), tokens.len());
+        // score = Σ A + f(x)·g(r) + f̃(r)·g(y) − f̃(r)·g(r) + residual, by definition.
+        let r = &c["reference_terms"];
+        let sum = c["sum"].as_f64().unwrap();
+        let rebuilt = sum
+            + r["text_vs_image_reference"].as_f64().unwrap()
+            + r["text_reference_vs_image"].as_f64().unwrap()
+            - r["reference_vs_reference"].as_f64().unwrap()
+            + c["residual"].as_f64().unwrap();
+        assert!((rebuilt - c["score"].as_f64().unwrap()).abs() < 1e-5);
+        assert!((totals.iter().sum::<f64>() - sum).abs() < 1e-4);
+        // The span heatmap covers the grid; the box gives one score per token.
+        let span = &c["spans"][0];
+        assert_eq!(span["span"], serde_json::json!([1, 3]));
+        let hm = span["heatmap"].as_array().unwrap();
+        assert_eq!((hm.len(), hm[0].as_array().unwrap().len()), (gh, gw));
+        let scores = c["boxes"][0]["token_scores"].as_array().unwrap();
+        assert_eq!(scores.len(), tokens.len());
+    }
+    assert!(j["timings"]["total_s"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn writes_safetensors_and_pngs_without_overwriting() {
+    let dir = temp_dir("out");
+    let out = dir.join("e.safetensors").display().to_string();
+    let png = dir.join("png").display().to_string();
+    let (m, i) = (model(), image());
+    let args = [
+        "explain", "--model", &m, "--image", &i, "--caption", "a dog", "--span", "1:2", "--box", "5,5,30,25",
+        "--out", &out, "--png", &png,
+    ];
+    let run = pairlens(&args);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let text = String::from_utf8_lossy(&run.stdout);
+    assert!(text.contains("residual"), "{text}");
+    let tensors = candle_core::safetensors::load(&out, &candle_core::Device::Cpu).unwrap();
+    let a = &tensors["interactions"];
+    assert_eq!(a.dims()[0], 4, "<sot> a dog <eot>");
+    assert_eq!(a.dims()[1], 1 + 16, "CLS + 4×4 patches");
+    for f in ["caption0.png", "caption0_span1-2.png", "caption0_box0.png"] {
+        let img = image::open(Path::new(&png).join(f)).unwrap();
+        assert!(img.width() > 100 && img.height() > 50, "{f}");
+    }
+    // A second run must not replace what the first wrote…
+    let err = error_of(&args);
+    assert!(err.contains("already exists") && err.contains("--force"), "{err}");
+    // …unless asked to.
+    let mut forced = args.to_vec();
+    forced.push("--force");
+    assert!(pairlens(&forced).status.success());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bad_input_gives_clear_errors() {
+    let (m, i) = (model(), image());
+    let base = |extra: &[&str]| {
+        let mut v = vec!["explain", "--model", m.as_str(), "--image", i.as_str()];
+        v.extend_from_slice(extra);
+        error_of(&v)
+    };
+    let e = base(&["--caption", "a dog", "--text-layer", "9"]);
+    assert!(e.contains("text layer 9 is out of range"), "{e}");
+    let e = base(&["--caption", "a dog", "--image-layer", "99"]);
+    assert!(e.contains("image layer 99 is out of range"), "{e}");
+    let e = base(&["--caption", "   "]);
+    assert!(e.contains("empty caption"), "{e}");
+    let e = base(&["--caption", "a dog", "--span", "1:9"]);
+    assert!(e.contains("out of range"), "{e}");
+    let e = base(&["--caption", "a dog", "--box", "500,500,600,600"]);
+    assert!(e.contains("outside the image"), "{e}");
+    let e = base(&["--caption", "a dog", "--steps", "0"]);
+    assert!(e.contains("steps"), "{e}");
+    let missing = fixtures().join("nope.png").display().to_string();
+    let e = error_of(&["explain", "--model", &m, "--image", &missing, "--caption", "a dog"]);
+    assert!(e.contains("nope.png"), "{e}");
+    let not_image = fixtures().join("hf-tiny-quickgelu/config.json").display().to_string();
+    let e = error_of(&["explain", "--model", &m, "--image", &not_image, "--caption", "a dog"]);
+    assert!(e.contains("config.json"), "{e}");
+}
