@@ -8,8 +8,10 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 use pairlens::io::checkpoint;
 
+mod support;
+
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/models")
+    support::fixtures().join("models")
 }
 
 /// A scratch copy of a fixture directory, removed on drop.
@@ -26,16 +28,7 @@ impl Scratch {
     /// Copy of `fixture` (config/tokenizer files; `.gz` files are expanded).
     fn copy(tag: &str, fixture: &str) -> Self {
         let s = Scratch::empty(tag);
-        for e in std::fs::read_dir(fixtures().join(fixture)).unwrap() {
-            let p = e.unwrap().path();
-            let file = p.file_name().unwrap().to_str().unwrap().to_string();
-            if let Some(stem) = file.strip_suffix(".gz") {
-                let mut d = flate2::read::GzDecoder::new(std::fs::File::open(&p).unwrap());
-                std::io::copy(&mut d, &mut std::fs::File::create(s.0.join(stem)).unwrap()).unwrap();
-            } else {
-                std::fs::copy(&p, s.0.join(file)).unwrap();
-            }
-        }
+        support::copy_expanding(&fixtures().join(fixture), &s.0);
         s
     }
     fn path(&self, f: &str) -> PathBuf {

@@ -4,10 +4,13 @@
 //! mapping: any dropped or mis-split tensor moves the outputs far beyond 1e-5.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+
+mod support;
 
 use candle_core::{DType, Device, Tensor};
 use pairlens::io::checkpoint::{self, CheckpointFormat, LoadedModel};
+use support::FixtureDir;
 
 /// Embeddings: absolute. Hidden states grow through the residual stream (|h| up to ~12 here),
 /// where f32 rounding alone (summation order of matmuls/conv) reaches a few 1e-6 *relative*;
@@ -15,58 +18,7 @@ use pairlens::io::checkpoint::{self, CheckpointFormat, LoadedModel};
 const TOL: f32 = 1e-5;
 
 fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/models")
-}
-
-/// A fixture checkpoint as a directory pairlens can load: open_clip weights are stored gzipped,
-/// so those directories are copied into a temporary directory with every `.gz` expanded.
-struct FixtureDir {
-    path: PathBuf,
-    temp: bool,
-}
-
-impl FixtureDir {
-    fn new(name: &str) -> Self {
-        let src = fixtures().join(name);
-        let has_gz = std::fs::read_dir(&src)
-            .unwrap()
-            .any(|e| e.unwrap().path().extension().is_some_and(|x| x == "gz"));
-        if !has_gz {
-            return FixtureDir {
-                path: src,
-                temp: false,
-            };
-        }
-        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dst =
-            std::env::temp_dir().join(format!("pairlens-parity-{name}-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dst);
-        std::fs::create_dir_all(&dst).unwrap();
-        for e in std::fs::read_dir(&src).unwrap() {
-            let p = e.unwrap().path();
-            let file = p.file_name().unwrap().to_str().unwrap();
-            if let Some(stem) = file.strip_suffix(".gz") {
-                let mut d = flate2::read::GzDecoder::new(std::fs::File::open(&p).unwrap());
-                let mut out = std::fs::File::create(dst.join(stem)).unwrap();
-                std::io::copy(&mut d, &mut out).unwrap();
-            } else {
-                std::fs::copy(&p, dst.join(file)).unwrap();
-            }
-        }
-        FixtureDir {
-            path: dst,
-            temp: true,
-        }
-    }
-}
-
-impl Drop for FixtureDir {
-    fn drop(&mut self) {
-        if self.temp {
-            let _ = std::fs::remove_dir_all(&self.path);
-        }
-    }
+    support::fixtures().join("models")
 }
 
 struct Case {

@@ -29,17 +29,7 @@ impl FixtureDir {
         let dst = std::env::temp_dir().join(format!("pairlens-fixture-{name}-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dst);
         std::fs::create_dir_all(&dst).unwrap();
-        for e in std::fs::read_dir(&src).unwrap() {
-            let p = e.unwrap().path();
-            let file = p.file_name().unwrap().to_str().unwrap();
-            if let Some(stem) = file.strip_suffix(".gz") {
-                let mut d = flate2::read::GzDecoder::new(std::fs::File::open(&p).unwrap());
-                let mut out = std::fs::File::create(dst.join(stem)).unwrap();
-                std::io::copy(&mut d, &mut out).unwrap();
-            } else {
-                std::fs::copy(&p, dst.join(file)).unwrap();
-            }
-        }
+        copy_expanding(&src, &dst);
         FixtureDir { path: dst, temp: true }
     }
 }
@@ -48,6 +38,21 @@ impl Drop for FixtureDir {
     fn drop(&mut self) {
         if self.temp {
             let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}
+
+/// Copy every file of `src` into `dst`, expanding `*.gz` files.
+pub fn copy_expanding(src: &Path, dst: &Path) {
+    for e in std::fs::read_dir(src).unwrap() {
+        let p = e.unwrap().path();
+        let file = p.file_name().unwrap().to_str().unwrap();
+        if let Some(stem) = file.strip_suffix(".gz") {
+            let mut d = flate2::read::GzDecoder::new(std::fs::File::open(&p).unwrap());
+            let mut out = std::fs::File::create(dst.join(stem)).unwrap();
+            std::io::copy(&mut d, &mut out).unwrap();
+        } else {
+            std::fs::copy(&p, dst.join(file)).unwrap();
         }
     }
 }
