@@ -20,6 +20,10 @@ enum Command {
     Embed(cmd::embed::Args),
     /// Explain why an image and captions match: second-order token × patch interactions.
     Explain(cmd::explain::Args),
+    /// Write seeded Fashion-MNIST captioned mosaics (PNG + data.jsonl) with boxes and phrase spans.
+    Mosaics(cmd::mosaics::Args),
+    /// Train the built-in CLIP model on Fashion-MNIST mosaics; writes a Hugging Face checkpoint.
+    Train(cmd::train::Args),
 }
 
 fn main() -> ExitCode {
@@ -28,6 +32,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Embed(args) => cmd::embed::run(args),
         Command::Explain(args) => cmd::explain::run(args),
+        Command::Mosaics(args) => cmd::mosaics::run(args),
+        Command::Train(args) => cmd::train::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

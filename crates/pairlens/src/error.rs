@@ -44,6 +44,9 @@ pub enum Error {
     #[error("{0}")]
     InvalidArgument(String),
 
+    #[error("{path}: bad dataset file: {msg}")]
+    Dataset { path: PathBuf, msg: String },
+
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 }

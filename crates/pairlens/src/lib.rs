@@ -7,9 +7,11 @@
 //!   directories), tokenizers, image decoding and Pillow-exact preprocessing.
 
 pub mod attribution;
+pub mod data;
 pub mod error;
 pub mod io;
 pub mod model;
 pub mod render;
+pub mod train;
 
 pub use error::{Error, Result};

@@ -2,6 +2,8 @@
 
 pub mod embed;
 pub mod explain;
+pub mod mosaics;
+pub mod train;
 mod progress;
 
 use std::path::Path;

@@ -119,10 +119,32 @@ impl Settings {
         Ok(())
     }
 
-    /// α_n = 1 − n/N for n = 0..N (α = 1 first, α = 0 excluded), as exclip.
+    /// α_n = 1 − n/N, n = 0, 1, …, as exclip's `torch.arange(1, 0, -1/N)`: N points, α = 1
+    /// first, α = 0 excluded — except that torch computes the length as ceil(1 / (1/N)) in
+    /// floating point, which gives N + 1 points for some N (49, 98, 103, 107, 196, …; the extra
+    /// α ≈ 1e-16 is the reference itself, and the integral is divided by N + 1). pairlens follows
+    /// the same rule so that it matches exclip for every N.
     pub fn alphas(&self) -> Vec<f32> {
-        (0..self.steps)
-            .map(|n| (1.0 - n as f64 / self.steps as f64) as f32)
-            .collect()
+        let step = 1.0 / self.steps as f64;
+        let count = (1.0 / step).ceil() as usize;
+        (0..count).map(|n| (1.0 - n as f64 * step) as f32).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_points_follow_torch_arange() {
+        let alphas = |steps| Settings { steps, ..Settings::default() }.alphas();
+        assert_eq!(alphas(1), vec![1.0]);
+        assert_eq!(alphas(4), vec![1.0, 0.75, 0.5, 0.25]);
+        assert_eq!(alphas(10).len(), 10);
+        // torch.arange(1, 0, -1/49) has 50 elements, the last ≈ 8e-17.
+        let a = alphas(49);
+        assert_eq!(a.len(), 50);
+        assert!(a[49].abs() < 1e-15);
+        assert_eq!(alphas(50).len(), 50);
     }
 }

@@ -22,15 +22,24 @@ impl FixtureDir {
             .unwrap_or_else(|e| panic!("{}: {e}", src.display()))
             .any(|e| e.unwrap().path().extension().is_some_and(|x| x == "gz"));
         if !has_gz {
-            return FixtureDir { path: src, temp: false };
+            return FixtureDir {
+                path: src,
+                temp: false,
+            };
         }
         static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dst = std::env::temp_dir().join(format!("pairlens-fixture-{name}-{}-{n}", std::process::id()));
+        let dst = std::env::temp_dir().join(format!(
+            "pairlens-fixture-{name}-{}-{n}",
+            std::process::id()
+        ));
         let _ = std::fs::remove_dir_all(&dst);
         std::fs::create_dir_all(&dst).unwrap();
         copy_expanding(&src, &dst);
-        FixtureDir { path: dst, temp: true }
+        FixtureDir {
+            path: dst,
+            temp: true,
+        }
     }
 }
 

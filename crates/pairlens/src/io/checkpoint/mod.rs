@@ -5,6 +5,7 @@
 mod hf;
 mod json;
 mod open_clip;
+pub mod save;
 mod tensors;
 
 use std::fmt;
@@ -17,6 +18,7 @@ use crate::io::tokenizer::{ClipTokenizer, TextCleaning};
 use crate::model::{ClipConfig, ClipModel, ClipWeights, LayerNorm, Linear, TextPooling};
 use crate::{Error, Result};
 use tensors::TensorStore;
+pub use save::save_hf;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CheckpointFormat {

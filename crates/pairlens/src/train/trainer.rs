@@ -1,0 +1,310 @@
+//! The training loop: Vars for every parameter, forward, backward, clip, AdamW, clamp.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::{DType, Tensor, Var};
+
+use super::loss::{
+    clip_loss, contrastive_loss, embed, retrieval_accuracy, scalar_f32, Batch, Batches,
+};
+use super::optimizer::{AdamW, AdamWConfig, Param};
+use super::schedule::Schedule;
+use crate::io::checkpoint::save::map_hf_tensors;
+use crate::io::checkpoint::save_hf;
+use crate::model::{ClipConfig, ClipModel, ClipWeights};
+use crate::{Error, Result};
+
+/// CLIP caps the temperature at 100 (`logit_scale ≤ ln 100`), and keeps it ≥ 1.
+pub const MAX_LOGIT_SCALE: f64 = 4.605_170_185_988_092; // ln(100)
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrainConfig {
+    /// Total optimizer steps (also the length of the cosine schedule).
+    pub steps: u64,
+    pub lr: f64,
+    pub min_lr: f64,
+    pub warmup_steps: u64,
+    pub adamw: AdamWConfig,
+    /// Clip the global gradient L2 norm to this value.
+    pub grad_clip: Option<f64>,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            steps: 1000,
+            lr: 5e-4,
+            min_lr: 0.0,
+            warmup_steps: 100,
+            adamw: AdamWConfig::default(),
+            grad_clip: Some(1.0),
+        }
+    }
+}
+
+impl TrainConfig {
+    pub fn schedule(&self) -> Schedule {
+        Schedule {
+            base_lr: self.lr,
+            min_lr: self.min_lr,
+            warmup: self.warmup_steps,
+            total: self.steps,
+        }
+    }
+}
+
+/// What one optimizer step did.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepStats {
+    /// 1-based count of steps done after this one.
+    pub step: u64,
+    /// Loss on the batch before the update.
+    pub loss: f32,
+    pub lr: f64,
+    /// Global gradient norm before clipping.
+    pub grad_norm: f32,
+    /// `logit_scale` after the update (and clamp).
+    pub logit_scale: f32,
+    /// Image–caption pairs per second for this step (forward + backward + update).
+    pub items_per_s: f64,
+}
+
+/// Loss and in-batch top-1 retrieval accuracies.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Evaluation {
+    pub loss: f32,
+    pub image_to_text: f32,
+    pub text_to_image: f32,
+}
+
+/// Where and how often [`Trainer::fit`] writes checkpoints (`{out}/checkpoint-{step}`, and
+/// the final weights in `{out}` itself).
+#[derive(Clone, Debug)]
+pub struct CheckpointPlan {
+    pub out: PathBuf,
+    /// Every K steps; 0 = only the final one.
+    pub every: u64,
+    pub tokenizer_json: String,
+    pub preprocess: Option<serde_json::Value>,
+    pub force: bool,
+}
+
+/// Hooks of [`Trainer::fit`]: progress after each step (evaluate from here when wanted) and
+/// notice of each checkpoint. Errors stop training.
+pub trait Observer {
+    fn on_step(&mut self, _trainer: &Trainer, _stats: &StepStats) -> Result<()> {
+        Ok(())
+    }
+    fn on_checkpoint(&mut self, _step: u64, _dir: &Path) -> Result<()> {
+        Ok(())
+    }
+}
+
+impl Observer for () {}
+
+pub struct Trainer {
+    pub model_config: ClipConfig,
+    pub config: TrainConfig,
+    /// Weights whose tensors are the Vars' tensors (same ids), so the forward is tracked.
+    weights: ClipWeights,
+    logit_scale: Var,
+    opt: AdamW,
+}
+
+impl Trainer {
+    /// Starts from `init` (checked against `model_config`; f32 or f64). Every tensor becomes a
+    /// Var named as in the HF checkpoint; `logit_scale` is one more, 0-d.
+    pub fn new(model_config: ClipConfig, init: &ClipWeights, config: TrainConfig) -> Result<Self> {
+        ClipModel::new(model_config.clone(), init.to_dtype(DType::F32)?)?;
+        let dtype = init.text.token_embedding.dtype();
+        let mut params = Vec::new();
+        let weights = map_hf_tensors(init, |name, t| {
+            let var = Var::from_tensor(&t.contiguous()?)?;
+            let shared = var.as_tensor().clone();
+            params.push(Param::new(name, var));
+            Ok(shared)
+        })?;
+        let logit_scale = Var::from_tensor(
+            &Tensor::new(init.logit_scale as f64, &candle_core::Device::Cpu)?.to_dtype(dtype)?,
+        )?;
+        params.push(Param::new("logit_scale", logit_scale.clone()));
+        let opt = AdamW::new(params, config.adamw)?;
+        Ok(Trainer {
+            model_config,
+            config,
+            weights,
+            logit_scale,
+            opt,
+        })
+    }
+
+    /// Optimizer steps done.
+    pub fn steps_done(&self) -> u64 {
+        self.opt.steps_done()
+    }
+
+    pub fn params(&self) -> &[Param] {
+        self.opt.params()
+    }
+
+    /// The loss on `batch` as a graph over the parameters (for gradients).
+    pub fn loss_tensor(&self, batch: &Batch) -> Result<Tensor> {
+        clip_loss(
+            &self.model_config,
+            &self.weights,
+            self.logit_scale.as_tensor(),
+            batch,
+        )
+    }
+
+    /// Loss and the gradient of every parameter, in [`Self::params`] order. A parameter the
+    /// backward pass never reached is an error (a silently dead branch of the model).
+    pub fn gradients(&self, batch: &Batch) -> Result<(f32, Vec<Tensor>)> {
+        let loss = self.loss_tensor(batch)?;
+        let value = scalar_f32(&loss)?;
+        if !value.is_finite() {
+            return Err(Error::InvalidArgument(format!(
+                "training diverged: loss is {value} at step {}",
+                self.steps_done() + 1
+            )));
+        }
+        let grads = loss.backward()?;
+        let g = self
+            .params()
+            .iter()
+            .map(|p| {
+                grads.get(p.var.as_tensor()).cloned().ok_or_else(|| {
+                    Error::InvalidArgument(format!(
+                        "parameter `{}` received no gradient: it does not take part in the loss",
+                        p.name
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok((value, g))
+    }
+
+    /// One optimizer step on `batch`: loss, backward, optional global-norm clipping, AdamW at
+    /// the scheduled lr, then `logit_scale` clamped to `[0, ln 100]` (as open_clip does after
+    /// each step).
+    pub fn step(&mut self, batch: &Batch) -> Result<StepStats> {
+        let start = Instant::now();
+        let lr = self.config.schedule().lr(self.steps_done());
+        let (loss, mut grads) = self.gradients(batch)?;
+        let mut sq = 0f64;
+        for g in &grads {
+            sq += g
+                .to_dtype(DType::F64)?
+                .sqr()?
+                .sum_all()?
+                .to_scalar::<f64>()?;
+        }
+        let norm = sq.sqrt();
+        if !norm.is_finite() {
+            return Err(Error::InvalidArgument(format!(
+                "training diverged: gradient norm is {norm} at step {}",
+                self.steps_done() + 1
+            )));
+        }
+        if let Some(max) = self.config.grad_clip {
+            if norm > max {
+                let k = max / (norm + 1e-6);
+                grads = grads.iter().map(|g| Ok((g * k)?)).collect::<Result<_>>()?;
+            }
+        }
+        self.opt.step(&grads, lr)?;
+        let clamped = self.logit_scale.as_tensor().clamp(0.0, MAX_LOGIT_SCALE)?;
+        self.logit_scale.set(&clamped)?;
+        let secs = start.elapsed().as_secs_f64();
+        Ok(StepStats {
+            step: self.steps_done(),
+            loss,
+            lr,
+            grad_norm: norm as f32,
+            logit_scale: self.logit_scale(),
+            items_per_s: batch.pool.len() as f64 / secs.max(1e-9),
+        })
+    }
+
+    pub fn logit_scale(&self) -> f32 {
+        scalar_f32(self.logit_scale.as_tensor()).unwrap_or(f32::NAN)
+    }
+
+    /// A detached snapshot of the current weights (no graph is recorded through it).
+    pub fn weights(&self) -> Result<ClipWeights> {
+        let mut w = map_hf_tensors(&self.weights, |_, t| Ok(t.detach()))?;
+        w.logit_scale = self.logit_scale();
+        Ok(w)
+    }
+
+    /// Loss and in-batch retrieval accuracy with the current weights (no gradients).
+    pub fn evaluate(&self, batch: &Batch) -> Result<Evaluation> {
+        let w = self.weights()?;
+        let (img, txt) = embed(&self.model_config, &w, batch)?;
+        let ls = self.logit_scale.as_tensor().detach();
+        let loss = scalar_f32(&contrastive_loss(&img, &txt, &ls)?)?;
+        let (i2t, t2i) = retrieval_accuracy(&img, &txt)?;
+        Ok(Evaluation {
+            loss,
+            image_to_text: i2t,
+            text_to_image: t2i,
+        })
+    }
+
+    /// Saves the current weights as a HF checkpoint directory.
+    pub fn save(
+        &self,
+        dir: &Path,
+        tokenizer_json: &str,
+        preprocess: Option<&serde_json::Value>,
+        force: bool,
+    ) -> Result<()> {
+        save_hf(
+            dir,
+            &self.model_config,
+            &self.weights()?.to_dtype(DType::F32)?,
+            tokenizer_json,
+            preprocess,
+            force,
+        )
+    }
+
+    /// Runs until `config.steps` steps are done: batch `step` from `data`, [`Self::step`],
+    /// the observer, a checkpoint every `plan.every` steps and the final one in `plan.out`.
+    pub fn fit(
+        &mut self,
+        data: &mut dyn Batches,
+        plan: Option<&CheckpointPlan>,
+        observer: &mut dyn Observer,
+    ) -> Result<()> {
+        while self.steps_done() < self.config.steps {
+            let batch = data.batch(self.steps_done())?;
+            let stats = self.step(&batch)?;
+            observer.on_step(self, &stats)?;
+            if let Some(plan) = plan {
+                if plan.every > 0 && stats.step % plan.every == 0 && stats.step < self.config.steps
+                {
+                    let dir = plan.out.join(format!("checkpoint-{}", stats.step));
+                    self.save(
+                        &dir,
+                        &plan.tokenizer_json,
+                        plan.preprocess.as_ref(),
+                        plan.force,
+                    )?;
+                    observer.on_checkpoint(stats.step, &dir)?;
+                }
+            }
+        }
+        if let Some(plan) = plan {
+            self.save(
+                &plan.out,
+                &plan.tokenizer_json,
+                plan.preprocess.as_ref(),
+                plan.force,
+            )?;
+            observer.on_checkpoint(self.steps_done(), &plan.out)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,105 @@
+//! The built-in model on the committed Fashion-MNIST sample: batch layout, pooling at EOT,
+//! normalised pixels, and a short run that lowers the loss and saves a loadable checkpoint.
+
+use std::path::PathBuf;
+
+use candle_core::Device;
+use pairlens::data::{FashionMnist, MosaicConfig, MosaicGenerator, Split};
+use pairlens::io::checkpoint;
+use pairlens::io::preprocess::PreprocessConfig;
+
+use pairlens::model::TextPooling;
+use pairlens::train::{
+    builtin_config, builtin_preprocess_json, builtin_tokenizer, init_weights, Batches,
+    MosaicBatches, TrainConfig, Trainer,
+};
+
+fn sample_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/fashion_mnist_sample")
+}
+
+fn setup(batch: usize) -> (MosaicBatches, String, pairlens::model::ClipConfig) {
+    let mosaic = MosaicConfig::default();
+    let ctx = pairlens::data::max_caption_words(mosaic.max_items) + 2;
+    let (tok, json) = builtin_tokenizer(ctx).unwrap();
+    let cfg = builtin_config(&tok, mosaic.canvas, mosaic.max_items);
+    let pp = PreprocessConfig::from_hf_json(
+        &builtin_preprocess_json(mosaic.canvas),
+        std::path::Path::new("preprocessor_config.json"),
+    )
+    .unwrap();
+    let data = FashionMnist::load(&sample_dir(), Split::Train).unwrap();
+    let batches = MosaicBatches {
+        generator: MosaicGenerator::try_new(data, mosaic, 5).unwrap(),
+        tokenizer: tok,
+        batch_size: batch,
+        preprocess: pp,
+    };
+    (batches, json, cfg)
+}
+
+#[test]
+fn mosaic_batches_are_laid_out_for_the_towers() {
+    let (mut b, _, cfg) = setup(6);
+    assert_eq!(
+        cfg.text.pooling,
+        TextPooling::FirstId(cfg.text.eot_token_id)
+    );
+    let batch = b.batch(3).unwrap();
+    assert_eq!(batch.pixels.dims(), &[6, 3, 64, 64]);
+    let (n, s) = batch.ids.dims2().unwrap();
+    assert_eq!(n, 6);
+    assert!(s <= cfg.text.context_length);
+    let ids: Vec<Vec<u32>> = batch.ids.to_vec2().unwrap();
+    for (row, &p) in ids.iter().zip(&batch.pool) {
+        assert_eq!(row[0], cfg.text.sot_token_id);
+        assert_eq!(row[p], cfg.text.eot_token_id);
+        assert_eq!(cfg.text.pooling.index(row), Some(p));
+    }
+    let px: Vec<f32> = batch.pixels.flatten_all().unwrap().to_vec1().unwrap();
+    assert!(px.iter().all(|&x| (-1.0..=1.0).contains(&x)));
+    // Batch `step` is a pure function of the step.
+    let again = b.batch(3).unwrap();
+    assert_eq!(again.ids.to_vec2::<u32>().unwrap(), ids);
+    assert_ne!(b.batch(4).unwrap().ids.to_vec2::<u32>().unwrap(), ids);
+    // The model is small enough to ship (≤ 10 MB of f32).
+    let w = init_weights(&cfg, 0).unwrap();
+    let n: usize = checkpoint::save::hf_tensors(&w)
+        .unwrap()
+        .iter()
+        .map(|(_, t)| t.elem_count())
+        .sum();
+    assert!(n * 4 <= 10 << 20, "{n} parameters");
+}
+
+#[test]
+fn short_run_on_mosaics_learns_and_saves() {
+    let (mut b, json, cfg) = setup(8);
+    let w = init_weights(&cfg, 3).unwrap();
+    let tc = TrainConfig {
+        steps: 4,
+        lr: 1e-3,
+        warmup_steps: 0,
+        ..TrainConfig::default()
+    };
+    let mut t = Trainer::new(cfg.clone(), &w, tc).unwrap();
+    let fixed = b.batch(0).unwrap();
+    let before = t.evaluate(&fixed).unwrap().loss;
+    for _ in 0..4 {
+        t.step(&fixed).unwrap();
+    }
+    let after = t.evaluate(&fixed).unwrap().loss;
+    assert!(after < before, "{before} -> {after}");
+    let dir = std::env::temp_dir().join(format!(
+        "pairlens-train-mosaics-ckpt-{}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    t.save(&dir, &json, Some(&builtin_preprocess_json(64)), false)
+        .unwrap();
+    let loaded = checkpoint::load(&dir, &Device::Cpu).unwrap();
+    assert_eq!(loaded.model.config, cfg);
+    let enc = loaded.tokenizer.encode("a photo of a bag", false).unwrap();
+    assert_eq!(enc.len, 7);
+    let _ = std::fs::remove_dir_all(&dir);
+}
