@@ -18,6 +18,8 @@ struct Cli {
 enum Command {
     /// Embed one image and one caption; print both embeddings, their cosine score and the tokens.
     Embed(cmd::embed::Args),
+    /// Held-out Fashion-MNIST numbers: mosaic retrieval R@1/R@5 and zero-shot accuracy.
+    EvalRetrieval(cmd::eval_retrieval::Args),
     /// Explain why an image and captions match: second-order token × patch interactions.
     Explain(cmd::explain::Args),
     /// Write seeded Fashion-MNIST captioned mosaics (PNG + data.jsonl) with boxes and phrase spans.
@@ -31,6 +33,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Embed(args) => cmd::embed::run(args),
+        Command::EvalRetrieval(args) => cmd::eval_retrieval::run(args),
         Command::Explain(args) => cmd::explain::run(args),
         Command::Mosaics(args) => cmd::mosaics::run(args),
         Command::Train(args) => cmd::train::run(args),

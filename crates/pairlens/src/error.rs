@@ -47,6 +47,9 @@ pub enum Error {
     #[error("{path}: bad dataset file: {msg}")]
     Dataset { path: PathBuf, msg: String },
 
+    #[error("{path}: {msg}")]
+    Cache { path: PathBuf, msg: String },
+
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 }

@@ -7,8 +7,10 @@
 //!   directories), tokenizers, image decoding and Pillow-exact preprocessing.
 
 pub mod attribution;
+pub mod builtin;
 pub mod data;
 pub mod error;
+pub mod eval;
 pub mod io;
 pub mod model;
 pub mod render;

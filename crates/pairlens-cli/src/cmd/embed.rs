@@ -9,9 +9,10 @@ use pairlens::io::preprocess::preprocess_file;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Checkpoint directory (Hugging Face CLIP or open_clip hub layout).
+    /// Checkpoint directory (Hugging Face CLIP or open_clip hub layout)
+    /// [default: the built-in Fashion-MNIST model].
     #[arg(long)]
-    pub model: PathBuf,
+    pub model: Option<PathBuf>,
     /// Image file (JPEG, PNG, WebP).
     #[arg(long)]
     pub image: PathBuf,
@@ -35,7 +36,7 @@ pub struct Embedding {
 }
 
 pub fn embed(args: &Args) -> Result<(pairlens::io::checkpoint::LoadedModel, Embedding)> {
-    let loaded = super::load_model(&args.model)?;
+    let loaded = super::load_model(args.model.as_deref())?;
     let model = &loaded.model;
 
     let enc = loaded.tokenizer.encode(&args.caption, args.truncate)?;

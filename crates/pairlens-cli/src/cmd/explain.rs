@@ -18,9 +18,10 @@ use super::progress::DelayedBar;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Checkpoint directory (Hugging Face CLIP or open_clip hub layout).
+    /// Checkpoint directory (Hugging Face CLIP or open_clip hub layout)
+    /// [default: the built-in Fashion-MNIST model].
     #[arg(long)]
-    pub model: PathBuf,
+    pub model: Option<PathBuf>,
     /// Image file (JPEG, PNG, WebP).
     #[arg(long)]
     pub image: PathBuf,
@@ -107,7 +108,7 @@ pub fn run(args: Args) -> Result<()> {
     if args.captions.iter().any(|c| c.trim().is_empty()) {
         bail!("empty caption: every --caption needs some text");
     }
-    let loaded = super::load_model(&args.model)?;
+    let loaded = super::load_model(args.model.as_deref())?;
     let model = &loaded.model;
     let load_s = started.elapsed().as_secs_f64();
 

@@ -1,6 +1,7 @@
 //! Subcommands, one module each, plus what they share.
 
 pub mod embed;
+pub mod eval_retrieval;
 pub mod explain;
 pub mod mosaics;
 pub mod train;
@@ -12,9 +13,15 @@ use anyhow::{Context, Result};
 use candle_core::Device;
 use pairlens::io::checkpoint::{self, LoadedModel};
 
-/// Load a checkpoint directory on the CPU.
-pub fn load_model(dir: &Path) -> Result<LoadedModel> {
-    checkpoint::load(dir, &Device::Cpu).with_context(|| format!("loading model {}", dir.display()))
+/// Load a checkpoint directory on the CPU; without one, the built-in model (written once into
+/// the user's cache directory, see [`pairlens::builtin`]).
+pub fn load_model(dir: Option<&Path>) -> Result<LoadedModel> {
+    match dir {
+        Some(dir) => checkpoint::load(dir, &Device::Cpu)
+            .with_context(|| format!("loading model {}", dir.display())),
+        None => pairlens::builtin::load(&Device::Cpu)
+            .with_context(|| format!("loading {}", pairlens::builtin::NAME)),
+    }
 }
 
 /// Write to stdout; a closed pipe (`pairlens … | head`) is not an error.
