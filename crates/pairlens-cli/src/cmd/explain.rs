@@ -53,6 +53,9 @@ pub struct Args {
     /// Write heatmap overlays (whole caption, each span) and token strips (each box) here.
     #[arg(long)]
     pub png: Option<PathBuf>,
+    /// Write a self-contained HTML report (pictures inlined, no network requests) to this file.
+    #[arg(long)]
+    pub html: Option<PathBuf>,
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
@@ -140,6 +143,9 @@ pub fn run(args: Args) -> Result<()> {
             check_writable(&dir.join(f), args.force)?;
         }
     }
+    if let Some(html) = &args.html {
+        check_writable(html, args.force)?;
+    }
 
     let mut bar = DelayedBar::new();
     let t = Instant::now();
@@ -176,6 +182,9 @@ pub fn run(args: Args) -> Result<()> {
         "load_s": load_s, "image_side_s": image_s, "text_side_s": text_s,
         "total_s": started.elapsed().as_secs_f64(),
     });
+    if let Some(path) = &args.html {
+        write_html(path, &args, &decoded, &pre.geometry, &explanations, &queries, &timings)?;
+    }
     let text = if args.json {
         serde_json::to_string(&summary_json(&args, &loaded, &settings, &pre.geometry, &explanations, &queries, timings))? + "\n"
     } else {
@@ -394,4 +403,55 @@ fn summary_text(
         timings["total_s"].as_f64().unwrap_or(0.0)
     )?;
     Ok(s)
+}
+
+/// `--html`: the report of [`pairlens::render::html`], written once all the work is done.
+#[allow(clippy::too_many_arguments)]
+fn write_html(
+    path: &Path,
+    args: &Args,
+    decoded: &pairlens::io::image::DecodedImage,
+    geometry: &Geometry,
+    explanations: &[Explanation],
+    queries: &[Query],
+    timings: &serde_json::Value,
+) -> Result<()> {
+    use render::html::{report, BoxReport, CaptionReport, ReportInput, SpanReport};
+    let (w, h) = (decoded.width as u32, decoded.height as u32);
+    let original = RgbImage::from_raw(w, h, decoded.to_rgb()).context("decoded image buffer")?;
+    let to_input = |x: f32, y: f32| geometry.to_input(x, y);
+    let model = match &args.model {
+        Some(dir) => dir.display().to_string(),
+        None => pairlens::builtin::NAME.to_string(),
+    };
+    let image_name = args.image.display().to_string();
+    let captions = explanations
+        .iter()
+        .zip(queries)
+        .zip(&args.captions)
+        .map(|((e, q), caption)| CaptionReport {
+            caption,
+            explanation: e,
+            spans: args.spans.iter().zip(&q.span_heatmaps).map(|(&(start, end), heatmap)| SpanReport { start, end, heatmap }).collect(),
+            boxes: args.boxes.iter().zip(&q.box_scores).map(|(&bbox, s)| BoxReport { bbox, token_scores: s }).collect(),
+        })
+        .collect();
+    let secs = |k: &str| timings[k].as_f64().unwrap_or(0.0);
+    let input = ReportInput {
+        title: "pairlens explain",
+        model: &model,
+        image_name: &image_name,
+        original: &original,
+        to_input: &to_input,
+        input_size: geometry.input,
+        captions,
+        timings: vec![
+            ("load".into(), secs("load_s")),
+            ("image side".into(), secs("image_side_s")),
+            ("text side".into(), secs("text_side_s")),
+            ("total".into(), secs("total_s")),
+        ],
+    };
+    let html = report(&input).with_context(|| format!("building the HTML report {}", path.display()))?;
+    std::fs::write(path, html).with_context(|| format!("writing {}", path.display()))
 }

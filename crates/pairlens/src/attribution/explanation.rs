@@ -117,13 +117,18 @@ impl Explanation {
             text_reference_vs_image: cosine(&text.reference, gy)?,
             reference_vs_reference: cosine(&text.reference, &image.reference)?,
         };
-        if tokens.len() != interactions.dim(0)? {
+        // Rows are the tokens up to the pooled one: with causal attention nothing after it can
+        // interact. That is the EOT, unless a model pools at the largest id and the caption holds
+        // an id above EOT (possible with small vocabularies); then the later tokens are dropped.
+        let mut tokens = tokens;
+        let rows = interactions.dim(0)?;
+        if tokens.len() < rows {
             return Err(Error::InvalidArgument(format!(
-                "{} display tokens for {} attributed text tokens",
-                tokens.len(),
-                interactions.dim(0)?
+                "{} display tokens for {rows} attributed text tokens",
+                tokens.len()
             )));
         }
+        tokens.truncate(rows);
         let e = Explanation {
             tokens,
             interactions,

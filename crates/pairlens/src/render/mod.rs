@@ -5,6 +5,7 @@
 pub mod colormap;
 pub mod font;
 pub mod heatmap;
+pub mod html;
 pub mod strip;
 
 pub use colormap::diverging;
