@@ -20,6 +20,8 @@ enum Command {
     Embed(cmd::embed::Args),
     /// Held-out Fashion-MNIST numbers: mosaic retrieval R@1/R@5 and zero-shot accuracy.
     EvalRetrieval(cmd::eval_retrieval::Args),
+    /// Phrase grounding on a mosaic JSONL: pointing game, box mass, reverse direction.
+    EvalGrounding(cmd::eval_grounding::Args),
     /// Explain why an image and captions match: second-order token × patch interactions.
     Explain(cmd::explain::Args),
     /// Write seeded Fashion-MNIST captioned mosaics (PNG + data.jsonl) with boxes and phrase spans.
@@ -34,6 +36,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Embed(args) => cmd::embed::run(args),
         Command::EvalRetrieval(args) => cmd::eval_retrieval::run(args),
+        Command::EvalGrounding(args) => cmd::eval_grounding::run(args),
         Command::Explain(args) => cmd::explain::run(args),
         Command::Mosaics(args) => cmd::mosaics::run(args),
         Command::Train(args) => cmd::train::run(args),

@@ -11,6 +11,7 @@ pub mod builtin;
 pub mod data;
 pub mod error;
 pub mod eval;
+pub mod grounding;
 pub mod io;
 pub mod model;
 pub mod render;

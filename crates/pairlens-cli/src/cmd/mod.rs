@@ -1,6 +1,7 @@
 //! Subcommands, one module each, plus what they share.
 
 pub mod embed;
+pub mod eval_grounding;
 pub mod eval_retrieval;
 pub mod explain;
 pub mod mosaics;
