@@ -9,8 +9,10 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use pairlens::attribution::side::NoProgress;
-use pairlens::attribution::{image_side, text_side, Explanation, Mode, Settings};
+use pairlens::attribution::{image_side, text_side, Explanation};
 use pairlens::grounding::report::{read_csv, CSV_HEADER};
+
+use super::method::MethodArgs;
 use pairlens::grounding::{
     box_mass, pointing_game, read_jsonl, reverse_direction, union_weights, PhraseResult, Summary,
 };
@@ -25,18 +27,8 @@ pub struct Args {
     /// Mosaic JSONL (`pairlens mosaics` data.jsonl); images are resolved beside it.
     #[arg(long)]
     pub data: PathBuf,
-    /// Text block whose input is attributed [default: the last block].
-    #[arg(long)]
-    pub text_layer: Option<usize>,
-    /// Image block whose input is attributed [default: the last block].
-    #[arg(long)]
-    pub image_layer: Option<usize>,
-    /// Path points of the integrated Jacobians.
-    #[arg(long, default_value_t = 10)]
-    pub steps: usize,
-    /// `exclip` or `cosine` (see `pairlens explain --help`).
-    #[arg(long, default_value = "exclip")]
-    pub mode: Mode,
+    #[command(flatten)]
+    pub method: MethodArgs,
     /// Output directory: results.csv, summary.json, per_class.png.
     #[arg(long, default_value = "grounding-out")]
     pub out: PathBuf,
@@ -61,12 +53,7 @@ pub fn run(args: Args) -> Result<()> {
     }
     let loaded = super::load_model(args.model.as_deref())?;
     let model = &loaded.model;
-    let mut settings = Settings::for_model(model);
-    settings.text_layer = args.text_layer.unwrap_or(settings.text_layer);
-    settings.image_layer = args.image_layer.unwrap_or(settings.image_layer);
-    settings.steps = args.steps;
-    settings.mode = args.mode;
-    settings.validate(model)?;
+    let settings = args.method.settings(model)?;
     let reference = loaded.tokenizer.reference(settings.text_reference_len);
     let patch = model.config.vision.patch_size;
 

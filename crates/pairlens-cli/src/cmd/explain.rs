@@ -14,6 +14,7 @@ use pairlens::io::image::decode_file;
 use pairlens::io::preprocess::{preprocess, Geometry};
 use pairlens::render;
 
+use super::method::MethodArgs;
 use super::progress::DelayedBar;
 
 #[derive(clap::Args)]
@@ -28,19 +29,8 @@ pub struct Args {
     /// Caption to explain; repeat for several captions (the image side is computed once).
     #[arg(long = "caption", required = true)]
     pub captions: Vec<String>,
-    /// Text block whose input is attributed [default: the last block].
-    #[arg(long)]
-    pub text_layer: Option<usize>,
-    /// Image block whose input is attributed [default: the last block].
-    #[arg(long)]
-    pub image_layer: Option<usize>,
-    /// Path points N of the integrated Jacobians (α = 1, 1 − 1/N, …, 1/N).
-    #[arg(long, default_value_t = 10)]
-    pub steps: usize,
-    /// `exclip`: Jacobians of the raw embeddings divided by their norms (the paper);
-    /// `cosine`: Jacobians of the normalised embeddings (conserves the cosine as N grows).
-    #[arg(long, default_value = "exclip")]
-    pub mode: Mode,
+    #[command(flatten)]
+    pub method: MethodArgs,
     /// Token span I:J (half-open, indices of the printed tokens, SOT = 0): its patch heatmap.
     #[arg(long = "span", value_parser = parse_span)]
     pub spans: Vec<(usize, usize)>,
@@ -62,9 +52,6 @@ pub struct Args {
     /// Cut captions longer than the context instead of failing.
     #[arg(long)]
     pub truncate: bool,
-    /// Filler tokens in the text reference `[SOT, "!" × n, EOT]`.
-    #[arg(long, default_value_t = 1)]
-    pub text_reference_len: usize,
     /// Overwrite existing output files.
     #[arg(long)]
     pub force: bool,
@@ -115,13 +102,7 @@ pub fn run(args: Args) -> Result<()> {
     let model = &loaded.model;
     let load_s = started.elapsed().as_secs_f64();
 
-    let mut settings = Settings::for_model(model);
-    settings.text_layer = args.text_layer.unwrap_or(settings.text_layer);
-    settings.image_layer = args.image_layer.unwrap_or(settings.image_layer);
-    settings.steps = args.steps;
-    settings.mode = args.mode;
-    settings.text_reference_len = args.text_reference_len;
-    settings.validate(model)?;
+    let settings = args.method.settings(model)?;
 
     let decoded = decode_file(&args.image)?;
     let pre = preprocess(&decoded, &loaded.preprocess)

@@ -4,6 +4,7 @@ pub mod embed;
 pub mod eval_grounding;
 pub mod eval_retrieval;
 pub mod explain;
+mod method;
 pub mod mosaics;
 pub mod train;
 mod progress;
