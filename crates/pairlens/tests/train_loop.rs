@@ -281,3 +281,42 @@ fn weight_decay_mask() {
         assert_eq!(Param::decays(name, rank), decays, "{name}");
     }
 }
+
+/// Identical captions are dropped from each other's softmax (both directions), and only
+/// there: the masked loss equals InfoNCE written out by hand in f64 without those pairs.
+#[test]
+fn duplicate_captions_are_not_negatives() {
+    use pairlens::train::{contrastive_loss, contrastive_loss_masked, duplicate_caption_mask};
+    let dev = candle_core::Device::Cpu;
+    let ids = Tensor::new(&[[0u32, 5, 1], [0, 7, 1], [0, 5, 1]], &dev).unwrap();
+    let mask = duplicate_caption_mask(&ids).unwrap().unwrap();
+    let m: Vec<Vec<f32>> = mask.to_vec2().unwrap();
+    assert_eq!(m, vec![vec![0., 0., 1.], vec![0., 0., 0.], vec![1., 0., 0.]]);
+    assert!(duplicate_caption_mask(&ids.narrow(0, 0, 2).unwrap()).unwrap().is_none());
+
+    let img = Tensor::new(&[[1.0f64, 0.2], [0.3, -1.0], [0.5, 0.5]], &dev).unwrap();
+    let txt = Tensor::new(&[[0.9f64, 0.1], [-0.2, -0.8], [0.7, 0.4]], &dev).unwrap();
+    let scale = Tensor::new(2.0f64, &dev).unwrap();
+    let got: f64 = contrastive_loss_masked(&img, &txt, &scale, Some(&mask))
+        .unwrap()
+        .to_scalar()
+        .unwrap();
+    let unit = |v: [f64; 2]| {
+        let n = (v[0] * v[0] + v[1] * v[1]).sqrt();
+        [v[0] / n, v[1] / n]
+    };
+    let i: Vec<_> = img.to_vec2::<f64>().unwrap().into_iter().map(|r| unit([r[0], r[1]])).collect();
+    let t: Vec<_> = txt.to_vec2::<f64>().unwrap().into_iter().map(|r| unit([r[0], r[1]])).collect();
+    let logit = |a: usize, b: usize| 2f64.exp() * (i[a][0] * t[b][0] + i[a][1] * t[b][1]);
+    let keep = |a: usize, b: usize| a == b || m[a][b] == 0.0;
+    let mut want = 0.0;
+    for a in 0..3 {
+        let i2t: f64 = (0..3).filter(|&b| keep(a, b)).map(|b| logit(a, b).exp()).sum();
+        let t2i: f64 = (0..3).filter(|&b| keep(b, a)).map(|b| logit(b, a).exp()).sum();
+        want += (i2t.ln() - logit(a, a)) + (t2i.ln() - logit(a, a));
+    }
+    want /= 6.0;
+    assert!((got - want).abs() < 1e-12, "{got} vs {want}");
+    let plain: f64 = contrastive_loss(&img, &txt, &scale).unwrap().to_scalar().unwrap();
+    assert!(plain > got, "dropping negatives lowers the loss: {plain} vs {got}");
+}

@@ -39,6 +39,9 @@ pub struct Args {
     /// Clip the global gradient norm (0 = off).
     #[arg(long, default_value_t = 1.0)]
     pub grad_clip: f64,
+    /// Extra chance that a training mosaic holds a single item (test mosaics are unchanged).
+    #[arg(long, default_value_t = 0.0)]
+    pub single_items: f32,
     /// Seed of the weights and of the mosaics.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -139,8 +142,12 @@ pub fn run(args: Args) -> Result<()> {
     let model_cfg = builtin_config(&tokenizer, mosaic.canvas, mosaic.max_items);
     let pp_json = builtin_preprocess_json(mosaic.canvas);
     let pp = PreprocessConfig::from_hf_json(&pp_json, Path::new("preprocessor_config.json"))?;
+    let train_mosaic = MosaicConfig {
+        single_item_prob: args.single_items,
+        ..mosaic.clone()
+    };
     let mut train = MosaicBatches {
-        generator: MosaicGenerator::try_new(train_data, mosaic.clone(), args.seed)?,
+        generator: MosaicGenerator::try_new(train_data, train_mosaic, args.seed)?,
         tokenizer: tokenizer.clone(),
         batch_size: args.batch,
         preprocess: pp.clone(),

@@ -16,9 +16,13 @@ use crate::{Error, Result};
 pub struct MosaicConfig {
     /// Side of the square canvas in pixels.
     pub canvas: usize,
-    /// Items per mosaic, uniform in `min_items..=max_items`.
+    /// Items per mosaic, uniform in `min_items..=max_items` (after `single_item_prob`).
     pub min_items: usize,
     pub max_items: usize,
+    /// Extra chance of a one-item mosaic, drawn before the uniform count. Training raises it
+    /// so lone items ("a photo of a coat") are common; 0 leaves the draw (and so every test
+    /// mosaic of a seed) exactly as without it.
+    pub single_item_prob: f32,
     /// Side of a pasted item in pixels (28 = native), uniform in `min_size..=max_size` but never
     /// more than its grid cell. Resampled with a box (area) filter.
     pub min_size: usize,
@@ -39,6 +43,7 @@ impl Default for MosaicConfig {
             canvas: 64,
             min_items: 1,
             max_items: 4,
+            single_item_prob: 0.0,
             min_size: 28,
             max_size: 56,
             noisy_fraction: 0.5,
@@ -84,6 +89,7 @@ impl MosaicConfig {
         for (name, p) in [
             ("noisy_fraction", self.noisy_fraction),
             ("repeat_prob", self.repeat_prob),
+            ("single_item_prob", self.single_item_prob),
         ] {
             if !(0.0..=1.0).contains(&p) {
                 return bad(format!("{name} {p} is not a probability"));
@@ -191,7 +197,11 @@ impl MosaicGenerator {
         let cfg = &self.config;
         let c = cfg.canvas;
         let mut rng = Rng::for_index(self.seed, index);
-        let n = rng.range(cfg.min_items, cfg.max_items);
+        let n = if cfg.single_item_prob > 0.0 && rng.chance(cfg.single_item_prob) {
+            1
+        } else {
+            rng.range(cfg.min_items, cfg.max_items)
+        };
 
         // A grid with room for n items and not much more (so items stay large), n random cells.
         let g = cfg.max_grid();

@@ -68,8 +68,26 @@ fn cross_entropy_diag(logits: &Tensor) -> Result<Tensor> {
 /// CLIP's loss: `logits = exp(logit_scale) · îmg · t̂xtᵀ`, the mean of the image→text and
 /// text→image cross-entropies. `logit_scale` is a 0-d tensor (the log temperature).
 pub fn contrastive_loss(img: &Tensor, txt: &Tensor, logit_scale: &Tensor) -> Result<Tensor> {
+    contrastive_loss_masked(img, txt, logit_scale, None)
+}
+
+/// Logit offset that removes a pair from the softmax (exp underflows to exactly 0 in f32/f64).
+const EXCLUDED: f64 = -1.0e4;
+
+/// [`contrastive_loss`] where `excluded` (`[B, B]`, 1 = drop, diagonal 0) removes pairs from
+/// both softmaxes: used for pairs whose captions are identical, which are not negatives
+/// ("a bag" under two different bags is true of both; contrasting them teaches noise).
+pub fn contrastive_loss_masked(
+    img: &Tensor,
+    txt: &Tensor,
+    logit_scale: &Tensor,
+    excluded: Option<&Tensor>,
+) -> Result<Tensor> {
     let (i, t) = (l2_normalize(img)?, l2_normalize(txt)?);
-    let logits = i.matmul(&t.t()?)?.broadcast_mul(&logit_scale.exp()?)?;
+    let mut logits = i.matmul(&t.t()?)?.broadcast_mul(&logit_scale.exp()?)?;
+    if let Some(mask) = excluded {
+        logits = (logits + (mask.to_dtype(img.dtype())? * EXCLUDED)?)?;
+    }
     let a = cross_entropy_diag(&logits)?;
     let b = cross_entropy_diag(&logits.t()?)?;
     Ok(((a + b)? * 0.5)?)
@@ -84,7 +102,30 @@ pub fn clip_loss(
     batch: &Batch,
 ) -> Result<Tensor> {
     let (img, txt) = embed(config, weights, batch)?;
-    contrastive_loss(&img, &txt, logit_scale)
+    let mask = duplicate_caption_mask(&batch.ids)?;
+    contrastive_loss_masked(&img, &txt, logit_scale, mask.as_ref())
+}
+
+/// `[B, B]` mask of the off-diagonal pairs whose token ids are identical (the same caption),
+/// or `None` when every caption of the batch is distinct.
+pub fn duplicate_caption_mask(ids: &Tensor) -> Result<Option<Tensor>> {
+    let rows: Vec<Vec<u32>> = ids.to_vec2()?;
+    let b = rows.len();
+    let mut mask = vec![0f32; b * b];
+    let mut any = false;
+    for i in 0..b {
+        for j in 0..b {
+            if i != j && rows[i] == rows[j] {
+                mask[i * b + j] = 1.0;
+                any = true;
+            }
+        }
+    }
+    Ok(if any {
+        Some(Tensor::from_vec(mask, (b, b), ids.device())?)
+    } else {
+        None
+    })
 }
 
 /// Top-1 retrieval accuracy within the batch: (image→text, text→image).

@@ -14,7 +14,10 @@ pub mod synthetic;
 pub mod trainer;
 
 pub use init::init_weights;
-pub use loss::{clip_loss, contrastive_loss, embed, retrieval_accuracy, Batch, Batches};
+pub use loss::{
+    clip_loss, contrastive_loss, contrastive_loss_masked, duplicate_caption_mask, embed,
+    retrieval_accuracy, Batch, Batches,
+};
 pub use mosaics::{builtin_config, builtin_preprocess_json, builtin_tokenizer, MosaicBatches};
 pub use optimizer::{AdamW, AdamWConfig, Param};
 pub use schedule::Schedule;
