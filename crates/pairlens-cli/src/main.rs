@@ -26,6 +26,8 @@ enum Command {
     Explain(cmd::explain::Args),
     /// Write seeded Fashion-MNIST captioned mosaics (PNG + data.jsonl) with boxes and phrase spans.
     Mosaics(cmd::mosaics::Args),
+    /// Interactive viewer: a local web page and JSON API to explain images and query spans and boxes.
+    Serve(cmd::serve::Args),
     /// Train the built-in CLIP model on Fashion-MNIST mosaics; writes a Hugging Face checkpoint.
     Train(cmd::train::Args),
 }
@@ -39,6 +41,7 @@ fn main() -> ExitCode {
         Command::EvalGrounding(args) => cmd::eval_grounding::run(args),
         Command::Explain(args) => cmd::explain::run(args),
         Command::Mosaics(args) => cmd::mosaics::run(args),
+        Command::Serve(args) => cmd::serve::run(args),
         Command::Train(args) => cmd::train::run(args),
     };
     match result {

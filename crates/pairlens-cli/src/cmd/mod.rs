@@ -6,6 +6,7 @@ pub mod eval_retrieval;
 pub mod explain;
 mod method;
 pub mod mosaics;
+pub mod serve;
 pub mod train;
 mod progress;
 

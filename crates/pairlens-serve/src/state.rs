@@ -1,0 +1,437 @@
+//! What the server holds: the model, the images (examples pinned, uploads in a byte-bounded
+//! LRU) and the explanations (an LRU keyed by image, caption and settings).
+//!
+//! Computing happens in `spawn_blocking` with no lock held: the locks guard only lookups and
+//! inserts, so a user waits for their own computation, never for someone else's. Two identical
+//! requests arriving together may both compute; the results are equal and the second insert
+//! simply replaces the first.
+
+use std::io::Cursor;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use candle_core::Tensor;
+use pairlens::attribution::explanation::SpanHeatmap;
+use pairlens::attribution::side::NoProgress;
+use pairlens::attribution::{image_side, text_side, Explanation, Mode, Settings, TowerSide};
+use pairlens::io::checkpoint::LoadedModel;
+use pairlens::io::image::{decode_bytes, DecodedImage};
+use pairlens::io::preprocess::{preprocess, Geometry};
+use pairlens::io::tokenizer::Encoded;
+use sha2::{Digest, Sha256};
+
+use crate::cache::Lru;
+use crate::error::ApiError;
+use crate::examples::ExampleFile;
+
+/// Limits and sizes, set by `pairlens serve`'s flags.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Largest upload body accepted (413 above).
+    pub max_upload_bytes: usize,
+    /// Explanations kept.
+    pub cache_entries: usize,
+    /// Largest image accepted, in pixels, checked from the header before decoding (a small file
+    /// can claim a huge image).
+    pub max_image_pixels: u64,
+    /// Bytes of uploaded images kept (served PNG + network input); the oldest go first.
+    pub image_store_bytes: u64,
+    /// Image sides (the image tower's half, shared by all captions) kept.
+    pub image_side_entries: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            max_upload_bytes: 8 << 20,
+            cache_entries: 64,
+            max_image_pixels: 40_000_000,
+            image_store_bytes: 512 << 20,
+            image_side_entries: 16,
+        }
+    }
+}
+
+/// Most captions in one request, and the longest caption in characters (the tokenizer rejects
+/// long ones anyway; this bounds its work).
+pub const MAX_CAPTIONS: usize = 8;
+pub const MAX_CAPTION_CHARS: usize = 2000;
+/// Most path points N.
+pub const MAX_STEPS: usize = 200;
+
+/// A registered image: what the page shows and what the model sees.
+pub struct StoredImage {
+    /// 16 hex digits of the SHA-256 of the file's bytes.
+    pub id: String,
+    pub width: usize,
+    pub height: usize,
+    /// Served by `GET /api/images/{id}`: the upload itself if it was a PNG, else re-encoded.
+    pub png: Vec<u8>,
+    /// Preprocessed network input `[3, H, W]`, exactly as `pairlens explain` makes it.
+    pub pixels: Tensor,
+    pub geometry: Geometry,
+}
+
+pub struct Example {
+    pub name: String,
+    pub caption: String,
+    pub image: String,
+}
+
+/// One caption's explanation and what the span and box queries need.
+pub struct CachedExplanation {
+    pub id: String,
+    pub image: String,
+    pub caption: String,
+    pub explanation: Explanation,
+    /// The image's geometry, to map boxes from original pixels to patches.
+    pub geometry: Geometry,
+    pub patch_size: usize,
+    /// Σ of all interactions, as `pairlens explain` reports it.
+    pub sum: f32,
+    /// Row sums: each token's total interaction.
+    pub token_totals: Vec<f32>,
+    /// The whole caption's heatmap.
+    pub whole: SpanHeatmap,
+    /// Time spent computing it (its text side plus the image side, when that was computed for it).
+    pub seconds: f64,
+}
+
+/// An explanation for a request, and whether it came from the cache.
+pub struct Explained {
+    pub entry: Arc<CachedExplanation>,
+    pub cached: bool,
+}
+
+struct Images {
+    pinned: std::collections::HashMap<String, Arc<StoredImage>>,
+    uploads: Lru<String, Arc<StoredImage>>,
+}
+
+pub struct AppState {
+    pub loaded: LoadedModel,
+    /// "built-in" or the checkpoint directory, as `/api/info` reports it.
+    pub model_name: String,
+    pub config: Config,
+    pub examples: Vec<Example>,
+    images: Mutex<Images>,
+    explanations: Mutex<Lru<String, Arc<CachedExplanation>>>,
+    image_sides: Mutex<Lru<String, Arc<TowerSide>>>,
+}
+
+/// 16 hex digits of SHA-256: content-addressed ids, so the same file or request maps to the
+/// same id and ids cannot be forged to collide.
+fn short_hash(parts: &[&[u8]]) -> String {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update((p.len() as u64).to_le_bytes());
+        h.update(p);
+    }
+    h.finalize()[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+pub fn mode_name(m: Mode) -> &'static str {
+    match m {
+        Mode::Exclip => "exclip",
+        Mode::Cosine => "cosine",
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding one of these locks cannot leave the maps inconsistent (each
+    // operation is a single insert or lookup), so a poisoned lock is still usable.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl AppState {
+    /// Register the examples (decoded and preprocessed now, so a bad file fails at start).
+    pub fn new(
+        loaded: LoadedModel,
+        model_name: String,
+        examples: Vec<ExampleFile>,
+        config: Config,
+    ) -> anyhow::Result<Self> {
+        let mut state = AppState {
+            loaded,
+            model_name,
+            images: Mutex::new(Images {
+                pinned: Default::default(),
+                uploads: Lru::new(config.image_store_bytes),
+            }),
+            explanations: Mutex::new(Lru::new(config.cache_entries as u64)),
+            image_sides: Mutex::new(Lru::new(config.image_side_entries as u64)),
+            config,
+            examples: Vec::new(),
+        };
+        for ex in examples {
+            let img = state
+                .prepare_image(&ex.bytes, Path::new(&ex.name))
+                .map_err(|e| anyhow::anyhow!("example {}: {}", ex.name, e.message))?;
+            let id = img.id.clone();
+            lock(&state.images).pinned.insert(id.clone(), Arc::new(img));
+            state.examples.push(Example {
+                name: ex.name,
+                caption: ex.caption,
+                image: id,
+            });
+        }
+        Ok(state)
+    }
+
+    /// Check the size claimed by the header, decode as `pairlens explain` does, preprocess,
+    /// and make the PNG the page shows. Slow for big images: call it off the async threads.
+    pub fn prepare_image(&self, bytes: &[u8], name: &Path) -> Result<StoredImage, ApiError> {
+        if bytes.is_empty() {
+            return Err(ApiError::bad_request(
+                "empty upload: send the image file's bytes as the request body",
+            ));
+        }
+        let what = name.display();
+        let not_image =
+            |msg: String| ApiError::unsupported(format!("{what}: not a decodable image ({msg})"));
+        let reader = image::ImageReader::new(Cursor::new(bytes))
+            .with_guessed_format()
+            .map_err(|e| not_image(e.to_string()))?;
+        if reader.format().is_none() {
+            return Err(not_image("expected a PNG, JPEG or WebP file".into()));
+        }
+        let (w, h) = reader
+            .into_dimensions()
+            .map_err(|e| not_image(e.to_string()))?;
+        let pixels = w as u64 * h as u64;
+        if pixels > self.config.max_image_pixels {
+            return Err(ApiError::too_large(format!(
+                "{what}: the image is {w}×{h} pixels, over the limit of {} megapixels",
+                self.config.max_image_pixels as f64 / 1e6
+            )));
+        }
+        let decoded =
+            decode_bytes(bytes, name).map_err(|e| ApiError::unsupported(e.to_string()))?;
+        let pre = preprocess(&decoded, &self.loaded.preprocess).map_err(|e| {
+            ApiError::bad_request(format!("{what}: cannot preprocess the image: {e}"))
+        })?;
+        let png = if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
+            bytes.to_vec()
+        } else {
+            encode_png(&decoded)?
+        };
+        Ok(StoredImage {
+            id: short_hash(&[bytes]),
+            width: decoded.width,
+            height: decoded.height,
+            png,
+            pixels: pre.pixels,
+            geometry: pre.geometry,
+        })
+    }
+
+    /// Keep an uploaded image (the oldest uploads go when the store is full); the same file
+    /// uploaded again keeps its id.
+    pub fn add_upload(&self, img: StoredImage) -> Arc<StoredImage> {
+        let mut images = lock(&self.images);
+        if let Some(existing) = images.pinned.get(&img.id) {
+            return existing.clone();
+        }
+        let weight = (img.png.len() + img.pixels.elem_count() * 4) as u64;
+        let img = Arc::new(img);
+        images.uploads.insert(img.id.clone(), img.clone(), weight);
+        img
+    }
+
+    pub fn image(&self, id: &str) -> Option<Arc<StoredImage>> {
+        let mut images = lock(&self.images);
+        match images.pinned.get(id) {
+            Some(img) => Some(img.clone()),
+            None => images.uploads.get(&id.to_string()),
+        }
+    }
+
+    pub fn explanation(&self, id: &str) -> Option<Arc<CachedExplanation>> {
+        lock(&self.explanations).get(&id.to_string())
+    }
+
+    /// The model's defaults with the request's overrides, checked.
+    pub fn settings(
+        &self,
+        text_layer: Option<usize>,
+        image_layer: Option<usize>,
+        steps: Option<usize>,
+        mode: Option<&str>,
+    ) -> Result<Settings, ApiError> {
+        let model = &self.loaded.model;
+        let mut s = Settings::for_model(model);
+        s.text_layer = text_layer.unwrap_or(s.text_layer);
+        s.image_layer = image_layer.unwrap_or(s.image_layer);
+        s.steps = steps.unwrap_or(s.steps);
+        if let Some(m) = mode {
+            s.mode = m
+                .parse()
+                .map_err(|e: pairlens::Error| ApiError::bad_request(e.to_string()))?;
+        }
+        if s.steps > MAX_STEPS {
+            return Err(ApiError::bad_request(format!(
+                "steps {} is too many: at most {MAX_STEPS}",
+                s.steps
+            )));
+        }
+        s.validate(model)?;
+        Ok(s)
+    }
+
+    /// One explanation per caption, from the cache where possible; the rest computed together
+    /// (sharing the image side) on a blocking thread.
+    pub async fn explain(
+        self: &Arc<Self>,
+        image: Arc<StoredImage>,
+        captions: &[String],
+        settings: Settings,
+    ) -> Result<Vec<Explained>, ApiError> {
+        let encoded = captions
+            .iter()
+            .map(|c| self.loaded.tokenizer.encode(c, false))
+            .collect::<pairlens::Result<Vec<Encoded>>>()?;
+        let ids: Vec<String> = captions
+            .iter()
+            .map(|c| explanation_id(&image.id, c, &settings))
+            .collect();
+        let mut found: Vec<Option<Explained>> = {
+            let mut cache = lock(&self.explanations);
+            ids.iter()
+                .map(|id| {
+                    cache.get(id).map(|entry| Explained {
+                        entry,
+                        cached: true,
+                    })
+                })
+                .collect()
+        };
+        // Each missing id once (a caption may repeat within a request).
+        let mut jobs: Vec<(String, String, Encoded)> = Vec::new();
+        for (i, id) in ids.iter().enumerate() {
+            if found[i].is_none() && !jobs.iter().any(|(j, _, _)| j == id) {
+                jobs.push((id.clone(), captions[i].clone(), encoded[i].clone()));
+            }
+        }
+        if !jobs.is_empty() {
+            let state = self.clone();
+            let image = image.clone();
+            let computed =
+                tokio::task::spawn_blocking(move || state.compute(&image, jobs, &settings))
+                    .await
+                    .map_err(|e| ApiError::internal(format!("the computation failed: {e}")))??;
+            let mut cache = lock(&self.explanations);
+            for entry in &computed {
+                cache.insert(entry.id.clone(), entry.clone(), 1);
+            }
+            drop(cache);
+            for (i, id) in ids.iter().enumerate() {
+                if found[i].is_none() {
+                    let entry = computed
+                        .iter()
+                        .find(|e| &e.id == id)
+                        .expect("every missing id computed")
+                        .clone();
+                    found[i] = Some(Explained {
+                        entry,
+                        cached: false,
+                    });
+                }
+            }
+        }
+        Ok(found
+            .into_iter()
+            .map(|f| f.expect("filled above"))
+            .collect())
+    }
+
+    /// The same steps as `pairlens explain`: the image side once, then each caption's text side
+    /// combined with it.
+    fn compute(
+        &self,
+        image: &StoredImage,
+        jobs: Vec<(String, String, Encoded)>,
+        settings: &Settings,
+    ) -> Result<Vec<Arc<CachedExplanation>>, ApiError> {
+        let model = &self.loaded.model;
+        let side_key = format!(
+            "{}/{}/{}/{}",
+            image.id,
+            settings.image_layer,
+            settings.steps,
+            mode_name(settings.mode)
+        );
+        let cached_side = lock(&self.image_sides).get(&side_key);
+        let (side, image_s) = match cached_side {
+            Some(side) => (side, 0.0),
+            None => {
+                let t = Instant::now();
+                let side = Arc::new(image_side(model, &image.pixels, settings, &mut NoProgress)?);
+                lock(&self.image_sides).insert(side_key, side.clone(), 1);
+                (side, t.elapsed().as_secs_f64())
+            }
+        };
+        let reference = self.loaded.tokenizer.reference(settings.text_reference_len);
+        jobs.into_iter()
+            .map(|(id, caption, encoded)| {
+                let t = Instant::now();
+                let text = text_side(model, &encoded, &reference, settings, &mut NoProgress)?;
+                let explanation =
+                    Explanation::combine(&text, &side, encoded.tokens.clone(), model, settings)?;
+                let token_totals = explanation
+                    .interactions
+                    .sum(1)
+                    .and_then(|t| t.to_vec1::<f32>())
+                    .map_err(pairlens::Error::from)?;
+                let whole = explanation.span_heatmap(0, explanation.tokens.len())?;
+                let sum = explanation.total()?;
+                Ok(Arc::new(CachedExplanation {
+                    id,
+                    image: image.id.clone(),
+                    caption,
+                    explanation,
+                    geometry: image.geometry,
+                    patch_size: model.config.vision.patch_size,
+                    sum,
+                    token_totals,
+                    whole,
+                    seconds: image_s + t.elapsed().as_secs_f64(),
+                }))
+            })
+            .collect()
+    }
+}
+
+/// The cache key: everything the numbers depend on.
+pub fn explanation_id(image: &str, caption: &str, s: &Settings) -> String {
+    let settings = format!(
+        "{}/{}/{}/{}/{}",
+        s.text_layer,
+        s.image_layer,
+        s.steps,
+        mode_name(s.mode),
+        s.text_reference_len
+    );
+    short_hash(&[image.as_bytes(), caption.as_bytes(), settings.as_bytes()])
+}
+
+/// A PNG of the decoded pixels (for JPEG and WebP uploads), fast compression.
+fn encode_png(d: &DecodedImage) -> Result<Vec<u8>, ApiError> {
+    use image::codecs::png::{CompressionType, FilterType, PngEncoder};
+    use image::{ExtendedColorType, ImageEncoder};
+    use pairlens::io::image::Mode as M;
+    let color = match d.mode {
+        M::L => ExtendedColorType::L8,
+        M::LA => ExtendedColorType::La8,
+        M::Rgb => ExtendedColorType::Rgb8,
+        M::Rgba => ExtendedColorType::Rgba8,
+    };
+    let mut out = Vec::new();
+    PngEncoder::new_with_quality(&mut out, CompressionType::Fast, FilterType::Adaptive)
+        .write_image(&d.data, d.width as u32, d.height as u32, color)
+        .map_err(|e| ApiError::internal(format!("encoding the image as PNG: {e}")))?;
+    Ok(out)
+}
