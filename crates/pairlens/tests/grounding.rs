@@ -122,11 +122,17 @@ fn jsonl_reader_fixture_and_errors() {
         vec![[10.0, 0.0, 20.0, 10.0], [0.0, 10.0, 5.0, 20.0]]
     );
     assert_eq!(items[0].phrases[1].text.as_deref(), Some("a boot"));
-    assert_eq!(items[1].line, 3, "blank line skipped, numbering kept");
+    assert!(
+        items[1].origin.ends_with("small.jsonl line 3"),
+        "blank line skipped, numbering kept: {}",
+        items[1].origin
+    );
     assert_eq!(items[1].phrases[0].boxes[0], [2.5, 3.0, 7.0, 9.0]);
-    assert!(items[1]
-        .image_path(&fixture("small.jsonl"))
-        .ends_with("fixtures/grounding/b.png"));
+    assert_eq!(
+        items[1].id, "b.png",
+        "one caption per mosaic: the image is the key"
+    );
+    assert!(items[1].image_path.ends_with("fixtures/grounding/b.png"));
 
     let err = read_jsonl(&fixture("bad_line.jsonl"))
         .unwrap_err()
@@ -150,21 +156,24 @@ fn jsonl_reader_fixture_and_errors() {
 
 #[test]
 fn csv_round_trip_and_summary() {
-    let row = |image: &str, phrase, class: &str, p, m, r| PhraseResult {
+    let row = |image: &str, phrase, class: &str, p, m, r: Option<bool>| PhraseResult {
+        item: format!("{image}#0"),
         image: image.into(),
         phrase,
         class: class.into(),
+        text: "a \"bag\", here".into(),
         span: (1, 3),
         score: 0.5,
         pointing_hit: p,
         box_mass: m,
         reverse_hit: r,
-        span_share: Some(0.25),
+        span_share: r.map(|_| 0.25),
+        method: "pairlens".into(),
     };
     let rows = vec![
-        row("x,\"y\".png", 0, "bag", true, Some(0.5), true),
-        row("a.png", 1, "bag", false, None, false),
-        row("a.png", 0, "shirt", true, Some(0.75), false),
+        row("x,\"y\".png", 0, "bag", true, Some(0.5), Some(true)),
+        row("a.png", 1, "bag", false, None, Some(false)),
+        row("a.png", 0, "shirt", true, Some(0.75), None),
     ];
     let dir = std::env::temp_dir().join(format!("pairlens-grounding-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -182,8 +191,12 @@ fn csv_round_trip_and_summary() {
     close(s.overall.box_mass.mean, 0.625, 1e-6);
     assert_eq!(s.per_class["bag"].phrases, 2);
     assert_eq!(s.per_class["bag"].reverse_hit.hits, 1);
+    // An undefined reverse direction (image-side methods) is left out of the rate.
+    assert_eq!(s.overall.reverse_hit.n, 2);
+    assert_eq!(s.per_class["shirt"].reverse_hit.n, 0);
+    assert!(s.per_class["shirt"].reverse_hit.rate.is_nan());
     assert!(s.table().contains("ALL"));
-    let img = s.bar_chart();
+    let img = s.bar_chart("pairlens");
     assert!(img.width() >= 420);
     std::fs::write(&path, "image,wrong\n").unwrap();
     assert!(read_csv(&path).unwrap_err().to_string().contains("header"));

@@ -2,6 +2,9 @@
 //! `{"image": "00000.png", "caption": …, "phrases": [{"span": [i, j], "class": …, "boxes":
 //! [[x0, y0, x1, y1], …]}, …]}`. Spans are half-open token indices (SOT = 0); boxes are in
 //! original-image pixels with exclusive ends. Other fields are ignored.
+//!
+//! [`GroundingItem`] is also what the COCO and Flickr30k Entities readers produce, once their
+//! character ranges are turned into token spans ([`super::align`]).
 
 use std::path::{Path, PathBuf};
 
@@ -17,21 +20,21 @@ pub struct GroundingPhrase {
     pub boxes: Vec<[f32; 4]>,
 }
 
+/// One (image, caption) pair with its phrases, whatever the dataset format.
 #[derive(Clone, Debug, PartialEq)]
 pub struct GroundingItem {
-    /// As written in the file (relative to the JSONL's directory unless absolute).
+    /// Unique key of the pair (results.csv rows are keyed by it and the phrase index): the
+    /// image name for mosaics (one caption each), the caption id for COCO, `<id>#<k>` for
+    /// Flickr30k Entities.
+    pub id: String,
+    /// The image as the dataset names it (results.csv's `image` column).
     pub image: String,
+    /// The image file, resolved.
+    pub image_path: PathBuf,
     pub caption: String,
     pub phrases: Vec<GroundingPhrase>,
-    /// 1-based line in the JSONL, for messages.
-    pub line: usize,
-}
-
-impl GroundingItem {
-    /// The image file: `image` resolved against the JSONL's directory.
-    pub fn image_path(&self, jsonl: &Path) -> PathBuf {
-        jsonl.parent().unwrap_or(Path::new(".")).join(&self.image)
-    }
+    /// Where the pair was read, for messages: `FILE line N`, `FILE caption id N`, ….
+    pub origin: String,
 }
 
 #[derive(Deserialize)]
@@ -96,10 +99,12 @@ pub fn read_jsonl(path: &Path) -> Result<Vec<GroundingItem>> {
             });
         }
         items.push(GroundingItem {
+            id: item.image.clone(),
+            image_path: path.parent().unwrap_or(Path::new(".")).join(&item.image),
             image: item.image,
             caption: item.caption,
             phrases,
-            line,
+            origin: format!("{} line {line}", path.display()),
         });
     }
     Ok(items)

@@ -10,23 +10,30 @@ use super::metrics::{mean_ci, wilson};
 use crate::render::font::{draw_text, text_width};
 use crate::{Error, Result};
 
-/// One phrase's numbers: a row of results.csv. Undefined shares (no positive mass) are `None`
-/// and written as empty cells.
+/// One phrase's numbers: a row of results.csv. Undefined values (no positive mass; the reverse
+/// direction of an image-side method) are `None` and written as empty cells.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PhraseResult {
+    /// The (image, caption) pair's key ([`super::GroundingItem::id`]).
+    pub item: String,
     pub image: String,
     pub phrase: usize,
     pub class: String,
+    /// The phrase's words, when the dataset gives them.
+    pub text: String,
     pub span: (usize, usize),
+    /// Cosine of the caption and image embeddings.
     pub score: f32,
     pub pointing_hit: bool,
     pub box_mass: Option<f32>,
-    pub reverse_hit: bool,
+    pub reverse_hit: Option<bool>,
     pub span_share: Option<f32>,
+    /// `pairlens`, `ig` or `similarity`.
+    pub method: String,
 }
 
-pub const CSV_HEADER: &str =
-    "image,phrase,class,span_start,span_end,score,pointing_hit,box_mass,reverse_hit,span_share";
+pub const CSV_HEADER: &str = "item,image,phrase,class,text,span_start,span_end,score,pointing_hit,box_mass,reverse_hit,span_share,method";
+const FIELDS: usize = 13;
 
 fn quote(s: &str) -> String {
     if s.contains([',', '"', '\n', '\r']) {
@@ -59,24 +66,29 @@ impl PhraseResult {
     pub fn csv_row(&self) -> String {
         let opt = |v: Option<f32>| v.map(|v| format!("{v:.6}")).unwrap_or_default();
         format!(
-            "{},{},{},{},{},{:.6},{},{},{},{}",
+            "{},{},{},{},{},{},{},{:.6},{},{},{},{},{}",
+            quote(&self.item),
             quote(&self.image),
             self.phrase,
             quote(&self.class),
+            quote(&self.text),
             self.span.0,
             self.span.1,
             self.score,
             self.pointing_hit as u8,
             opt(self.box_mass),
-            self.reverse_hit as u8,
-            opt(self.span_share)
+            self.reverse_hit
+                .map(|h| (h as u8).to_string())
+                .unwrap_or_default(),
+            opt(self.span_share),
+            quote(&self.method),
         )
     }
 
     fn parse(line: &str) -> std::result::Result<Self, String> {
         let f = split_csv(line);
-        if f.len() != 10 {
-            return Err(format!("{} fields, expected 10", f.len()));
+        if f.len() != FIELDS {
+            return Err(format!("{} fields, expected {FIELDS}", f.len()));
         }
         let num = |i: usize| {
             f[i].parse::<usize>()
@@ -99,15 +111,22 @@ impl PhraseResult {
             v => Err(format!("field {}: {v:?} is not 0 or 1", i + 1)),
         };
         Ok(PhraseResult {
-            image: f[0].clone(),
-            phrase: num(1)?,
-            class: f[2].clone(),
-            span: (num(3)?, num(4)?),
-            score: float(5)?,
-            pointing_hit: flag(6)?,
-            box_mass: opt(7)?,
-            reverse_hit: flag(8)?,
-            span_share: opt(9)?,
+            item: f[0].clone(),
+            image: f[1].clone(),
+            phrase: num(2)?,
+            class: f[3].clone(),
+            text: f[4].clone(),
+            span: (num(5)?, num(6)?),
+            score: float(7)?,
+            pointing_hit: flag(8)?,
+            box_mass: opt(9)?,
+            reverse_hit: if f[10].is_empty() {
+                None
+            } else {
+                Some(flag(10)?)
+            },
+            span_share: opt(11)?,
+            method: f[12].clone(),
         })
     }
 }
@@ -149,9 +168,10 @@ pub struct Rate {
 }
 
 impl Rate {
-    fn of(flags: impl Iterator<Item = bool>) -> Self {
+    /// Over the defined flags; with none, rate and interval are NaN (null in JSON).
+    fn of(flags: impl Iterator<Item = Option<bool>>) -> Self {
         let (mut hits, mut n) = (0, 0);
-        for f in flags {
+        for f in flags.flatten() {
             n += 1;
             hits += f as usize;
         }
@@ -163,7 +183,11 @@ impl Rate {
             } else {
                 f64::NAN
             },
-            ci95: wilson(hits, n),
+            ci95: if n > 0 {
+                wilson(hits, n)
+            } else {
+                (f64::NAN, f64::NAN)
+            },
         }
     }
 }
@@ -201,7 +225,7 @@ impl Group {
     fn of(rows: &[&PhraseResult]) -> Self {
         Group {
             phrases: rows.len(),
-            pointing_game: Rate::of(rows.iter().map(|r| r.pointing_hit)),
+            pointing_game: Rate::of(rows.iter().map(|r| Some(r.pointing_hit))),
             box_mass: Mean::of(rows.iter().map(|r| r.box_mass)),
             reverse_hit: Rate::of(rows.iter().map(|r| r.reverse_hit)),
             span_share: Mean::of(rows.iter().map(|r| r.span_share)),
@@ -249,7 +273,13 @@ impl Summary {
             "reverse hit [95% CI]",
             "span share [95% CI]"
         );
-        let cell = |v: f64, (lo, hi): (f64, f64)| format!("{v:.3} [{lo:.3}, {hi:.3}]");
+        let cell = |v: f64, (lo, hi): (f64, f64)| {
+            if v.is_nan() {
+                "-".to_string()
+            } else {
+                format!("{v:.3} [{lo:.3}, {hi:.3}]")
+            }
+        };
         let line = |name: &str, g: &Group| {
             format!(
                 "{:<14} {:>6}  {:<21}  {:<21}  {:<21}  {:<21}\n",
@@ -269,8 +299,9 @@ impl Summary {
     }
 
     /// Grouped bars per class (and ALL): pointing game, box mass, reverse hit, each with its
-    /// 95 % interval as a whisker; the y axis is 0..1.
-    pub fn bar_chart(&self) -> RgbImage {
+    /// 95 % interval as a whisker; the y axis is 0..1; the title names `method`. Undefined
+    /// values (the reverse direction of `ig`) get no bar.
+    pub fn bar_chart(&self, method: &str) -> RgbImage {
         const METRICS: [(&str, [u8; 3]); 3] = [
             ("pointing", [52, 101, 164]),
             ("box mass", [230, 145, 56]),
@@ -370,12 +401,17 @@ impl Summary {
             }
         }
         let title = format!(
-            "grounding per class ({} phrases, {} images), 95% CI",
+            "{method}: grounding per class ({} phrases, {} images), 95% CI",
             self.overall.phrases, self.images
         );
         draw_text(&mut img, left as i64, 8, &title, 1, [0, 0, 0]);
         let mut x = left as i64;
         for (name, c) in METRICS {
+            let name = if name == "reverse hit" && self.overall.reverse_hit.n == 0 {
+                "reverse hit (undefined)"
+            } else {
+                name
+            };
             rect(&mut img, x, 22, x + 10, 32, c);
             draw_text(&mut img, x + 14, 23, name, 1, [0, 0, 0]);
             x += 14 + text_width(name, 1) as i64 + 16;
