@@ -16,6 +16,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Per-class grounding of two eval-grounding runs side by side (table + chart).
+    CompareGrounding(cmd::compare_grounding::Args),
     /// Embed one image and one caption; print both embeddings, their cosine score and the tokens.
     Embed(cmd::embed::Args),
     /// Held-out Fashion-MNIST numbers: mosaic retrieval R@1/R@5 and zero-shot accuracy.
@@ -24,6 +26,8 @@ enum Command {
     EvalGrounding(cmd::eval_grounding::Args),
     /// Explain why an image and captions match: second-order token × patch interactions.
     Explain(cmd::explain::Args),
+    /// Continue contrastive training of a checkpoint on in-domain Fashion-MNIST mosaics.
+    Finetune(cmd::finetune::Args),
     /// Write seeded Fashion-MNIST captioned mosaics (PNG + data.jsonl) with boxes and phrase spans.
     Mosaics(cmd::mosaics::Args),
     /// Interactive viewer: a local web page and JSON API to explain images and query spans and boxes.
@@ -36,10 +40,12 @@ fn main() -> ExitCode {
     tune_allocator();
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::CompareGrounding(args) => cmd::compare_grounding::run(args),
         Command::Embed(args) => cmd::embed::run(args),
         Command::EvalRetrieval(args) => cmd::eval_retrieval::run(args),
         Command::EvalGrounding(args) => cmd::eval_grounding::run(args),
         Command::Explain(args) => cmd::explain::run(args),
+        Command::Finetune(args) => cmd::finetune::run(args),
         Command::Mosaics(args) => cmd::mosaics::run(args),
         Command::Serve(args) => cmd::serve::run(args),
         Command::Train(args) => cmd::train::run(args),

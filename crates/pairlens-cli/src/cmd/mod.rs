@@ -1,9 +1,11 @@
 //! Subcommands, one module each, plus what they share.
 
+pub mod compare_grounding;
 pub mod embed;
 pub mod eval_grounding;
 pub mod eval_retrieval;
 pub mod explain;
+pub mod finetune;
 mod method;
 pub mod mosaics;
 pub mod serve;

@@ -7,9 +7,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use pairlens::data::{FashionMnist, MosaicConfig, MosaicGenerator, Split};
+use pairlens::data::{FashionMnist, MosaicConfig, MosaicGenerator, Split, CLASS_KEYS};
 use pairlens::io::checkpoint::save::HF_FILES;
 use pairlens::io::preprocess::PreprocessConfig;
+use pairlens::io::tokenizer::ClipTokenizer;
 use pairlens::train::{
     builtin_config, builtin_preprocess_json, builtin_tokenizer, init_weights, AdamWConfig, Batch,
     Batches, CheckpointPlan, MosaicBatches, Observer, StepStats, TrainConfig, Trainer,
@@ -42,6 +43,18 @@ pub struct Args {
     /// Extra chance that a training mosaic holds a single item (test mosaics are unchanged).
     #[arg(long, default_value_t = 0.0)]
     pub single_items: f32,
+    /// Shift the training distribution: these classes (names as in the mosaics' `class`
+    /// field, comma-separated) are drawn with --rare-weight instead of 1. Test mosaics are
+    /// unchanged.
+    #[arg(long, value_delimiter = ',')]
+    pub rare: Vec<String>,
+    /// Relative draw weight of the --rare classes (the others have 1).
+    #[arg(long, default_value_t = 0.03)]
+    pub rare_weight: f32,
+    /// Shift the training distribution: these classes only ever appear as a lone item, never
+    /// in a scene with other items.
+    #[arg(long, value_delimiter = ',')]
+    pub lone: Vec<String>,
     /// Seed of the weights and of the mosaics.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -56,8 +69,54 @@ pub struct Args {
     pub force: bool,
 }
 
+/// Class names (`pairlens::data::CLASS_KEYS`) to class ids; `flag` names the option in errors.
+pub(super) fn parse_classes(flag: &str, names: &[String]) -> Result<Vec<u8>> {
+    names
+        .iter()
+        .map(|n| {
+            let key = n.trim().to_lowercase().replace('-', "_");
+            CLASS_KEYS
+                .iter()
+                .position(|&k| k == key)
+                .map(|c| c as u8)
+                .with_context(|| {
+                    format!(
+                        "{flag}: unknown class {n:?}; the classes are {}",
+                        CLASS_KEYS.join(", ")
+                    )
+                })
+        })
+        .collect()
+}
+
+/// The training mosaics: the default generator with the --single-items, --rare and --lone
+/// shifts.
+fn train_mosaic_config(args: &Args) -> Result<MosaicConfig> {
+    let rare = parse_classes("--rare", &args.rare)?;
+    let lone = parse_classes("--lone", &args.lone)?;
+    if !rare.is_empty() && !(args.rare_weight.is_finite() && args.rare_weight > 0.0) {
+        bail!(
+            "--rare-weight must be a number > 0, not {}",
+            args.rare_weight
+        );
+    }
+    let class_weights = (!rare.is_empty()).then(|| {
+        let mut w = [1.0f32; 10];
+        for &c in &rare {
+            w[c as usize] = args.rare_weight;
+        }
+        w
+    });
+    Ok(MosaicConfig {
+        single_item_prob: args.single_items,
+        class_weights,
+        lone_classes: lone,
+        ..MosaicConfig::default()
+    })
+}
+
 /// Fail before training, not after it, when the output is taken.
-fn check_out(out: &Path, force: bool) -> Result<()> {
+pub(super) fn check_out(out: &Path, force: bool) -> Result<()> {
     if force || !out.exists() {
         return Ok(());
     }
@@ -78,11 +137,59 @@ fn check_out(out: &Path, force: bool) -> Result<()> {
     Ok(())
 }
 
-struct Progress {
-    bar: ProgressBar,
-    eval: Option<(u64, Batch)>,
-    log: std::fs::File,
-    started: Instant,
+/// The progress bar, the periodic evaluation on a fixed test batch and `train_log.jsonl`
+/// (one JSON line per step), shared by `train` and `finetune`.
+pub(super) struct Progress {
+    pub bar: ProgressBar,
+    pub eval: Option<(u64, Batch)>,
+    pub log: std::fs::File,
+    pub started: Instant,
+}
+
+impl Progress {
+    /// A bar labelled `prefix` over `steps`, logging to `{out}/train_log.jsonl`.
+    pub fn new(prefix: &str, steps: u64, out: &Path, eval: Option<(u64, Batch)>) -> Result<Self> {
+        let log_path = out.join("train_log.jsonl");
+        let log = std::fs::File::create(&log_path)
+            .with_context(|| format!("creating {}", log_path.display()))?;
+        let bar = ProgressBar::with_draw_target(Some(steps), ProgressDrawTarget::stderr());
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{prefix} [{bar:30}] {pos}/{len} {elapsed_precise} ETA {eta} {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        bar.set_prefix(prefix.to_string());
+        bar.enable_steady_tick(Duration::from_millis(500));
+        Ok(Progress {
+            bar,
+            eval,
+            log,
+            started: Instant::now(),
+        })
+    }
+}
+
+/// Batch 0 of the test-split mosaics of `seed` (default config): the fixed evaluation batch.
+pub(super) fn fixed_test_batch(
+    data: &Path,
+    seed: u64,
+    batch: usize,
+    tokenizer: ClipTokenizer,
+    preprocess: PreprocessConfig,
+) -> Result<Batch> {
+    let mut test = MosaicBatches {
+        generator: MosaicGenerator::try_new(
+            FashionMnist::load(data, Split::Test)?,
+            MosaicConfig::default(),
+            seed,
+        )?,
+        tokenizer,
+        batch_size: batch,
+        preprocess,
+    };
+    Ok(test.batch(0)?)
 }
 
 impl Observer for Progress {
@@ -134,18 +241,14 @@ pub fn run(args: Args) -> Result<()> {
     }
     check_out(&args.out, args.force)?;
     let mosaic = MosaicConfig::default();
+    let train_mosaic = train_mosaic_config(&args)?;
     let train_data = FashionMnist::load(&args.data, Split::Train)?;
-    let test_data = FashionMnist::load(&args.data, Split::Test)?;
 
     let ctx = pairlens::data::max_caption_words(mosaic.max_items) + 2;
     let (tokenizer, tok_json) = builtin_tokenizer(ctx)?;
     let model_cfg = builtin_config(&tokenizer, mosaic.canvas, mosaic.max_items);
     let pp_json = builtin_preprocess_json(mosaic.canvas);
     let pp = PreprocessConfig::from_hf_json(&pp_json, Path::new("preprocessor_config.json"))?;
-    let train_mosaic = MosaicConfig {
-        single_item_prob: args.single_items,
-        ..mosaic.clone()
-    };
     let mut train = MosaicBatches {
         generator: MosaicGenerator::try_new(train_data, train_mosaic, args.seed)?,
         tokenizer: tokenizer.clone(),
@@ -153,13 +256,8 @@ pub fn run(args: Args) -> Result<()> {
         preprocess: pp.clone(),
     };
     let eval = if args.eval_every > 0 {
-        let mut test = MosaicBatches {
-            generator: MosaicGenerator::try_new(test_data, mosaic.clone(), args.seed)?,
-            tokenizer,
-            batch_size: args.batch,
-            preprocess: pp,
-        };
-        Some((args.eval_every, test.batch(0)?))
+        let batch = fixed_test_batch(&args.data, args.seed, args.batch, tokenizer, pp)?;
+        Some((args.eval_every, batch))
     } else {
         None
     };
@@ -179,26 +277,15 @@ pub fn run(args: Args) -> Result<()> {
     let mut trainer = Trainer::new(model_cfg, &weights, config)?;
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
-    let log_path = args.out.join("train_log.jsonl");
-    let log = std::fs::File::create(&log_path)
-        .with_context(|| format!("creating {}", log_path.display()))?;
-
-    let bar = ProgressBar::with_draw_target(Some(args.steps), ProgressDrawTarget::stderr());
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{prefix} [{bar:30}] {pos}/{len} {elapsed_precise} ETA {eta} {msg}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> "),
-    );
-    bar.set_prefix("train");
-    bar.enable_steady_tick(Duration::from_millis(500));
-    let mut progress = Progress {
-        bar,
-        eval,
-        log,
-        started: Instant::now(),
-    };
+    let mut progress = Progress::new("train", args.steps, &args.out, eval)?;
+    if !args.rare.is_empty() || !args.lone.is_empty() {
+        progress.bar.println(format!(
+            "shifted training mosaics: rare [{}] at weight {}, lone [{}]",
+            args.rare.join(", "),
+            args.rare_weight,
+            args.lone.join(", ")
+        ));
+    }
     let plan = CheckpointPlan {
         out: args.out.clone(),
         every: args.checkpoint_every,

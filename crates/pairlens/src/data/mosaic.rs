@@ -34,6 +34,13 @@ pub struct MosaicConfig {
     /// Chance that an item repeats the class of an earlier item of its mosaic (so captions
     /// get count phrases like "two sneakers"); otherwise classes are uniform.
     pub repeat_prob: f32,
+    /// Relative draw weights of the classes for fresh (non-repeat) items, to shift the
+    /// distribution (e.g. rare classes); `None` = uniform, the draw of every test mosaic.
+    /// Repeats copy an earlier item's class, so each class keeps its share among all items.
+    pub class_weights: Option<[f32; 10]>,
+    /// Classes that only ever appear as a lone item (one-item mosaics), never in a scene with
+    /// others: the model sees them named but never has to find them among other items.
+    pub lone_classes: Vec<u8>,
 }
 
 impl Default for MosaicConfig {
@@ -49,6 +56,8 @@ impl Default for MosaicConfig {
             noisy_fraction: 0.5,
             noise_max: 48,
             repeat_prob: 0.25,
+            class_weights: None,
+            lone_classes: Vec::new(),
         }
     }
 }
@@ -94,6 +103,22 @@ impl MosaicConfig {
             if !(0.0..=1.0).contains(&p) {
                 return bad(format!("{name} {p} is not a probability"));
             }
+        }
+        if let Some(w) = &self.class_weights {
+            if let Some((c, v)) = w
+                .iter()
+                .enumerate()
+                .find(|(_, v)| !(v.is_finite() && **v >= 0.0))
+            {
+                return bad(format!(
+                    "class weight {v} of class {c} is not a finite number >= 0"
+                ));
+            }
+        }
+        if let Some(c) = self.lone_classes.iter().find(|&&c| c >= 10) {
+            return bad(format!(
+                "lone class {c} is not a Fashion-MNIST class (0..10)"
+            ));
         }
         Ok(())
     }
@@ -144,8 +169,10 @@ pub struct MosaicGenerator {
     config: MosaicConfig,
     seed: u64,
     by_class: [Vec<u32>; 10],
-    /// Classes with at least one image.
+    /// Classes with at least one image (and a positive weight, when weighted).
     classes: Vec<u8>,
+    /// Those of `classes` that may share a mosaic with other items (not lone).
+    scene_classes: Vec<u8>,
 }
 
 impl MosaicGenerator {
@@ -170,15 +197,37 @@ impl MosaicGenerator {
             )));
         }
         let by_class = data.indices_by_class();
-        let classes = (0..10u8)
-            .filter(|&c| !by_class[c as usize].is_empty())
+        let weight = |c: u8| config.class_weights.map_or(1.0, |w| w[c as usize]);
+        let classes: Vec<u8> = (0..10u8)
+            .filter(|&c| !by_class[c as usize].is_empty() && weight(c) > 0.0)
             .collect();
+        let scene_classes: Vec<u8> = classes
+            .iter()
+            .copied()
+            .filter(|c| !config.lone_classes.contains(c))
+            .collect();
+        if classes.is_empty() || (config.max_items > 1 && scene_classes.is_empty()) {
+            return Err(Error::InvalidArgument(format!(
+                "mosaic config: no class with images{} is left to draw{}",
+                if config.class_weights.is_some() {
+                    " and a positive weight"
+                } else {
+                    ""
+                },
+                if classes.is_empty() {
+                    ""
+                } else {
+                    " for multi-item mosaics (all are lone)"
+                }
+            )));
+        }
         Ok(MosaicGenerator {
             data,
             config,
             seed,
             by_class,
             classes,
+            scene_classes,
         })
     }
 
@@ -224,7 +273,7 @@ impl MosaicGenerator {
             let class = if !items.is_empty() && rng.chance(cfg.repeat_prob) {
                 rng.pick(&items).class
             } else {
-                *rng.pick(&self.classes)
+                self.fresh_class(&mut rng, n == 1)
             };
             let pool = &self.by_class[class as usize];
             let source_index = pool[rng.below(pool.len())] as usize;
@@ -270,6 +319,32 @@ impl MosaicGenerator {
             phrases: d.phrases,
             relations: d.relations,
         }
+    }
+}
+
+impl MosaicGenerator {
+    /// The class of a fresh item: uniform over the drawable classes (one `pick`, so the
+    /// default config draws exactly as before the weights existed), or by `class_weights`
+    /// with one 24-bit uniform draw; lone classes only when the mosaic has one item.
+    fn fresh_class(&self, rng: &mut Rng, alone: bool) -> u8 {
+        let pool = if alone || self.config.lone_classes.is_empty() {
+            &self.classes
+        } else {
+            &self.scene_classes
+        };
+        let Some(w) = &self.config.class_weights else {
+            return *rng.pick(pool);
+        };
+        let total: f64 = pool.iter().map(|&c| w[c as usize] as f64).sum();
+        let u = (rng.next_u64() >> 40) as f64 / (1u64 << 24) as f64 * total;
+        let mut acc = 0.0;
+        for &c in pool {
+            acc += w[c as usize] as f64;
+            if u < acc {
+                return c;
+            }
+        }
+        pool[pool.len() - 1]
     }
 }
 
