@@ -99,8 +99,19 @@ fn finetune_writes_checkpoints_and_descends() {
         "4",
         "--save-at",
         "0,1",
+        "--grounding",
+        repo().join("examples/mosaics/data.jsonl").to_str().unwrap(),
+        "--grounding-limit",
+        "1",
     ]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // Grounding per class at every saved step and at the end, then the first against the last.
+    for step in ["step-0", "step-1", "step-2"] {
+        let summary = out.join("grounding").join(step).join("summary.json");
+        assert!(summary.is_file(), "{} missing", summary.display());
+    }
+    let cmp = std::fs::read_to_string(out.join("grounding/compare/comparison.md")).unwrap();
+    assert!(cmp.contains("step 0") && cmp.contains("step 2"), "{cmp}");
 
     let input = load(&model, &Device::Cpu).unwrap();
     let c0 = load(&out.join("checkpoint-0"), &Device::Cpu).unwrap();

@@ -15,7 +15,9 @@ use pairlens::train::{
 };
 use serde_json::{json, Value};
 
+use super::method::MethodArgs;
 use super::train::{check_out, fixed_test_batch, Progress};
+use super::{compare_grounding, eval_grounding};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -58,6 +60,23 @@ pub struct Args {
     /// Evaluate on the fixed test batch every this many steps (0 = only at the start and end).
     #[arg(long, default_value_t = 50)]
     pub eval_every: u64,
+    /// A grounding dataset (`pairlens mosaics` JSONL): after training, `eval-grounding` of every
+    /// `--save-at` checkpoint and of the final model into `{out}/grounding/step-K`, and a
+    /// per-class comparison of the first against the last in `{out}/grounding/compare`.
+    #[arg(long)]
+    pub grounding: Option<PathBuf>,
+    /// Evaluate grounding on the first K items only.
+    #[arg(long)]
+    pub grounding_limit: Option<usize>,
+    /// Text block whose input is attributed in the grounding evaluation [default: the last].
+    #[arg(long)]
+    pub grounding_text_layer: Option<usize>,
+    /// Image block whose input is attributed in the grounding evaluation [default: the last].
+    #[arg(long)]
+    pub grounding_image_layer: Option<usize>,
+    /// Path points N of the grounding evaluation's explanations.
+    #[arg(long, default_value_t = 10)]
+    pub grounding_n: usize,
     /// Overwrite an existing checkpoint in --out.
     #[arg(long)]
     pub force: bool,
@@ -247,5 +266,68 @@ pub fn run(args: Args) -> Result<()> {
         secs,
         args.steps as f64 / secs,
         args.out.display()
-    ))
+    ))?;
+    if let Some(data) = &args.grounding {
+        evaluate_grounding(&args, data)?;
+    }
+    Ok(())
+}
+
+/// Per-class grounding of each saved step (and the final model), then the first step against
+/// the last: which classes the fine-tuning moved.
+fn evaluate_grounding(args: &Args, data: &Path) -> Result<()> {
+    let mut steps: Vec<u64> = args
+        .save_at
+        .iter()
+        .copied()
+        .filter(|&k| k < args.steps)
+        .collect();
+    steps.sort_unstable();
+    steps.dedup();
+    let root = args.out.join("grounding");
+    let mut dirs = Vec::new();
+    for step in steps.iter().copied().chain([args.steps]) {
+        let model = if step == args.steps {
+            args.out.clone()
+        } else {
+            args.out.join(format!("checkpoint-{step}"))
+        };
+        let out = root.join(format!("step-{step}"));
+        super::print(&format!("grounding of step {step} ({})\n", model.display()))?;
+        eval_grounding::run(eval_grounding::Args {
+            model: Some(model),
+            format: eval_grounding::Format::Jsonl,
+            data: Some(data.to_path_buf()),
+            annotations: None,
+            captions: None,
+            sentences: None,
+            images: None,
+            ids: None,
+            method: pairlens::grounding::baselines::Method::Pairlens,
+            settings: MethodArgs {
+                text_layer: args.grounding_text_layer,
+                image_layer: args.grounding_image_layer,
+                steps: args.grounding_n,
+                mode: pairlens::attribution::Mode::Exclip,
+                text_reference_len: 1,
+            },
+            out: out.clone(),
+            limit: args.grounding_limit,
+            force: args.force,
+        })?;
+        dirs.push((step, out));
+    }
+    if let (Some((first, before)), Some((last, after))) = (dirs.first(), dirs.last()) {
+        if first != last {
+            compare_grounding::run(compare_grounding::Args {
+                before: before.clone(),
+                after: after.clone(),
+                label_before: format!("step {first}"),
+                label_after: format!("step {last}"),
+                out: root.join("compare"),
+                force: args.force,
+            })?;
+        }
+    }
+    Ok(())
 }
