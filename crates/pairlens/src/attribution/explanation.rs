@@ -170,31 +170,42 @@ impl Explanation {
     /// Sum of the rows of a token span (`start..end`, indices into [`Self::tokens`]) over the
     /// patches: a heatmap `[grid rows × grid cols]` row-major, CLS excluded (returned apart).
     pub fn span_heatmap(&self, start: usize, end: usize) -> Result<SpanHeatmap> {
-        let n = self.tokens.len();
-        if start >= end || end > n {
-            return Err(Error::InvalidArgument(format!(
-                "token span {start}:{end} is out of range: the caption has {n} tokens (SOT = 0 … EOT = {}), spans are start:end with start < end ≤ {n}",
-                n - 1
-            )));
-        }
-        let rows = self.interactions.narrow(0, start, end - start)?.sum(0)?.to_vec1::<f32>()?;
+        let rows = span_rows(&self.interactions, start, end)?;
         Ok(SpanHeatmap { cls: rows[0], patches: rows[1..].to_vec(), grid: self.grid })
     }
 
     /// Token scores for an image region given as weights over the patches (row-major, see
     /// [`patch_weights`]): Σ_t w_t A[s, 1 + t] for every token s.
     pub fn region_token_scores(&self, weights: &[f32]) -> Result<Vec<f32>> {
-        let patches = self.grid.0 * self.grid.1;
-        if weights.len() != patches {
-            return Err(Error::InvalidArgument(format!(
-                "{} region weights for {patches} patches",
-                weights.len()
-            )));
-        }
-        let w = Tensor::from_slice(weights, (patches, 1), &Device::Cpu)?;
-        let patch_cols = self.interactions.narrow(1, 1, patches)?;
-        Ok(patch_cols.matmul(&w)?.squeeze(1)?.to_vec1::<f32>()?)
+        region_scores(&self.interactions, self.grid, weights)
     }
+}
+
+/// The rows `start..end` of a token × image-token matrix `[tokens, 1 + patches]`, summed
+/// (CLS first): the span query of [`Explanation`] and of the grounding baselines.
+pub fn span_rows(matrix: &Tensor, start: usize, end: usize) -> Result<Vec<f32>> {
+    let n = matrix.dim(0)?;
+    if start >= end || end > n {
+        return Err(Error::InvalidArgument(format!(
+            "token span {start}:{end} is out of range: the caption has {n} tokens (SOT = 0 … EOT = {}), spans are start:end with start < end ≤ {n}",
+            n.saturating_sub(1)
+        )));
+    }
+    Ok(matrix.narrow(0, start, end - start)?.sum(0)?.to_vec1::<f32>()?)
+}
+
+/// `Σ_t w_t M[s, 1 + t]` for every token s of a token × image-token matrix: the region query.
+pub fn region_scores(matrix: &Tensor, grid: (usize, usize), weights: &[f32]) -> Result<Vec<f32>> {
+    let patches = grid.0 * grid.1;
+    if weights.len() != patches {
+        return Err(Error::InvalidArgument(format!(
+            "{} region weights for {patches} patches",
+            weights.len()
+        )));
+    }
+    let w = Tensor::from_slice(weights, (patches, 1), &Device::Cpu)?;
+    let patch_cols = matrix.narrow(1, 1, patches)?;
+    Ok(patch_cols.matmul(&w)?.squeeze(1)?.to_vec1::<f32>()?)
 }
 
 /// A token span's interactions with every image token.

@@ -17,6 +17,7 @@ use candle_core::{Device, Tensor, D};
 
 use crate::attribution::side::NoProgress;
 use crate::attribution::{image_side, Mode, Settings, TowerSide};
+use crate::attribution::explanation::{region_scores, span_rows};
 use crate::io::tokenizer::Encoded;
 use crate::model::{ops, ClipModel};
 use crate::{Error, Result};
@@ -143,36 +144,12 @@ pub struct TokenPatchMap {
 impl TokenPatchMap {
     /// Sum of the span's rows over the patches (CLS dropped), row-major.
     pub fn span_heatmap(&self, start: usize, end: usize) -> Result<Vec<f32>> {
-        let n = self.values.dim(0)?;
-        if start >= end || end > n {
-            return Err(Error::InvalidArgument(format!(
-                "token span {start}:{end} is out of range for {n} tokens"
-            )));
-        }
-        let rows = self
-            .values
-            .narrow(0, start, end - start)?
-            .sum(0)?
-            .to_vec1::<f32>()?;
-        Ok(rows[1..].to_vec())
+        Ok(span_rows(&self.values, start, end)?[1..].to_vec())
     }
 
     /// `Σ_t w_t M[s, 1 + t]` for every token s.
     pub fn region_token_scores(&self, weights: &[f32]) -> Result<Vec<f32>> {
-        let patches = self.grid.0 * self.grid.1;
-        if weights.len() != patches {
-            return Err(Error::InvalidArgument(format!(
-                "{} region weights for {patches} patches",
-                weights.len()
-            )));
-        }
-        let w = Tensor::from_slice(weights, (patches, 1), &Device::Cpu)?;
-        Ok(self
-            .values
-            .narrow(1, 1, patches)?
-            .matmul(&w)?
-            .squeeze(1)?
-            .to_vec1::<f32>()?)
+        region_scores(&self.values, self.grid, weights)
     }
 }
 
