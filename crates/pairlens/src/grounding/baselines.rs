@@ -15,9 +15,9 @@
 
 use candle_core::{Device, Tensor, D};
 
+use crate::attribution::explanation::{region_scores, span_rows};
 use crate::attribution::side::NoProgress;
 use crate::attribution::{image_side, Mode, Settings, TowerSide};
-use crate::attribution::explanation::{region_scores, span_rows};
 use crate::io::tokenizer::Encoded;
 use crate::model::{ops, ClipModel};
 use crate::{Error, Result};
