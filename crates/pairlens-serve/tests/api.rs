@@ -82,19 +82,7 @@ async fn call(app: &Router, method: &str, uri: &str, body: impl Into<Body>) -> R
         .uri(uri)
         .body(body.into())
         .unwrap();
-    let res = app.clone().oneshot(req).await.unwrap();
-    let status = res.status();
-    let content_type = res
-        .headers()
-        .get("content-type")
-        .map(|v| v.to_str().unwrap().to_string())
-        .unwrap_or_default();
-    let body = res.into_body().collect().await.unwrap().to_bytes().to_vec();
-    Reply {
-        status,
-        content_type,
-        body,
-    }
+    send(app, req).await
 }
 
 async fn post_json(app: &Router, uri: &str, v: Value) -> Reply {
@@ -104,6 +92,11 @@ async fn post_json(app: &Router, uri: &str, v: Value) -> Reply {
         .header("content-type", "application/json")
         .body(Body::from(v.to_string()))
         .unwrap();
+    send(app, req).await
+}
+
+/// One request through the router, the whole reply read.
+async fn send(app: &Router, req: Request<Body>) -> Reply {
     let res = app.clone().oneshot(req).await.unwrap();
     let status = res.status();
     let content_type = res
