@@ -1,0 +1,89 @@
+//! Where an explanation's time goes, phase by phase, in one process (so the weights are loaded
+//! once and every phase is timed warm): loading, the plain forward of image + reference up to
+//! the split, the whole image side (V), the whole text side (U).
+//!
+//! ```sh
+//! PAIRLENS_BENCH_MODEL=/tmp/pairlens-bench/ViT-B-32 PAIRLENS_BENCH_IMAGE=/tmp/pairlens-bench/image.png \
+//!     cargo bench -p pairlens --bench engine
+//! ```
+//! Optional: `PAIRLENS_BENCH_LAYERS=11/11`, `PAIRLENS_BENCH_STEPS=10`, `PAIRLENS_BENCH_REPEATS=5`.
+//! Models come from `scripts/bench/explain_bench.py`; without `PAIRLENS_BENCH_MODEL` the bench
+//! says so and exits. Prints best and median seconds per phase.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use candle_core::{Device, Tensor};
+use pairlens::attribution::{image_side, text_side, side::NoProgress, Settings};
+use pairlens::io::checkpoint;
+use pairlens::io::preprocess::preprocess_file;
+
+const CAPTION: &str = "a brown dog and a small black cat sit together on green grass";
+
+fn env(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_string())
+}
+
+/// Best and median of `repeats` runs of `f`, in seconds.
+fn time(repeats: usize, mut f: impl FnMut()) -> (f64, f64) {
+    let mut ts: Vec<f64> = (0..repeats)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64()
+        })
+        .collect();
+    ts.sort_by(f64::total_cmp);
+    (ts[0], ts[ts.len() / 2])
+}
+
+fn main() {
+    let Ok(model_dir) = std::env::var("PAIRLENS_BENCH_MODEL") else {
+        eprintln!("engine bench: set PAIRLENS_BENCH_MODEL=DIR (and PAIRLENS_BENCH_IMAGE=FILE); skipped");
+        return;
+    };
+    let image = PathBuf::from(env("PAIRLENS_BENCH_IMAGE", "/tmp/pairlens-bench/image.png"));
+    let layers = env("PAIRLENS_BENCH_LAYERS", "11/11");
+    let (tl, il) = layers.split_once('/').expect("PAIRLENS_BENCH_LAYERS is TEXT/IMAGE");
+    let repeats: usize = env("PAIRLENS_BENCH_REPEATS", "5").parse().expect("repeats");
+    let settings = Settings {
+        text_layer: tl.parse().expect("text layer"),
+        image_layer: il.parse().expect("image layer"),
+        steps: env("PAIRLENS_BENCH_STEPS", "10").parse().expect("steps"),
+        ..Settings::default()
+    };
+    let dir = PathBuf::from(&model_dir);
+    let load = time(repeats, || {
+        checkpoint::load(&dir, &Device::Cpu).expect("load");
+    });
+    let loaded = checkpoint::load(&dir, &Device::Cpu).expect("load");
+    let model = &loaded.model;
+    settings.validate(model).expect("settings");
+    let pixels = preprocess_file(&image, &loaded.preprocess).expect("image").pixels;
+    let caption = loaded.tokenizer.encode(CAPTION, false).expect("caption");
+    let reference = loaded.tokenizer.reference(settings.text_reference_len);
+
+    let batch = Tensor::stack(&[&pixels, &pixels.zeros_like().unwrap()], 0).unwrap();
+    let forward = time(repeats, || {
+        model.vision.hidden_at(settings.image_layer, &batch).expect("forward");
+    });
+    let image_s = time(repeats, || {
+        image_side(model, &pixels, &settings, &mut NoProgress).expect("image side");
+    });
+    let text_s = time(repeats, || {
+        text_side(model, &caption, &reference, &settings, &mut NoProgress).expect("text side");
+    });
+    println!(
+        "{model_dir}, layers {layers}, N = {}, {} caption tokens, {repeats} repeats (best / median):",
+        settings.steps,
+        caption.len
+    );
+    for (name, (best, median)) in [
+        ("load", load),
+        ("image + reference forward to the split", forward),
+        ("image side (V)", image_s),
+        ("text side (U)", text_s),
+    ] {
+        println!("  {name:40} {best:.3} s / {median:.3} s");
+    }
+}
