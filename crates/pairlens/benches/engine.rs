@@ -1,6 +1,8 @@
 //! Where an explanation's time goes, phase by phase, in one process (so the weights are loaded
 //! once and every phase is timed warm): loading, the plain forward of image + reference up to
-//! the split, the whole image side (V), the whole text side (U).
+//! the split, the whole image side (V), the whole text side (U); and one vision block's six
+//! matmuls at the forward's row count with the weights as loaded (`x·Wᵀ`, `W` `[out, in]`) and
+//! stored transposed (`[in, out]`), to size what the weights' layout costs.
 //!
 //! ```sh
 //! PAIRLENS_BENCH_MODEL=/tmp/pairlens-bench/ViT-B-32 PAIRLENS_BENCH_IMAGE=/tmp/pairlens-bench/image.png \
@@ -14,7 +16,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
-use pairlens::attribution::{image_side, text_side, side::NoProgress, Settings};
+use pairlens::attribution::{image_side, side::NoProgress, text_side, Settings};
 use pairlens::io::checkpoint;
 use pairlens::io::preprocess::preprocess_file;
 
@@ -39,12 +41,16 @@ fn time(repeats: usize, mut f: impl FnMut()) -> (f64, f64) {
 
 fn main() {
     let Ok(model_dir) = std::env::var("PAIRLENS_BENCH_MODEL") else {
-        eprintln!("engine bench: set PAIRLENS_BENCH_MODEL=DIR (and PAIRLENS_BENCH_IMAGE=FILE); skipped");
+        eprintln!(
+            "engine bench: set PAIRLENS_BENCH_MODEL=DIR (and PAIRLENS_BENCH_IMAGE=FILE); skipped"
+        );
         return;
     };
     let image = PathBuf::from(env("PAIRLENS_BENCH_IMAGE", "/tmp/pairlens-bench/image.png"));
     let layers = env("PAIRLENS_BENCH_LAYERS", "11/11");
-    let (tl, il) = layers.split_once('/').expect("PAIRLENS_BENCH_LAYERS is TEXT/IMAGE");
+    let (tl, il) = layers
+        .split_once('/')
+        .expect("PAIRLENS_BENCH_LAYERS is TEXT/IMAGE");
     let repeats: usize = env("PAIRLENS_BENCH_REPEATS", "5").parse().expect("repeats");
     let settings = Settings {
         text_layer: tl.parse().expect("text layer"),
@@ -59,19 +65,62 @@ fn main() {
     let loaded = checkpoint::load(&dir, &Device::Cpu).expect("load");
     let model = &loaded.model;
     settings.validate(model).expect("settings");
-    let pixels = preprocess_file(&image, &loaded.preprocess).expect("image").pixels;
+    let pixels = preprocess_file(&image, &loaded.preprocess)
+        .expect("image")
+        .pixels;
     let caption = loaded.tokenizer.encode(CAPTION, false).expect("caption");
     let reference = loaded.tokenizer.reference(settings.text_reference_len);
 
     let batch = Tensor::stack(&[&pixels, &pixels.zeros_like().unwrap()], 0).unwrap();
     let forward = time(repeats, || {
-        model.vision.hidden_at(settings.image_layer, &batch).expect("forward");
+        model
+            .vision
+            .hidden_at(settings.image_layer, &batch)
+            .expect("forward");
     });
     let image_s = time(repeats, || {
         image_side(model, &pixels, &settings, &mut NoProgress).expect("image side");
     });
     let text_s = time(repeats, || {
         text_side(model, &caption, &reference, &settings, &mut NoProgress).expect("text side");
+    });
+    let block = &model.vision.weights.blocks[0];
+    let rows = batch.dim(0).unwrap() * model.config.vision.seq_len();
+    let x = Tensor::randn(
+        0f32,
+        1.0,
+        (rows, model.config.vision.transformer.width),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let linears = [
+        &block.q, &block.k, &block.v, &block.out, &block.fc1, &block.fc2,
+    ];
+    let as_loaded = time(repeats, || {
+        let mut h = x.clone();
+        for l in &linears {
+            let input = if l.weight.dim(1).unwrap() == h.dim(1).unwrap() {
+                &h
+            } else {
+                &x
+            };
+            h = input.matmul(&l.weight.t().unwrap()).unwrap();
+        }
+    });
+    let stored_t: Vec<Tensor> = linears
+        .iter()
+        .map(|l| l.weight.t().unwrap().contiguous().unwrap())
+        .collect();
+    let transposed = time(repeats, || {
+        let mut h = x.clone();
+        for w in &stored_t {
+            let input = if w.dim(0).unwrap() == h.dim(1).unwrap() {
+                &h
+            } else {
+                &x
+            };
+            h = input.matmul(w).unwrap();
+        }
     });
     println!(
         "{model_dir}, layers {layers}, N = {}, {} caption tokens, {repeats} repeats (best / median):",
@@ -83,7 +132,9 @@ fn main() {
         ("image + reference forward to the split", forward),
         ("image side (V)", image_s),
         ("text side (U)", text_s),
+        ("one block's matmuls, x·Wᵀ as loaded", as_loaded),
+        ("the same, W stored [in, out]", transposed),
     ] {
-        println!("  {name:40} {best:.3} s / {median:.3} s");
+        println!("  {name:40} {best:.4} s / {median:.4} s");
     }
 }
