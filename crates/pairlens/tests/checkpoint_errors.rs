@@ -73,6 +73,14 @@ fn expect_err(dir: &Path, want: &[&str]) -> String {
 const HF: &str = "hf-tiny-quickgelu";
 const OC: &str = "openclip-a-quickgelu";
 
+fn model_file(fixture: &str) -> &'static str {
+    if fixture == OC {
+        "open_clip_model.safetensors"
+    } else {
+        "model.safetensors"
+    }
+}
+
 #[test]
 fn missing_dir() {
     let p = std::env::temp_dir().join("pairlens-no-such-dir-xyz");
@@ -190,6 +198,29 @@ fn bad_values_and_dtypes() {
             "non-finite value NaN at flat index 3",
         ],
     );
+
+    // A bad value in a linear weight is named by its position in the stored `[out, in]` order
+    // (here row 1, column 2; for open_clip's packed Q/K/V, in the whole `in_proj_weight`, inside
+    // the K rows, which are read on their own).
+    for (fixture, name, row) in [
+        (HF, "vision_model.encoder.layers.0.mlp.fc1.weight", 1),
+        (OC, "visual.transformer.resblocks.0.attn.in_proj_weight", 0),
+    ] {
+        let s = Scratch::copy(&format!("nan-linear-{fixture}"), fixture);
+        let mut at = 0;
+        s.edit_weights(model_file(fixture), |t| {
+            let (rows, cols) = t[name].dims2().unwrap();
+            let mut v: Vec<f32> = t[name].flatten_all().unwrap().to_vec1().unwrap();
+            let row = if row == 0 { rows / 3 + 1 } else { row };
+            at = row * cols + 2;
+            v[at] = f32::NAN;
+            t.insert(name.into(), Tensor::from_vec(v, (rows, cols), &Device::Cpu).unwrap());
+        });
+        expect_err(
+            &s.0,
+            &[&format!("`{name}`"), &format!("non-finite value NaN at flat index {at}")],
+        );
+    }
 
     let s = Scratch::copy("int", HF);
     s.edit_weights("model.safetensors", |t| {
