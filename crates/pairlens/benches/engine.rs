@@ -84,44 +84,25 @@ fn main() {
     let text_s = time(repeats, || {
         text_side(model, &caption, &reference, &settings, &mut NoProgress).expect("text side");
     });
+    // One vision block's six matmuls at the forward's row count, in both weight layouts.
     let block = &model.vision.weights.blocks[0];
     let rows = batch.dim(0).unwrap() * model.config.vision.seq_len();
-    let x = Tensor::randn(
-        0f32,
-        1.0,
-        (rows, model.config.vision.transformer.width),
-        &Device::Cpu,
-    )
-    .unwrap();
     let linears = [
         &block.q, &block.k, &block.v, &block.out, &block.fc1, &block.fc2,
     ];
-    let as_loaded = time(repeats, || {
-        let mut h = x.clone();
-        for l in &linears {
-            let input = if l.weight.dim(1).unwrap() == h.dim(1).unwrap() {
-                &h
-            } else {
-                &x
-            };
-            h = input.matmul(&l.weight.t().unwrap()).unwrap();
-        }
-    });
-    let stored_t: Vec<Tensor> = linears
+    let inputs: Vec<Tensor> = linears
         .iter()
-        .map(|l| l.weight.t().unwrap().contiguous().unwrap())
+        .map(|l| Tensor::randn(0f32, 1.0, (rows, l.weight.dim(1).unwrap()), &Device::Cpu).unwrap())
         .collect();
-    let transposed = time(repeats, || {
-        let mut h = x.clone();
-        for w in &stored_t {
-            let input = if w.dim(0).unwrap() == h.dim(1).unwrap() {
-                &h
-            } else {
-                &x
-            };
-            h = input.matmul(w).unwrap();
-        }
-    });
+    let matmuls = |rhs: &[Tensor]| {
+        time(repeats, || {
+            for (x, w) in inputs.iter().zip(rhs) {
+                x.matmul(w).unwrap();
+            }
+        })
+    };
+    let as_loaded = matmuls(&linears.map(|l| l.weight.t().unwrap()));
+    let transposed = matmuls(&linears.map(|l| l.weight.t().unwrap().contiguous().unwrap()));
     println!(
         "{model_dir}, layers {layers}, N = {}, {} caption tokens, {repeats} repeats (best / median):",
         settings.steps,

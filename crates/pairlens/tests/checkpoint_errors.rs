@@ -202,23 +202,33 @@ fn bad_values_and_dtypes() {
     // A bad value in a linear weight is named by its position in the stored `[out, in]` order
     // (here row 1, column 2; for open_clip's packed Q/K/V, in the whole `in_proj_weight`, inside
     // the K rows, which are read on their own).
-    for (fixture, name, row) in [
-        (HF, "vision_model.encoder.layers.0.mlp.fc1.weight", 1),
-        (OC, "visual.transformer.resblocks.0.attn.in_proj_weight", 0),
-    ] {
+    let cases: [(&str, &str, fn(usize) -> usize); 2] = [
+        (HF, "vision_model.encoder.layers.0.mlp.fc1.weight", |_| 1),
+        (
+            OC,
+            "visual.transformer.resblocks.0.attn.in_proj_weight",
+            |rows| rows / 3 + 1,
+        ),
+    ];
+    for (fixture, name, row) in cases {
         let s = Scratch::copy(&format!("nan-linear-{fixture}"), fixture);
         let mut at = 0;
         s.edit_weights(model_file(fixture), |t| {
             let (rows, cols) = t[name].dims2().unwrap();
             let mut v: Vec<f32> = t[name].flatten_all().unwrap().to_vec1().unwrap();
-            let row = if row == 0 { rows / 3 + 1 } else { row };
-            at = row * cols + 2;
+            at = row(rows) * cols + 2;
             v[at] = f32::NAN;
-            t.insert(name.into(), Tensor::from_vec(v, (rows, cols), &Device::Cpu).unwrap());
+            t.insert(
+                name.into(),
+                Tensor::from_vec(v, (rows, cols), &Device::Cpu).unwrap(),
+            );
         });
         expect_err(
             &s.0,
-            &[&format!("`{name}`"), &format!("non-finite value NaN at flat index {at}")],
+            &[
+                &format!("`{name}`"),
+                &format!("non-finite value NaN at flat index {at}"),
+            ],
         );
     }
 
