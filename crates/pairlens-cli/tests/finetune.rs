@@ -66,6 +66,7 @@ fn batch0_loss(m: &LoadedModel, seed: u64, batch: usize) -> f32 {
         tokenizer: m.tokenizer.clone(),
         batch_size: batch,
         preprocess: m.preprocess.clone(),
+        negatives: Default::default(),
     };
     let b = data.batch(0).unwrap();
     let ls = Tensor::new(m.model.logit_scale, &Device::Cpu).unwrap();

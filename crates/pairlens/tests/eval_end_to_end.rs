@@ -193,6 +193,7 @@ fn embeddings_match_the_png_path_and_ignore_batching() {
         tokenizer: loaded.tokenizer.clone(),
         batch_size: 7,
         preprocess: loaded.preprocess.clone(),
+        negatives: Default::default(),
     };
     let train = batches.batch(0).unwrap();
     let e = loaded.model.vision.forward(&train.pixels).unwrap();

@@ -34,6 +34,7 @@ fn setup(batch: usize) -> (MosaicBatches, String, pairlens::model::ClipConfig) {
         tokenizer: tok,
         batch_size: batch,
         preprocess: pp,
+        negatives: Default::default(),
     };
     (batches, json, cfg)
 }
@@ -102,4 +103,42 @@ fn short_run_on_mosaics_learns_and_saves() {
     let enc = loaded.tokenizer.encode("a photo of a bag", false).unwrap();
     assert_eq!(enc.len, 7);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn false_caption_negatives_leave_out_true_captions_of_other_images() {
+    let (mut words, _, _) = setup(48);
+    let (mut truth, _, _) = setup(48);
+    truth.negatives = pairlens::train::NegativePairs::FalseCaption;
+    let (a, b) = (words.batch(2).unwrap(), truth.batch(2).unwrap());
+    assert_eq!(a.ids.to_vec2::<u32>().unwrap(), b.ids.to_vec2::<u32>().unwrap());
+    let ones = |m: &Option<candle_core::Tensor>| -> Vec<Vec<f32>> {
+        m.as_ref().map_or(vec![vec![0.0; 48]; 48], |m| m.to_vec2().unwrap())
+    };
+    let (same_words, true_of) = (ones(&a.excluded), ones(&b.excluded));
+    let mosaics: Vec<_> = (0..48).map(|i| truth.generator.mosaic(2 * 48 + i)).collect();
+    let mut extra = 0;
+    for i in 0..48 {
+        assert_eq!(true_of[i][i], 0.0, "the positive stays in");
+        for j in 0..48 {
+            // Identical captions are true of both images, so every such pair stays left out.
+            assert!(same_words[i][j] <= true_of[i][j]);
+            let lone_same_class = mosaics[i].items.len() == 1
+                && mosaics[j].items.len() == 1
+                && mosaics[i].items[0].class == mosaics[j].items[0].class;
+            if i != j && lone_same_class {
+                assert_eq!(true_of[i][j], 1.0, "{:?} / {:?}", mosaics[i].caption, mosaics[j].caption);
+            }
+            let classes = |m: &pairlens::data::Mosaic| {
+                let mut c: Vec<u8> = m.items.iter().map(|it| it.class).collect();
+                c.sort();
+                c
+            };
+            if classes(&mosaics[i]) != classes(&mosaics[j]) {
+                assert_eq!(true_of[i][j], 0.0);
+            }
+            extra += (true_of[i][j] > same_words[i][j]) as usize;
+        }
+    }
+    assert!(extra > 0, "differently worded true captions exist in a batch of 48");
 }

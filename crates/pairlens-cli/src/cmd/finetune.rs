@@ -16,7 +16,7 @@ use pairlens::train::{
 use serde_json::{json, Value};
 
 use super::method::MethodArgs;
-use super::train::{check_out, fixed_test_batch, Progress};
+use super::train::{check_out, fixed_test_batch, Negatives, Progress};
 use super::{compare_grounding, eval_grounding};
 
 #[derive(clap::Args)]
@@ -53,6 +53,9 @@ pub struct Args {
     /// Extra chance that a fine-tuning mosaic holds a single item.
     #[arg(long, default_value_t = 0.0)]
     pub single_items: f32,
+    /// Which pairs of a batch are negatives of each other.
+    #[arg(long, value_enum, default_value_t = Negatives::DifferentCaption)]
+    pub negatives: Negatives,
     /// Also write `{out}/checkpoint-K` after these steps (comma-separated; 0 = the starting
     /// weights).
     #[arg(long, value_delimiter = ',', default_value = "0")]
@@ -177,6 +180,7 @@ pub fn run(args: Args) -> Result<()> {
         tokenizer: loaded.tokenizer.clone(),
         batch_size: args.batch,
         preprocess: loaded.preprocess.clone(),
+        negatives: args.negatives.into(),
     };
     let fixed = fixed_test_batch(
         &args.data,
@@ -184,6 +188,7 @@ pub fn run(args: Args) -> Result<()> {
         args.batch,
         loaded.tokenizer.clone(),
         loaded.preprocess.clone(),
+        args.negatives.into(),
     )?;
 
     let config = TrainConfig {
@@ -212,6 +217,7 @@ pub fn run(args: Args) -> Result<()> {
         "model": src, "data": args.data, "steps": args.steps, "batch": args.batch,
         "lr": args.lr, "warmup": trainer.config.warmup_steps, "weight_decay": args.weight_decay,
         "grad_clip": args.grad_clip, "seed": args.seed, "single_items": args.single_items,
+        "negatives": format!("{:?}", args.negatives),
         "save_at": args.save_at, "start_logit_scale": weights.logit_scale,
     });
     std::fs::write(&run_path, serde_json::to_string_pretty(&run_info)? + "\n")

@@ -13,8 +13,28 @@ use pairlens::io::preprocess::PreprocessConfig;
 use pairlens::io::tokenizer::ClipTokenizer;
 use pairlens::train::{
     builtin_config, builtin_preprocess_json, builtin_tokenizer, init_weights, AdamWConfig, Batch,
-    Batches, CheckpointPlan, MosaicBatches, Observer, StepStats, TrainConfig, Trainer,
+    Batches, CheckpointPlan, MosaicBatches, NegativePairs, Observer, StepStats, TrainConfig,
+    Trainer,
 };
+
+/// `--negatives`: which pairs of a batch the loss pushes apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Negatives {
+    /// Every pair whose captions differ in wording ("a coat" vs "a jacket" under two coats).
+    DifferentCaption,
+    /// Only pairs whose caption is false of the image (synonyms, prefixes and true relations
+    /// of the same items are not negatives).
+    FalseCaption,
+}
+
+impl From<Negatives> for NegativePairs {
+    fn from(n: Negatives) -> Self {
+        match n {
+            Negatives::DifferentCaption => NegativePairs::DifferentCaption,
+            Negatives::FalseCaption => NegativePairs::FalseCaption,
+        }
+    }
+}
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -55,6 +75,9 @@ pub struct Args {
     /// in a scene with other items.
     #[arg(long, value_delimiter = ',')]
     pub lone: Vec<String>,
+    /// Which pairs of a batch are negatives of each other.
+    #[arg(long, value_enum, default_value_t = Negatives::DifferentCaption)]
+    pub negatives: Negatives,
     /// Seed of the weights and of the mosaics.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -178,6 +201,7 @@ pub(super) fn fixed_test_batch(
     batch: usize,
     tokenizer: ClipTokenizer,
     preprocess: PreprocessConfig,
+    negatives: NegativePairs,
 ) -> Result<Batch> {
     let mut test = MosaicBatches {
         generator: MosaicGenerator::try_new(
@@ -188,6 +212,7 @@ pub(super) fn fixed_test_batch(
         tokenizer,
         batch_size: batch,
         preprocess,
+        negatives,
     };
     Ok(test.batch(0)?)
 }
@@ -254,9 +279,17 @@ pub fn run(args: Args) -> Result<()> {
         tokenizer: tokenizer.clone(),
         batch_size: args.batch,
         preprocess: pp.clone(),
+        negatives: args.negatives.into(),
     };
     let eval = if args.eval_every > 0 {
-        let batch = fixed_test_batch(&args.data, args.seed, args.batch, tokenizer, pp)?;
+        let batch = fixed_test_batch(
+            &args.data,
+            args.seed,
+            args.batch,
+            tokenizer,
+            pp,
+            args.negatives.into(),
+        )?;
         Some((args.eval_every, batch))
     } else {
         None

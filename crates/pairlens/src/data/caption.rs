@@ -166,6 +166,30 @@ pub struct Described {
     pub relations: Vec<Relation>,
 }
 
+/// Whether a caption with these phrases and relations is true of a canvas holding `items`
+/// (`(class, bbox)`): the same classes with the same counts (captions name every item), and
+/// every stated relation holds between the boxes of those classes. A caption is true of the
+/// mosaic it was written for, and of any other with the same content where its relations
+/// hold — those pairs are not negatives in contrastive training.
+pub fn caption_fits(phrases: &[Phrase], relations: &[Relation], items: &[(u8, [u32; 4])]) -> bool {
+    let boxes_of = |class: u8| -> Vec<[u32; 4]> {
+        items
+            .iter()
+            .filter(|(c, _)| *c == class)
+            .map(|(_, b)| *b)
+            .collect()
+    };
+    let named: usize = phrases.iter().map(|p| p.boxes.len()).sum();
+    named == items.len()
+        && phrases
+            .iter()
+            .all(|p| boxes_of(p.class).len() == p.boxes.len())
+        && relations.iter().all(|r| {
+            let (s, o) = (&phrases[r.subject], &phrases[r.object]);
+            r.kind.holds(&boxes_of(s.class), &boxes_of(o.class))
+        })
+}
+
 /// Word for `n ≥ 2` items of one class.
 pub fn count_word(n: usize) -> &'static str {
     COUNTS.get(n.wrapping_sub(2)).copied().unwrap_or("many")
@@ -346,4 +370,63 @@ pub fn word_level_tokenizer_json(vocab: &[String]) -> String {
         "model": {"type": "WordLevel", "vocab": map, "unk_token": UNK}
     });
     serde_json::to_string(&tok).expect("JSON values serialise")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LEFT: [u32; 4] = [0, 20, 28, 48];
+    const RIGHT: [u32; 4] = [36, 20, 64, 48];
+    const TOP: [u32; 4] = [36, 0, 64, 28];
+
+    /// The caption `describe` writes for `items` under `seed`.
+    fn caption(items: &[(u8, [u32; 4])], seed: u64) -> Described {
+        describe(items, &mut Rng::for_index(seed, 0))
+    }
+
+    #[test]
+    fn a_caption_fits_its_own_items_in_any_wording() {
+        let items = [(4, LEFT), (8, RIGHT)];
+        for seed in 0..50 {
+            let d = caption(&items, seed);
+            assert!(caption_fits(&d.phrases, &d.relations, &items), "{}", d.caption);
+            // The same content with the boxes listed in the other order.
+            assert!(caption_fits(&d.phrases, &d.relations, &[items[1], items[0]]));
+        }
+    }
+
+    #[test]
+    fn a_caption_does_not_fit_other_items_or_counts() {
+        let d = caption(&[(4, LEFT)], 0);
+        assert!(caption_fits(&d.phrases, &d.relations, &[(4, RIGHT)]));
+        assert!(!caption_fits(&d.phrases, &d.relations, &[(6, LEFT)]));
+        assert!(!caption_fits(&d.phrases, &d.relations, &[(4, LEFT), (4, RIGHT)]));
+        assert!(!caption_fits(&d.phrases, &d.relations, &[(4, LEFT), (8, RIGHT)]));
+        let two = caption(&[(4, LEFT), (4, RIGHT)], 0);
+        assert!(!caption_fits(&two.phrases, &two.relations, &[(4, LEFT)]));
+    }
+
+    #[test]
+    fn a_stated_relation_must_hold() {
+        let items = [(4, LEFT), (8, RIGHT)];
+        let swapped = [(4, RIGHT), (8, LEFT)];
+        let (mut with, mut without) = (0, 0);
+        for seed in 0..50 {
+            let d = caption(&items, seed);
+            // "next to" is true either way round; "left of" / "right of" flip.
+            let directed = d.relations.iter().any(|r| r.kind != RelationKind::NextTo);
+            with += directed as usize;
+            without += d.relations.is_empty() as usize;
+            let fits = caption_fits(&d.phrases, &d.relations, &swapped);
+            assert_eq!(fits, !directed, "{}", d.caption);
+        }
+        assert!(with > 0 && without > 0);
+        // "above" is judged on the other axis: a coat above a bag stays true side by side.
+        let d = (0..50)
+            .map(|s| caption(&[(4, TOP), (8, LEFT)], s))
+            .find(|d| d.relations.iter().any(|r| r.kind == RelationKind::Above))
+            .expect("some seed says `above`");
+        assert!(!caption_fits(&d.phrases, &d.relations, &[(4, LEFT), (8, RIGHT)]));
+    }
 }

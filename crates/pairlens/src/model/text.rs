@@ -99,7 +99,7 @@ impl TextTower {
             .index_select(&flat, 0)?
             .reshape((b, s, w))?;
         let pos = self.weights.positional_embedding.narrow(0, 0, s)?;
-        Ok(tok.broadcast_add(&pos)?)
+        ops::add_param(&tok, &pos)
     }
 
     /// States entering block `layer` (0..=layers; `layers` = output of the last block).

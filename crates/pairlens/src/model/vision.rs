@@ -113,8 +113,10 @@ impl VisionTower {
             .reshape((1, 1, width))?
             .broadcast_as((b, 1, width))?
             .contiguous()?;
-        let x =
-            Tensor::cat(&[&cls, &patches], 1)?.broadcast_add(&self.weights.positional_embedding)?;
+        let x = ops::add_param(
+            &Tensor::cat(&[&cls, &patches], 1)?,
+            &self.weights.positional_embedding,
+        )?;
         ops::layer_norm(&x, &self.weights.ln_pre, cfg.transformer.layer_norm_eps)
     }
 

@@ -14,6 +14,10 @@ pub struct Batch {
     pub ids: Tensor,
     /// Pooled (end-of-text) position of each caption.
     pub pool: Vec<usize>,
+    /// `[B, B]` (image i, caption j): 1 where caption j is also a true description of image i,
+    /// so the pair is left out of both softmaxes instead of being pushed apart; `None` when
+    /// every off-diagonal pair is a negative.
+    pub excluded: Option<Tensor>,
 }
 
 /// A source of mini-batches. `step` is the optimizer step the batch is for, so a seeded
@@ -102,8 +106,7 @@ pub fn clip_loss(
     batch: &Batch,
 ) -> Result<Tensor> {
     let (img, txt) = embed(config, weights, batch)?;
-    let mask = duplicate_caption_mask(&batch.ids)?;
-    contrastive_loss_masked(&img, &txt, logit_scale, mask.as_ref())
+    contrastive_loss_masked(&img, &txt, logit_scale, batch.excluded.as_ref())
 }
 
 /// `[B, B]` mask of the off-diagonal pairs whose token ids are identical (the same caption),

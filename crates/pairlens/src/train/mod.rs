@@ -18,7 +18,9 @@ pub use loss::{
     clip_loss, contrastive_loss, contrastive_loss_masked, duplicate_caption_mask, embed,
     retrieval_accuracy, Batch, Batches,
 };
-pub use mosaics::{builtin_config, builtin_preprocess_json, builtin_tokenizer, MosaicBatches};
+pub use mosaics::{
+    builtin_config, builtin_preprocess_json, builtin_tokenizer, MosaicBatches, NegativePairs,
+};
 pub use optimizer::{AdamW, AdamWConfig, Param};
 pub use schedule::Schedule;
 pub use synthetic::SyntheticBatches;

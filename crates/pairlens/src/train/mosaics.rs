@@ -4,8 +4,8 @@
 use candle_core::{Device, Tensor};
 use serde_json::{json, Value};
 
-use super::loss::{Batch, Batches};
-use crate::data::{max_caption_words, MosaicGenerator};
+use super::loss::{duplicate_caption_mask, Batch, Batches};
+use crate::data::{caption_fits, max_caption_words, Mosaic, MosaicGenerator};
 use crate::io::preprocess::{PixelScaling, PreprocessConfig};
 use crate::io::tokenizer::ClipTokenizer;
 use crate::model::{
@@ -64,6 +64,19 @@ pub fn builtin_preprocess_json(canvas: usize) -> Value {
     })
 }
 
+/// Which off-diagonal pairs of a batch the contrastive loss pushes apart.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum NegativePairs {
+    /// Every pair whose caption differs in wording: "a coat" and "a jacket" under two coats
+    /// are contrasted (only word-for-word equal captions are left out).
+    #[default]
+    DifferentCaption,
+    /// Only pairs whose caption is false of the image: the same items in the same counts
+    /// (any synonyms or prefix) with the caption's relations holding are left out
+    /// ([`crate::data::caption_fits`]).
+    FalseCaption,
+}
+
 /// Batch `step` holds mosaics `step·B .. step·B + B` of the generator (so a seed fixes every
 /// batch, in any order). Pixels go through the preprocessing's scaling and normalisation
 /// exactly as [`crate::io::preprocess`] does for a decoded canvas-sized image; captions are
@@ -73,6 +86,31 @@ pub struct MosaicBatches {
     pub tokenizer: ClipTokenizer,
     pub batch_size: usize,
     pub preprocess: PreprocessConfig,
+    pub negatives: NegativePairs,
+}
+
+/// `[B, B]` mask of the pairs (image i, caption j ≠ i) where caption j is true of image i.
+fn true_caption_mask(mosaics: &[Mosaic]) -> Result<Option<Tensor>> {
+    let b = mosaics.len();
+    let items: Vec<Vec<(u8, [u32; 4])>> = mosaics
+        .iter()
+        .map(|m| m.items.iter().map(|it| (it.class, it.bbox)).collect())
+        .collect();
+    let mut mask = vec![0f32; b * b];
+    let mut any = false;
+    for (i, on) in items.iter().enumerate() {
+        for (j, m) in mosaics.iter().enumerate() {
+            if i != j && caption_fits(&m.phrases, &m.relations, on) {
+                mask[i * b + j] = 1.0;
+                any = true;
+            }
+        }
+    }
+    Ok(if any {
+        Some(Tensor::from_vec(mask, (b, b), &Device::Cpu)?)
+    } else {
+        None
+    })
 }
 
 impl Batches for MosaicBatches {
@@ -88,6 +126,7 @@ impl Batches for MosaicBatches {
         let pp = &self.preprocess;
         let mut pixels = vec![0f32; b * 3 * n];
         let mut rows = Vec::with_capacity(b);
+        let mut mosaics = Vec::with_capacity(b);
         for i in 0..b {
             let m = self.generator.mosaic(step * b as u64 + i as u64);
             for ch in 0..3 {
@@ -105,6 +144,7 @@ impl Batches for MosaicBatches {
                 Error::InvalidArgument(format!("mosaic {}: caption {:?}: {e}", m.index, m.caption))
             })?;
             rows.push(enc);
+            mosaics.push(m);
         }
         let s = rows.iter().map(|e| e.len).max().unwrap_or(1);
         let ids: Vec<u32> = rows
@@ -112,10 +152,16 @@ impl Batches for MosaicBatches {
             .flat_map(|e| e.ids[..s].iter().copied())
             .collect();
         let pool = rows.iter().map(|e| e.len - 1).collect();
+        let ids = Tensor::from_vec(ids, (b, s), &Device::Cpu)?;
+        let excluded = match self.negatives {
+            NegativePairs::DifferentCaption => duplicate_caption_mask(&ids)?,
+            NegativePairs::FalseCaption => true_caption_mask(&mosaics)?,
+        };
         Ok(Batch {
             pixels: Tensor::from_vec(pixels, (b, 3, side, side), &Device::Cpu)?,
-            ids: Tensor::from_vec(ids, (b, s), &Device::Cpu)?,
+            ids,
             pool,
+            excluded,
         })
     }
 }

@@ -2,7 +2,7 @@
 
 use candle_core::{DType, Device, Tensor};
 
-use super::loss::{Batch, Batches};
+use super::loss::{duplicate_caption_mask, Batch, Batches};
 use crate::model::random::Rng;
 use crate::model::ClipConfig;
 use crate::Result;
@@ -66,6 +66,11 @@ impl Batches for SyntheticBatches {
             ids.extend(row);
         }
         let ids = Tensor::from_vec(ids, (b, s), &Device::Cpu)?;
-        Ok(Batch { pixels, ids, pool })
+        Ok(Batch {
+            pixels,
+            excluded: duplicate_caption_mask(&ids)?,
+            ids,
+            pool,
+        })
     }
 }

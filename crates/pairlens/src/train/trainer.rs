@@ -6,7 +6,7 @@ use std::time::Instant;
 use candle_core::{DType, Tensor, Var};
 
 use super::loss::{
-    clip_loss, contrastive_loss_masked, duplicate_caption_mask, embed, retrieval_accuracy,
+    clip_loss, contrastive_loss_masked, embed, retrieval_accuracy,
     scalar_f32, Batch, Batches,
 };
 use super::optimizer::{AdamW, AdamWConfig, Param};
@@ -244,8 +244,12 @@ impl Trainer {
         let w = self.weights()?;
         let (img, txt) = embed(&self.model_config, &w, batch)?;
         let ls = self.logit_scale.as_tensor().detach();
-        let mask = duplicate_caption_mask(&batch.ids)?;
-        let loss = scalar_f32(&contrastive_loss_masked(&img, &txt, &ls, mask.as_ref())?)?;
+        let loss = scalar_f32(&contrastive_loss_masked(
+            &img,
+            &txt,
+            &ls,
+            batch.excluded.as_ref(),
+        )?)?;
         let (i2t, t2i) = retrieval_accuracy(&img, &txt)?;
         Ok(Evaluation {
             loss,
