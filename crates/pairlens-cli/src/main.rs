@@ -7,6 +7,10 @@ use clap::{Parser, Subcommand};
 
 mod cmd;
 
+/// Weights straight from the checkpoint file's pages instead of copied (see the module docs).
+#[global_allocator]
+static ALLOCATOR: pairlens::io::mapped::MappingAllocator = pairlens::io::mapped::MappingAllocator;
+
 #[derive(Parser)]
 #[command(name = "pairlens", version, about = "Second-order token x patch attributions for CLIP-style dual encoders")]
 struct Cli {

@@ -1,8 +1,9 @@
 //! Where an explanation's time goes, phase by phase, in one process (so the weights are loaded
 //! once and every phase is timed warm): loading, the plain forward of image + reference up to
 //! the split, the whole image side (V), the whole text side (U); and one vision block's six
-//! matmuls at the forward's row count with the weights as loaded (`x·Wᵀ`, `W` `[out, in]`) and
-//! stored transposed (`[in, out]`), to size what the weights' layout costs.
+//! matmuls at the forward's row count and 4× and 16× it, three ways: `x·Wᵀ` with the weights as
+//! loaded (`W` `[out, in]`), `(W·xᵀ)ᵀ` with the same weights, and `x·W` with `W` stored
+//! `[in, out]`, to size what the weights' layout and the product's order cost.
 //!
 //! ```sh
 //! PAIRLENS_BENCH_MODEL=/tmp/pairlens-bench/ViT-B-32 PAIRLENS_BENCH_IMAGE=/tmp/pairlens-bench/image.png \
@@ -19,6 +20,10 @@ use candle_core::{Device, Tensor};
 use pairlens::attribution::{image_side, side::NoProgress, text_side, Settings};
 use pairlens::io::checkpoint;
 use pairlens::io::preprocess::preprocess_file;
+
+/// As in the `pairlens` binary: weights are the checkpoint file's pages, not copies.
+#[global_allocator]
+static ALLOCATOR: pairlens::io::mapped::MappingAllocator = pairlens::io::mapped::MappingAllocator;
 
 const CAPTION: &str = "a brown dog and a small black cat sit together on green grass";
 
@@ -84,25 +89,34 @@ fn main() {
     let text_s = time(repeats, || {
         text_side(model, &caption, &reference, &settings, &mut NoProgress).expect("text side");
     });
-    // One vision block's six matmuls at the forward's row count, in both weight layouts.
+    // One vision block's six matmuls at several row counts, in the three weight layouts.
     let block = &model.vision.weights.blocks[0];
     let rows = batch.dim(0).unwrap() * model.config.vision.seq_len();
     let linears = [
         &block.q, &block.k, &block.v, &block.out, &block.fc1, &block.fc2,
     ];
-    let inputs: Vec<Tensor> = linears
-        .iter()
-        .map(|l| Tensor::randn(0f32, 1.0, (rows, l.weight.dim(1).unwrap()), &Device::Cpu).unwrap())
-        .collect();
-    let matmuls = |rhs: &[Tensor]| {
-        time(repeats, || {
-            for (x, w) in inputs.iter().zip(rhs) {
-                x.matmul(w).unwrap();
+    let mut matmul_rows = Vec::new();
+    for rows in [rows, 4 * rows, 16 * rows] {
+        let inputs: Vec<Tensor> = linears
+            .iter()
+            .map(|l| Tensor::randn(0f32, 1.0, (rows, l.weight.dim(1).unwrap()), &Device::Cpu).unwrap())
+            .collect();
+        let matmuls = |rhs: &[Tensor]| {
+            time(repeats, || {
+                for (x, w) in inputs.iter().zip(rhs) {
+                    x.matmul(w).unwrap();
+                }
+            })
+        };
+        let as_loaded = matmuls(&linears.map(|l| l.weight.t().unwrap()));
+        let weight_first = time(repeats, || {
+            for (x, l) in inputs.iter().zip(&linears) {
+                l.weight.matmul(&x.t().unwrap()).unwrap().t().unwrap().contiguous().unwrap();
             }
-        })
-    };
-    let as_loaded = matmuls(&linears.map(|l| l.weight.t().unwrap()));
-    let transposed = matmuls(&linears.map(|l| l.weight.t().unwrap().contiguous().unwrap()));
+        });
+        let transposed = matmuls(&linears.map(|l| l.weight.t().unwrap().contiguous().unwrap()));
+        matmul_rows.push((rows, as_loaded, weight_first, transposed));
+    }
     println!(
         "{model_dir}, layers {layers}, N = {}, {} caption tokens, {repeats} repeats (best / median):",
         settings.steps,
@@ -113,9 +127,17 @@ fn main() {
         ("image + reference forward to the split", forward),
         ("image side (V)", image_s),
         ("text side (U)", text_s),
-        ("one block's matmuls, x·Wᵀ as loaded", as_loaded),
-        ("the same, W stored [in, out]", transposed),
     ] {
         println!("  {name:40} {best:.4} s / {median:.4} s");
+    }
+    println!("one vision block's six matmuls (best / median):");
+    for (rows, as_loaded, weight_first, transposed) in matmul_rows {
+        for (name, (best, median)) in [
+            ("x·Wᵀ, W [out, in] as loaded", as_loaded),
+            ("(W·xᵀ)ᵀ, W as loaded", weight_first),
+            ("x·W, W stored [in, out]", transposed),
+        ] {
+            println!("  {rows:5} rows, {name:28} {best:.4} s / {median:.4} s");
+        }
     }
 }

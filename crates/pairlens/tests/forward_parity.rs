@@ -1,7 +1,9 @@
 //! Forward parity with PyTorch (transformers `CLIPModel`, open_clip `CLIP`) on the random-weight
 //! checkpoints of fixtures/models (made by scripts/fixtures/models.py). The checkpoints are read
 //! through `io::checkpoint::load`, so this also proves the loaders' name/shape/transposition
-//! mapping: any dropped or mis-split tensor moves the outputs far beyond 1e-5.
+//! mapping: any dropped or mis-split tensor moves the outputs far beyond 1e-5. This binary
+//! installs the CLI's allocator, so the weights are the files' own pages (zero-copy), as in
+//! `pairlens`; the other test binaries load by copying.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -11,6 +13,20 @@ mod support;
 use candle_core::{DType, Device, Tensor};
 use pairlens::io::checkpoint::{self, CheckpointFormat, LoadedModel};
 use support::FixtureDir;
+
+#[global_allocator]
+static ALLOCATOR: pairlens::io::mapped::MappingAllocator = pairlens::io::mapped::MappingAllocator;
+
+/// Whether `t`'s data lies in a checkpoint file's mapping.
+fn file_backed(t: &Tensor) -> bool {
+    let (storage, layout) = t.storage_and_layout();
+    match &*storage {
+        candle_core::Storage::Cpu(candle_core::CpuStorage::F32(v)) => {
+            pairlens::io::mapped::is_file_backed(v[layout.start_offset()..].as_ptr() as *const u8)
+        }
+        _ => false,
+    }
+}
 
 /// Embeddings: absolute. Hidden states grow through the residual stream (|h| up to ~12 here),
 /// where f32 rounding alone (summation order of matmuls/conv) reaches a few 1e-6 *relative*;
@@ -131,6 +147,10 @@ fn check_model(name: &'static str, format: CheckpointFormat) {
     let c = case(name);
     let m = &c.loaded.model;
     assert_eq!(c.loaded.format, format);
+    let block = &m.vision.weights.blocks[0];
+    for (what, t) in [("fc1", &block.fc1.weight), ("q", &block.q.weight), ("k bias", block.k.bias.as_ref().unwrap())] {
+        assert!(file_backed(t), "{name}: {what} was copied, not mapped");
+    }
     let lscale = c.meta["logit_scale"].as_f64().unwrap() as f32;
     assert!((m.logit_scale - lscale).abs() < 1e-6, "{name}: logit_scale");
 

@@ -2,6 +2,7 @@
 
 pub mod checkpoint;
 pub mod image;
+pub mod mapped;
 pub mod preprocess;
 pub mod resample;
 pub mod text_clean;

@@ -1,6 +1,8 @@
 //! Memory-mapped safetensors reading. Each tensor is converted straight from the mapped bytes
 //! into one owned `Vec<f32>` (dtype conversion, row slicing and transposition happen in that one
-//! pass), so peak memory stays near one copy of the weights.
+//! pass), so peak memory stays near one copy of the weights. Where the process installed
+//! [`crate::io::mapped::MappingAllocator`], f32 tensors are not copied at all: their `Vec` is
+//! the file's own (private, copy-on-write) mapping.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -11,12 +13,15 @@ use candle_core::{Device, Tensor};
 use memmap2::Mmap;
 use safetensors::tensor::{Dtype, Metadata, SafeTensors, TensorInfo};
 
+use crate::io::mapped::MappedFile;
 use crate::{Error, Result};
 
 struct Shard {
     path: PathBuf,
     file: File,
     mmap: Mmap,
+    /// The same file mapped for zero-copy tensors, when the allocator allows it.
+    zero_copy: Option<MappedFile>,
     /// Byte offset of the data section (8-byte length + JSON header).
     data_start: usize,
     metadata: Metadata,
@@ -41,8 +46,10 @@ fn open_shard(path: &Path) -> Result<Shard> {
         name: "<header>".into(),
         msg: format!("not a valid safetensors file: {e}"),
     })?;
+    let zero_copy = MappedFile::map(&file, mmap.len());
     Ok(Shard {
         path: path.to_path_buf(),
+        zero_copy,
         file,
         mmap,
         data_start: 8 + n,
@@ -199,6 +206,10 @@ impl TensorStore {
         #[cfg(all(unix, target_endian = "little"))]
         if info.dtype == Dtype::F32 {
             let offset = bytes.as_ptr() as usize - shard.mmap.as_ptr() as usize;
+            let mapped = shard.zero_copy.as_ref();
+            if let Some(out) = mapped.and_then(|m| m.f32s(offset, range.len())) {
+                return check_finite(out, range.start, bad);
+            }
             let out = read_f32_direct(&shard.file, offset, range.len())
                 .map_err(|e| bad(format!("cannot read: {e}")))?;
             return check_finite(out, range.start, bad);
