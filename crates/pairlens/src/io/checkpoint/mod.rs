@@ -87,6 +87,17 @@ pub fn read_config(dir: &Path) -> Result<(CheckpointFormat, ClipConfig)> {
 }
 
 /// Load a checkpoint directory onto `device`.
+/// `a` on its own thread while `b` runs on this one (the tokenizer builds while the weights are
+/// read: with zero-copy weights, building CLIP's 49k-token tokenizer is the longer of the two).
+fn beside<A: Send, B>(a: impl FnOnce() -> A + Send, b: impl FnOnce() -> B) -> (A, B) {
+    std::thread::scope(|s| {
+        let a = s.spawn(a);
+        let b = b();
+        let a = a.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
+        (a, b)
+    })
+}
+
 pub fn load(dir: &Path, device: &Device) -> Result<LoadedModel> {
     let format = detect(dir)?;
     let tok_path = dir.join("tokenizer.json");
@@ -99,43 +110,46 @@ pub fn load(dir: &Path, device: &Device) -> Result<LoadedModel> {
                     what: "tokenizer; vocab.json/merges.txt alone are not read".into(),
                 });
             }
-            let tokenizer = ClipTokenizer::from_file(
-                &tok_path,
-                TextCleaning::None,
-                config.text.context_length,
-                None,
-            )?;
             let pp_path = dir.join("preprocessor_config.json");
+            let (tokenizer, weights) = beside(
+                || {
+                    let ctx = config.text.context_length;
+                    ClipTokenizer::from_file(&tok_path, TextCleaning::None, ctx, None)
+                },
+                || hf::read_weights(&hf::open_weights(dir)?, &config, device),
+            );
+            let tokenizer = tokenizer?;
             let preprocess = if pp_path.is_file() {
                 PreprocessConfig::from_hf_file(&pp_path)?
             } else {
                 PreprocessConfig::hf_default(config.vision.image_size)
             };
-            let store = hf::open_weights(dir)?;
-            let weights = hf::read_weights(&store, &config, device)?;
-            (config, weights, tokenizer, preprocess)
+            (config, weights?, tokenizer, preprocess)
         }
         CheckpointFormat::OpenClip => {
             let (config, extra) = open_clip::read_config(dir)?;
             let ctx = config.text.context_length;
-            let tokenizer = if tok_path.is_file() {
-                ClipTokenizer::from_file(
-                    &tok_path,
-                    TextCleaning::OpenClip,
-                    ctx,
-                    Some(extra.pad_id),
-                )?
-            } else {
-                ClipTokenizer::bundled_open_clip(ctx)?
-            };
+            let (tokenizer, weights) = beside(
+                || {
+                    if tok_path.is_file() {
+                        let pad = Some(extra.pad_id);
+                        ClipTokenizer::from_file(&tok_path, TextCleaning::OpenClip, ctx, pad)
+                    } else {
+                        ClipTokenizer::bundled_open_clip(ctx)
+                    }
+                },
+                || {
+                    let store = open_clip::open_weights(dir)?;
+                    open_clip::read_weights(&store, &config, &extra, device)
+                },
+            );
+            let tokenizer = tokenizer?;
             let preprocess = PreprocessConfig::from_open_clip(
                 &extra.preprocess_cfg,
                 config.vision.image_size,
                 &dir.join(open_clip::CONFIG),
             )?;
-            let store = open_clip::open_weights(dir)?;
-            let weights = open_clip::read_weights(&store, &config, &extra, device)?;
-            (config, weights, tokenizer, preprocess)
+            (config, weights?, tokenizer, preprocess)
         }
     };
 
