@@ -290,15 +290,26 @@ fn readable_bytes(bytes: &[u8]) -> String {
     out
 }
 
-/// A BPE tokenizer.json read in two cheap parts. `Tokenizer::from_bytes` sends the "model"
+/// A tokenizer.json as a `tokenizers::Tokenizer`. `Tokenizer::from_bytes` sends the "model"
 /// section through two generic buffers (an untagged enum, then a JSON map of the whole
-/// vocabulary) before building the BPE: for CLIP's 49k tokens that was the longest step of an
-/// explain's start-up. Here the BPE comes straight from its section through its own
-/// deserializer, and the rest of the file through `from_str` with a stand-in model that holds
-/// only the added tokens (so they keep their ids), which is then swapped out. Used for the
-/// bundled vocabulary, whose added tokens are all in the vocabulary; `tests/tokenizer_parity.rs`
-/// checks the result against transformers and open_clip.
-fn bpe_tokenizer_from_json(json: &[u8]) -> std::result::Result<Tokenizer, String> {
+/// vocabulary) before building it: for CLIP's 49k-token BPE that was the longest step of an
+/// explain's start-up. So a BPE is read in two cheap parts ([`bpe_tokenizer_from_json`]) when
+/// that gives the same tokenizer — every added token already in the vocabulary under its own id,
+/// as in CLIP's files — and anything else the usual way. `tests/tokenizer_parity.rs` checks the
+/// results against transformers and open_clip.
+fn tokenizer_from_json(json: &[u8]) -> std::result::Result<Tokenizer, String> {
+    match bpe_tokenizer_from_json(json) {
+        Some(tok) => Ok(tok),
+        None => Tokenizer::from_bytes(json).map_err(|e| e.to_string()),
+    }
+}
+
+/// The BPE straight from its section through its own deserializer, the rest of the file through
+/// `from_str` with a stand-in model that holds only the added tokens (so they keep their ids),
+/// then swapped out. `None` when the model is not a BPE, the file does not parse this way, or an
+/// added token is missing from the vocabulary or has another id there (tokenizers would then
+/// give it a new id).
+fn bpe_tokenizer_from_json(json: &[u8]) -> Option<Tokenizer> {
     use serde_json::Value;
     #[derive(serde::Deserialize)]
     struct Model {
@@ -307,23 +318,32 @@ fn bpe_tokenizer_from_json(json: &[u8]) -> std::result::Result<Tokenizer, String
     #[derive(serde::Deserialize)]
     struct Rest {
         version: Value,
+        #[serde(default)]
         truncation: Value,
+        #[serde(default)]
         padding: Value,
+        #[serde(default)]
         added_tokens: Vec<Value>,
+        #[serde(default)]
         normalizer: Value,
+        #[serde(default)]
         pre_tokenizer: Value,
+        #[serde(default)]
         post_processor: Value,
+        #[serde(default)]
         decoder: Value,
     }
-    let bpe = serde_json::from_slice::<Model>(json)
-        .map_err(|e| e.to_string())?
-        .model;
-    let rest: Rest = serde_json::from_slice(json).map_err(|e| e.to_string())?;
-    let stand_in: serde_json::Map<String, Value> = rest
-        .added_tokens
-        .iter()
-        .filter_map(|t| Some((t.get("content")?.as_str()?.to_string(), t.get("id")?.clone())))
-        .collect();
+    let bpe = serde_json::from_slice::<Model>(json).ok()?.model;
+    let rest: Rest = serde_json::from_slice(json).ok()?;
+    let mut stand_in = serde_json::Map::new();
+    for t in &rest.added_tokens {
+        let content = t.get("content")?.as_str()?;
+        let id = t.get("id")?.as_u64()?;
+        if bpe.token_to_id(content) != Some(u32::try_from(id).ok()?) {
+            return None;
+        }
+        stand_in.insert(content.to_string(), id.into());
+    }
     let shell = serde_json::json!({
         "version": rest.version,
         "truncation": rest.truncation,
@@ -335,9 +355,9 @@ fn bpe_tokenizer_from_json(json: &[u8]) -> std::result::Result<Tokenizer, String
         "decoder": rest.decoder,
         "model": {"type": "BPE", "vocab": stand_in, "merges": []},
     });
-    let mut tok: Tokenizer = shell.to_string().parse().map_err(|e| format!("{e}"))?;
+    let mut tok: Tokenizer = shell.to_string().parse().ok()?;
     tok.with_model(bpe);
-    Ok(tok)
+    Some(tok)
 }
 
 fn bundled_tokenizer() -> Result<&'static (Tokenizer, serde_json::Value)> {
@@ -350,8 +370,8 @@ fn bundled_tokenizer() -> Result<&'static (Tokenizer, serde_json::Value)> {
             .map_err(|e| format!("bundled CLIP vocabulary: cannot decompress: {e}"))?;
         let value: serde_json::Value =
             tokenizer_json_head(&json).map_err(|e| format!("bundled CLIP vocabulary: {e}"))?;
-        let tok = bpe_tokenizer_from_json(&json)
-            .map_err(|e| format!("bundled CLIP vocabulary: {e}"))?;
+        let tok =
+            tokenizer_from_json(&json).map_err(|e| format!("bundled CLIP vocabulary: {e}"))?;
         Ok((tok, value))
     })
     .as_ref()
@@ -387,8 +407,8 @@ impl ClipTokenizer {
         let bad = |msg: String| Error::bad_config(path, msg);
         let json = tokenizer_json_head(&bytes)
             .map_err(|e| bad(format!("not a tokenizer.json: {e}")))?;
-        let tok = Tokenizer::from_bytes(&bytes)
-            .map_err(|e| bad(format!("cannot load tokenizer: {e}")))?;
+        let tok =
+            tokenizer_from_json(&bytes).map_err(|e| bad(format!("cannot load tokenizer: {e}")))?;
         let side_pad = path.parent().and_then(side_file_pad_token);
         let pad_id = match (pad_id, side_pad) {
             (Some(p), _) => Some(p),
@@ -700,5 +720,33 @@ mod tests {
         let e = t.encode("a photo of a dog", false).unwrap();
         assert_eq!(&e.ids[..7], &[49406, 320, 1125, 539, 320, 1929, 49407]);
         assert_eq!(e.tokens, ["<sot>", "a", "photo", "of", "a", "dog", "<eot>"]);
+    }
+
+    /// The two-part BPE reader builds the same tokenizer as `Tokenizer::from_bytes`, and declines
+    /// a file whose added token would get another id.
+    #[test]
+    fn two_part_bpe_reader_equals_tokenizers_own() {
+        let mut json = Vec::new();
+        flate2::read::GzDecoder::new(BUNDLED_GZ)
+            .read_to_end(&mut json)
+            .unwrap();
+        let fast = bpe_tokenizer_from_json(&json).expect("CLIP's file takes the two-part path");
+        let slow = Tokenizer::from_bytes(&json).unwrap();
+        assert_eq!(fast.get_vocab_size(true), slow.get_vocab_size(true));
+        for text in [
+            "a photo of a dog",
+            "<|startoftext|>Hello, WORLD!! naïve café 123<|endoftext|>",
+            "  multiple   spaces and a very_long-compound word  ",
+        ] {
+            let (f, s) = (fast.encode(text, true).unwrap(), slow.encode(text, true).unwrap());
+            assert_eq!(f.get_ids(), s.get_ids(), "{text:?}");
+            assert_eq!(f.get_tokens(), s.get_tokens(), "{text:?}");
+        }
+        let mut v: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        v["added_tokens"][0]["id"] = 5.into();
+        assert!(bpe_tokenizer_from_json(v.to_string().as_bytes()).is_none());
+        let word_level = crate::data::word_level_tokenizer_json(&crate::data::vocabulary());
+        assert!(bpe_tokenizer_from_json(word_level.as_bytes()).is_none());
+        assert!(tokenizer_from_json(word_level.as_bytes()).is_ok());
     }
 }
