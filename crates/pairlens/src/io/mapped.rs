@@ -48,20 +48,24 @@ pub fn is_file_backed(ptr: *const u8) -> bool {
     })
 }
 
+/// Records that allocations come through [`MappingAllocator`] (a read first: the flag's cache
+/// line stays shared between cores once set).
+fn mark_installed() {
+    if !INSTALLED.load(Ordering::Relaxed) {
+        INSTALLED.store(true, Ordering::Relaxed);
+    }
+}
+
 // SAFETY: every request goes to `System` except frees of registered mapping memory (ignored: the
 // mapping outlives every Vec over it) and growth of it (a fresh `System` block, contents copied).
 unsafe impl GlobalAlloc for MappingAllocator {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if !INSTALLED.load(Ordering::Relaxed) {
-            INSTALLED.store(true, Ordering::Relaxed);
-        }
+        mark_installed();
         System.alloc(layout)
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        if !INSTALLED.load(Ordering::Relaxed) {
-            INSTALLED.store(true, Ordering::Relaxed);
-        }
+        mark_installed();
         System.alloc_zeroed(layout)
     }
 

@@ -156,39 +156,64 @@ fn post_specials(pp: &serde_json::Value) -> Option<((String, Option<u32>), (Stri
     }
 }
 
-/// The parts of a tokenizer.json that [`json_info`] reads, as a small JSON value. The vocabulary
-/// and merges (most of the file) are skipped while parsing instead of built into a map: that
-/// map was a third of `explain`'s start-up on CLIP's 49k-token vocabulary.
-fn tokenizer_json_head(bytes: &[u8]) -> serde_json::Result<serde_json::Value> {
-    use serde_json::Value;
-    #[derive(serde::Deserialize)]
-    struct Model {
-        #[serde(default)]
-        end_of_word_suffix: Value,
+/// Every top-level section of a tokenizer.json but the model, and the model's
+/// `end_of_word_suffix`. Parsing skips the vocabulary and merges (most of the file) instead of
+/// building them into a map: that map was a third of `explain`'s start-up on CLIP's vocabulary.
+#[derive(serde::Deserialize)]
+struct Sections {
+    #[serde(default)]
+    version: serde_json::Value,
+    #[serde(default)]
+    truncation: serde_json::Value,
+    #[serde(default)]
+    padding: serde_json::Value,
+    #[serde(default)]
+    added_tokens: Vec<serde_json::Value>,
+    #[serde(default)]
+    normalizer: serde_json::Value,
+    #[serde(default)]
+    pre_tokenizer: serde_json::Value,
+    #[serde(default)]
+    post_processor: serde_json::Value,
+    #[serde(default)]
+    decoder: serde_json::Value,
+    model: Option<ModelHead>,
+}
+
+#[derive(serde::Deserialize)]
+struct ModelHead {
+    #[serde(default)]
+    end_of_word_suffix: serde_json::Value,
+}
+
+impl Sections {
+    fn parse(bytes: &[u8]) -> serde_json::Result<Sections> {
+        serde_json::from_slice(bytes)
     }
-    #[derive(serde::Deserialize)]
-    struct Head {
-        #[serde(default)]
-        pre_tokenizer: Value,
-        #[serde(default)]
-        decoder: Value,
-        #[serde(default)]
-        post_processor: Value,
-        #[serde(default)]
-        padding: Value,
-        model: Option<Model>,
+
+    /// The sections as one JSON value, with `model` standing in for the file's model.
+    fn to_json(&self, model: serde_json::Value) -> serde_json::Value {
+        serde_json::json!({
+            "version": self.version,
+            "truncation": self.truncation,
+            "padding": self.padding,
+            "added_tokens": self.added_tokens,
+            "normalizer": self.normalizer,
+            "pre_tokenizer": self.pre_tokenizer,
+            "post_processor": self.post_processor,
+            "decoder": self.decoder,
+            "model": model,
+        })
     }
-    let h: Head = serde_json::from_slice(bytes)?;
-    let mut head = serde_json::json!({
-        "pre_tokenizer": h.pre_tokenizer,
-        "decoder": h.decoder,
-        "post_processor": h.post_processor,
-        "padding": h.padding,
-    });
-    if let Some(m) = h.model {
-        head["model"] = serde_json::json!({ "end_of_word_suffix": m.end_of_word_suffix });
+
+    /// What [`json_info`] reads.
+    fn head(&self) -> serde_json::Value {
+        let model = match &self.model {
+            Some(m) => serde_json::json!({ "end_of_word_suffix": m.end_of_word_suffix }),
+            None => serde_json::Value::Null,
+        };
+        self.to_json(model)
     }
-    Ok(head)
 }
 
 fn json_info(json: &serde_json::Value) -> JsonInfo {
@@ -297,46 +322,29 @@ fn readable_bytes(bytes: &[u8]) -> String {
 /// that gives the same tokenizer — every added token already in the vocabulary under its own id,
 /// as in CLIP's files — and anything else the usual way. `tests/tokenizer_parity.rs` checks the
 /// results against transformers and open_clip.
-fn tokenizer_from_json(json: &[u8]) -> std::result::Result<Tokenizer, String> {
-    match bpe_tokenizer_from_json(json) {
+fn tokenizer_from_json(
+    json: &[u8],
+    sections: &Sections,
+) -> std::result::Result<Tokenizer, String> {
+    match bpe_tokenizer_from_json(json, sections) {
         Some(tok) => Ok(tok),
         None => Tokenizer::from_bytes(json).map_err(|e| e.to_string()),
     }
 }
 
-/// The BPE straight from its section through its own deserializer, the rest of the file through
-/// `from_str` with a stand-in model that holds only the added tokens (so they keep their ids),
-/// then swapped out. `None` when the model is not a BPE, the file does not parse this way, or an
-/// added token is missing from the vocabulary or has another id there (tokenizers would then
-/// give it a new id).
-fn bpe_tokenizer_from_json(json: &[u8]) -> Option<Tokenizer> {
-    use serde_json::Value;
+/// The BPE straight from its section through its own deserializer, the other `sections`
+/// through `from_str` with a stand-in model that holds only the added tokens (so they keep their
+/// ids), then swapped out. `None` when the model is not a BPE, the file does not parse this way,
+/// or an added token is missing from the vocabulary or has another id there (tokenizers would
+/// then give it a new id).
+fn bpe_tokenizer_from_json(json: &[u8], sections: &Sections) -> Option<Tokenizer> {
     #[derive(serde::Deserialize)]
     struct Model {
         model: tokenizers::models::bpe::BPE,
     }
-    #[derive(serde::Deserialize)]
-    struct Rest {
-        version: Value,
-        #[serde(default)]
-        truncation: Value,
-        #[serde(default)]
-        padding: Value,
-        #[serde(default)]
-        added_tokens: Vec<Value>,
-        #[serde(default)]
-        normalizer: Value,
-        #[serde(default)]
-        pre_tokenizer: Value,
-        #[serde(default)]
-        post_processor: Value,
-        #[serde(default)]
-        decoder: Value,
-    }
     let bpe = serde_json::from_slice::<Model>(json).ok()?.model;
-    let rest: Rest = serde_json::from_slice(json).ok()?;
     let mut stand_in = serde_json::Map::new();
-    for t in &rest.added_tokens {
+    for t in &sections.added_tokens {
         let content = t.get("content")?.as_str()?;
         let id = t.get("id")?.as_u64()?;
         if bpe.token_to_id(content) != Some(u32::try_from(id).ok()?) {
@@ -344,17 +352,9 @@ fn bpe_tokenizer_from_json(json: &[u8]) -> Option<Tokenizer> {
         }
         stand_in.insert(content.to_string(), id.into());
     }
-    let shell = serde_json::json!({
-        "version": rest.version,
-        "truncation": rest.truncation,
-        "padding": rest.padding,
-        "added_tokens": rest.added_tokens,
-        "normalizer": rest.normalizer,
-        "pre_tokenizer": rest.pre_tokenizer,
-        "post_processor": rest.post_processor,
-        "decoder": rest.decoder,
-        "model": {"type": "BPE", "vocab": stand_in, "merges": []},
-    });
+    let shell = sections.to_json(serde_json::json!({
+        "type": "BPE", "vocab": stand_in, "merges": [],
+    }));
     let mut tok: Tokenizer = shell.to_string().parse().ok()?;
     tok.with_model(bpe);
     Some(tok)
@@ -368,11 +368,11 @@ fn bundled_tokenizer() -> Result<&'static (Tokenizer, serde_json::Value)> {
         flate2::read::GzDecoder::new(BUNDLED_GZ)
             .read_to_end(&mut json)
             .map_err(|e| format!("bundled CLIP vocabulary: cannot decompress: {e}"))?;
-        let value: serde_json::Value =
-            tokenizer_json_head(&json).map_err(|e| format!("bundled CLIP vocabulary: {e}"))?;
-        let tok =
-            tokenizer_from_json(&json).map_err(|e| format!("bundled CLIP vocabulary: {e}"))?;
-        Ok((tok, value))
+        let sections =
+            Sections::parse(&json).map_err(|e| format!("bundled CLIP vocabulary: {e}"))?;
+        let tok = tokenizer_from_json(&json, &sections)
+            .map_err(|e| format!("bundled CLIP vocabulary: {e}"))?;
+        Ok((tok, sections.head()))
     })
     .as_ref()
     .map_err(|e| Error::Tokenizer(e.clone()))
@@ -405,10 +405,11 @@ impl ClipTokenizer {
     ) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
         let bad = |msg: String| Error::bad_config(path, msg);
-        let json = tokenizer_json_head(&bytes)
-            .map_err(|e| bad(format!("not a tokenizer.json: {e}")))?;
-        let tok =
-            tokenizer_from_json(&bytes).map_err(|e| bad(format!("cannot load tokenizer: {e}")))?;
+        let sections =
+            Sections::parse(&bytes).map_err(|e| bad(format!("not a tokenizer.json: {e}")))?;
+        let tok = tokenizer_from_json(&bytes, &sections)
+            .map_err(|e| bad(format!("cannot load tokenizer: {e}")))?;
+        let json = sections.head();
         let side_pad = path.parent().and_then(side_file_pad_token);
         let pad_id = match (pad_id, side_pad) {
             (Some(p), _) => Some(p),
@@ -730,7 +731,9 @@ mod tests {
         flate2::read::GzDecoder::new(BUNDLED_GZ)
             .read_to_end(&mut json)
             .unwrap();
-        let fast = bpe_tokenizer_from_json(&json).expect("CLIP's file takes the two-part path");
+        let sections = |json: &[u8]| Sections::parse(json).unwrap();
+        let fast = bpe_tokenizer_from_json(&json, &sections(&json))
+            .expect("CLIP's file takes the two-part path");
         let slow = Tokenizer::from_bytes(&json).unwrap();
         assert_eq!(fast.get_vocab_size(true), slow.get_vocab_size(true));
         for text in [
@@ -744,9 +747,11 @@ mod tests {
         }
         let mut v: serde_json::Value = serde_json::from_slice(&json).unwrap();
         v["added_tokens"][0]["id"] = 5.into();
-        assert!(bpe_tokenizer_from_json(v.to_string().as_bytes()).is_none());
+        let moved = v.to_string();
+        assert!(bpe_tokenizer_from_json(moved.as_bytes(), &sections(moved.as_bytes())).is_none());
         let word_level = crate::data::word_level_tokenizer_json(&crate::data::vocabulary());
-        assert!(bpe_tokenizer_from_json(word_level.as_bytes()).is_none());
-        assert!(tokenizer_from_json(word_level.as_bytes()).is_ok());
+        let wl = word_level.as_bytes();
+        assert!(bpe_tokenizer_from_json(wl, &sections(wl)).is_none());
+        assert!(tokenizer_from_json(wl, &sections(wl)).is_ok());
     }
 }

@@ -113,19 +113,28 @@ pub fn clip_loss(
 /// or `None` when every caption of the batch is distinct.
 pub fn duplicate_caption_mask(ids: &Tensor) -> Result<Option<Tensor>> {
     let rows: Vec<Vec<u32>> = ids.to_vec2()?;
-    let b = rows.len();
+    excluded_pairs(rows.len(), ids.device(), |i, j| rows[i] == rows[j])
+}
+
+/// `[B, B]` mask (1 = left out of the loss) of the off-diagonal pairs `(i, j)` where
+/// `leave_out(i, j)`, or `None` when there is none.
+pub fn excluded_pairs(
+    b: usize,
+    device: &candle_core::Device,
+    leave_out: impl Fn(usize, usize) -> bool,
+) -> Result<Option<Tensor>> {
     let mut mask = vec![0f32; b * b];
     let mut any = false;
     for i in 0..b {
-        for j in 0..b {
-            if i != j && rows[i] == rows[j] {
+        for j in (0..b).filter(|&j| j != i) {
+            if leave_out(i, j) {
                 mask[i * b + j] = 1.0;
                 any = true;
             }
         }
     }
     Ok(if any {
-        Some(Tensor::from_vec(mask, (b, b), ids.device())?)
+        Some(Tensor::from_vec(mask, (b, b), device)?)
     } else {
         None
     })

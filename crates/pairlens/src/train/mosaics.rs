@@ -4,7 +4,7 @@
 use candle_core::{Device, Tensor};
 use serde_json::{json, Value};
 
-use super::loss::{duplicate_caption_mask, Batch, Batches};
+use super::loss::{duplicate_caption_mask, excluded_pairs, Batch, Batches};
 use crate::data::{caption_fits, max_caption_words, Mosaic, MosaicGenerator};
 use crate::io::preprocess::{PixelScaling, PreprocessConfig};
 use crate::io::tokenizer::ClipTokenizer;
@@ -91,25 +91,12 @@ pub struct MosaicBatches {
 
 /// `[B, B]` mask of the pairs (image i, caption j ≠ i) where caption j is true of image i.
 fn true_caption_mask(mosaics: &[Mosaic]) -> Result<Option<Tensor>> {
-    let b = mosaics.len();
     let items: Vec<Vec<(u8, [u32; 4])>> = mosaics
         .iter()
         .map(|m| m.items.iter().map(|it| (it.class, it.bbox)).collect())
         .collect();
-    let mut mask = vec![0f32; b * b];
-    let mut any = false;
-    for (i, on) in items.iter().enumerate() {
-        for (j, m) in mosaics.iter().enumerate() {
-            if i != j && caption_fits(&m.phrases, &m.relations, on) {
-                mask[i * b + j] = 1.0;
-                any = true;
-            }
-        }
-    }
-    Ok(if any {
-        Some(Tensor::from_vec(mask, (b, b), &Device::Cpu)?)
-    } else {
-        None
+    excluded_pairs(mosaics.len(), &Device::Cpu, |i, j| {
+        caption_fits(&mosaics[j].phrases, &mosaics[j].relations, &items[i])
     })
 }
 
