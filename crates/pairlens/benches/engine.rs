@@ -3,7 +3,8 @@
 //! the split, the whole image side (V), the whole text side (U); and one vision block's six
 //! matmuls at the forward's row count and 4× and 16× it, three ways: `x·Wᵀ` with the weights as
 //! loaded (`W` `[out, in]`), `(W·xᵀ)ᵀ` with the same weights, and `x·W` with `W` stored
-//! `[in, out]`, to size what the weights' layout and the product's order cost.
+//! `[in, out]`, to size what the weights' layout and the product's order cost; and one vision
+//! block's forward op by op (norms, linears, head copies, attention, activation).
 //!
 //! ```sh
 //! PAIRLENS_BENCH_MODEL=/tmp/pairlens-bench/ViT-B-32 PAIRLENS_BENCH_IMAGE=/tmp/pairlens-bench/image.png \
@@ -20,6 +21,7 @@ use candle_core::{Device, Tensor};
 use pairlens::attribution::{image_side, side::NoProgress, text_side, Settings};
 use pairlens::io::checkpoint;
 use pairlens::io::preprocess::preprocess_file;
+use pairlens::model::ops;
 
 /// As in the `pairlens` binary: weights are the checkpoint file's pages, not copies.
 #[global_allocator]
@@ -99,7 +101,9 @@ fn main() {
     for rows in [rows, 4 * rows, 16 * rows] {
         let inputs: Vec<Tensor> = linears
             .iter()
-            .map(|l| Tensor::randn(0f32, 1.0, (rows, l.weight.dim(1).unwrap()), &Device::Cpu).unwrap())
+            .map(|l| {
+                Tensor::randn(0f32, 1.0, (rows, l.weight.dim(1).unwrap()), &Device::Cpu).unwrap()
+            })
             .collect();
         let matmuls = |rhs: &[Tensor]| {
             time(repeats, || {
@@ -111,12 +115,111 @@ fn main() {
         let as_loaded = matmuls(&linears.map(|l| l.weight.t().unwrap()));
         let weight_first = time(repeats, || {
             for (x, l) in inputs.iter().zip(&linears) {
-                l.weight.matmul(&x.t().unwrap()).unwrap().t().unwrap().contiguous().unwrap();
+                l.weight
+                    .matmul(&x.t().unwrap())
+                    .unwrap()
+                    .t()
+                    .unwrap()
+                    .contiguous()
+                    .unwrap();
             }
         });
         let transposed = matmuls(&linears.map(|l| l.weight.t().unwrap().contiguous().unwrap()));
         matmul_rows.push((rows, as_loaded, weight_first, transposed));
     }
+    // One vision block's forward op by op, on the hidden states entering block 1 (as
+    // `block::Stack::block_forward` runs them), to see which ops the forward's time is in.
+    let h1 = model.vision.hidden_at(1, &batch).expect("hidden");
+    let cfg = &model.config.vision.transformer;
+    let (b, s, width) = h1.dims3().unwrap();
+    let (nh, hd) = (cfg.heads, cfg.head_dim());
+    let w = &model.vision.weights.blocks[1];
+    let eps = cfg.layer_norm_eps;
+    let heads = |y: &Tensor| {
+        y.reshape((b, s, nh, hd))
+            .unwrap()
+            .transpose(1, 2)
+            .unwrap()
+            .contiguous()
+            .unwrap()
+    };
+    let ln1 = ops::layer_norm(&h1, &w.ln_1, eps).unwrap();
+    let (q, k, v) = (
+        heads(&ops::linear(&ln1, &w.q).unwrap()),
+        heads(&ops::linear(&ln1, &w.k).unwrap()),
+        heads(&ops::linear(&ln1, &w.v).unwrap()),
+    );
+    let scale = 1.0 / (hd as f64).sqrt();
+    let o = ops::attention(&q, &k, &v, None, scale).unwrap();
+    let merged = o
+        .transpose(1, 2)
+        .unwrap()
+        .contiguous()
+        .unwrap()
+        .reshape((b, s, width))
+        .unwrap();
+    let x1 = (&h1 + ops::linear(&merged, &w.out).unwrap()).unwrap();
+    let ln2 = ops::layer_norm(&x1, &w.ln_2, eps).unwrap();
+    let f1 = ops::linear(&ln2, &w.fc1).unwrap();
+    let act = ops::activation(&f1, cfg.activation).unwrap();
+    let block_reps = 4 * repeats;
+    let block_ops: Vec<(&str, (f64, f64))> = vec![
+        (
+            "layer norms (2)",
+            time(block_reps, || {
+                ops::layer_norm(&h1, &w.ln_1, eps).unwrap();
+                ops::layer_norm(&x1, &w.ln_2, eps).unwrap();
+            }),
+        ),
+        (
+            "q, k, v linears",
+            time(block_reps, || {
+                for l in [&w.q, &w.k, &w.v] {
+                    ops::linear(&ln1, l).unwrap();
+                }
+            }),
+        ),
+        (
+            "split and merge heads (4 copies)",
+            time(block_reps, || {
+                for y in [&ln1, &ln1, &ln1] {
+                    heads(y);
+                }
+                o.transpose(1, 2).unwrap().contiguous().unwrap();
+            }),
+        ),
+        (
+            "attention (scores, softmax, values)",
+            time(block_reps, || {
+                ops::attention(&q, &k, &v, None, scale).unwrap();
+            }),
+        ),
+        (
+            "out linear + residual",
+            time(block_reps, || {
+                (&h1 + ops::linear(&merged, &w.out).unwrap()).unwrap();
+            }),
+        ),
+        (
+            "fc1 linear",
+            time(block_reps, || {
+                ops::linear(&ln2, &w.fc1).unwrap();
+            }),
+        ),
+        (
+            "activation",
+            time(block_reps, || {
+                ops::activation(&f1, cfg.activation).unwrap();
+            }),
+        ),
+        (
+            "fc2 linear + residual",
+            time(block_reps, || {
+                (&x1 + ops::linear(&act, &w.fc2).unwrap()).unwrap();
+            }),
+        ),
+    ];
+
     println!(
         "{model_dir}, layers {layers}, N = {}, {} caption tokens, {repeats} repeats (best / median):",
         settings.steps,
@@ -130,6 +233,16 @@ fn main() {
     ] {
         println!("  {name:40} {best:.4} s / {median:.4} s");
     }
+    println!(
+        "one vision block's forward op by op, {} rows (best / median):",
+        b * s
+    );
+    let (mut best, mut median) = (0.0, 0.0);
+    for (name, (b, m)) in &block_ops {
+        println!("  {name:40} {b:.5} s / {m:.5} s");
+        (best, median) = (best + b, median + m);
+    }
+    println!("  {:40} {best:.5} s / {median:.5} s", "sum");
     println!("one vision block's six matmuls (best / median):");
     for (rows, as_loaded, weight_first, transposed) in matmul_rows {
         for (name, (best, median)) in [

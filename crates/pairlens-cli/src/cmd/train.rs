@@ -71,6 +71,11 @@ pub struct Args {
     /// Relative draw weight of the --rare classes (the others have 1).
     #[arg(long, default_value_t = 0.03)]
     pub rare_weight: f32,
+    /// Shift the training distribution: `CLASS=WEIGHT` pairs (comma-separated) giving the
+    /// relative draw weight of a class for fresh items; unnamed classes keep 1. E.g.
+    /// `shirt=2,coat=2` draws more of the classes the model confuses. Test mosaics are unchanged.
+    #[arg(long, value_delimiter = ',', conflicts_with = "rare")]
+    pub class_weight: Vec<String>,
     /// Shift the training distribution: these classes only ever appear as a lone item, never
     /// in a scene with other items.
     #[arg(long, value_delimiter = ',')]
@@ -112,8 +117,8 @@ pub(super) fn parse_classes(flag: &str, names: &[String]) -> Result<Vec<u8>> {
         .collect()
 }
 
-/// The training mosaics: the default generator with the --single-items, --rare and --lone
-/// shifts.
+/// The training mosaics: the default generator with the --single-items, --rare (or
+/// --class-weight) and --lone shifts.
 fn train_mosaic_config(args: &Args) -> Result<MosaicConfig> {
     let rare = parse_classes("--rare", &args.rare)?;
     let lone = parse_classes("--lone", &args.lone)?;
@@ -123,13 +128,24 @@ fn train_mosaic_config(args: &Args) -> Result<MosaicConfig> {
             args.rare_weight
         );
     }
-    let class_weights = (!rare.is_empty()).then(|| {
+    let mut class_weights = (!rare.is_empty()).then(|| {
         let mut w = [1.0f32; 10];
         for &c in &rare {
             w[c as usize] = args.rare_weight;
         }
         w
     });
+    for pair in &args.class_weight {
+        let parsed = pair.split_once('=').and_then(|(name, w)| {
+            let w: f32 = w.trim().parse().ok()?;
+            Some((name, w))
+        });
+        let Some((name, w)) = parsed.filter(|(_, w)| w.is_finite() && *w > 0.0) else {
+            bail!("--class-weight: expected CLASS=WEIGHT with a weight > 0, not {pair:?}");
+        };
+        let c = parse_classes("--class-weight", &[name.to_string()])?[0];
+        class_weights.get_or_insert([1.0; 10])[c as usize] = w;
+    }
     Ok(MosaicConfig {
         single_item_prob: args.single_items,
         class_weights,
@@ -275,7 +291,7 @@ pub fn run(args: Args) -> Result<()> {
     let pp_json = builtin_preprocess_json(mosaic.canvas);
     let pp = PreprocessConfig::from_hf_json(&pp_json, Path::new("preprocessor_config.json"))?;
     let mut train = MosaicBatches {
-        generator: MosaicGenerator::try_new(train_data, train_mosaic, args.seed)?,
+        generator: MosaicGenerator::try_new(train_data, train_mosaic.clone(), args.seed)?,
         tokenizer: tokenizer.clone(),
         batch_size: args.batch,
         preprocess: pp.clone(),
@@ -311,11 +327,21 @@ pub fn run(args: Args) -> Result<()> {
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating {}", args.out.display()))?;
     let mut progress = Progress::new("train", args.steps, &args.out, eval)?;
-    if !args.rare.is_empty() || !args.lone.is_empty() {
+    if let Some(w) = train_mosaic.class_weights {
+        let named: Vec<String> = CLASS_KEYS
+            .iter()
+            .zip(w)
+            .filter(|(_, w)| *w != 1.0)
+            .map(|(k, w)| format!("{k}={w}"))
+            .collect();
         progress.bar.println(format!(
-            "shifted training mosaics: rare [{}] at weight {}, lone [{}]",
-            args.rare.join(", "),
-            args.rare_weight,
+            "shifted training mosaics: class weights {}",
+            named.join(", ")
+        ));
+    }
+    if !args.lone.is_empty() {
+        progress.bar.println(format!(
+            "shifted training mosaics: lone [{}]",
             args.lone.join(", ")
         ));
     }
@@ -338,4 +364,41 @@ pub fn run(args: Args) -> Result<()> {
         args.steps as f64 / secs,
         args.out.display()
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    fn config(extra: &[&str]) -> Result<MosaicConfig> {
+        let mut argv = vec!["train", "--data", "d", "--out", "o"];
+        argv.extend_from_slice(extra);
+        train_mosaic_config(&Cli::try_parse_from(argv)?.args)
+    }
+
+    #[test]
+    fn class_weight_spells_the_same_shift_as_rare() {
+        let rare = config(&["--rare", "shirt,coat", "--rare-weight", "2.25"]).unwrap();
+        let named = config(&["--class-weight", "shirt=2.25,coat=2.25"]).unwrap();
+        assert_eq!(rare, named);
+        let w = named.class_weights.unwrap();
+        assert_eq!((w[6], w[4], w[0]), (2.25, 2.25, 1.0));
+        assert_eq!(config(&[]).unwrap().class_weights, None);
+    }
+
+    #[test]
+    fn class_weight_refuses_bad_pairs() {
+        for bad in ["shirt", "shirt=0", "shirt=-1", "shirt=x", "sock=2"] {
+            let err = config(&["--class-weight", bad]).unwrap_err().to_string();
+            assert!(err.contains("--class-weight"), "{bad}: {err}");
+        }
+        assert!(config(&["--rare", "shirt", "--class-weight", "coat=2"]).is_err());
+    }
 }
