@@ -1,5 +1,6 @@
-//! Training on the tiny geometry: gradients against central finite differences (f64), every
-//! parameter reached by the backward pass, one step lowers the loss, bit-for-bit determinism,
+//! Training on the tiny geometry: gradients against central finite differences (f64), the
+//! hand-written reverse pass against candle's autograd, every parameter reached by the
+//! backward pass, one step lowers the loss, bit-for-bit determinism,
 //! the schedule and the optimizer's decay mask.
 
 use candle_core::{DType, Tensor};
@@ -110,6 +111,38 @@ fn gradients_match_central_differences_in_f64() {
         assert!(
             analytic.abs() > 1e-9,
             "{name}[{flat}] gradient is ~0: check is vacuous"
+        );
+    }
+}
+
+#[test]
+fn hand_written_backward_equals_autograd_in_f64() {
+    let cfg = cfg();
+    let w64 = ClipWeights::random(&cfg, 11)
+        .unwrap()
+        .to_dtype(DType::F64)
+        .unwrap();
+    let mut data = SyntheticBatches::new(&cfg, 5, 4);
+    data.dtype = DType::F64;
+    let batch = data.batch(0).unwrap();
+    let trainer = Trainer::new(cfg.clone(), &w64, train_cfg(1)).unwrap();
+    let (loss, grads) = trainer.gradients(&batch).unwrap();
+    let (loss_ref, reference) = trainer.autograd_gradients(&batch).unwrap();
+    assert_eq!(loss, loss_ref);
+    assert_eq!(grads.len(), reference.len());
+    for ((p, g), r) in trainer.params().iter().zip(&grads).zip(&reference) {
+        assert_eq!(g.dims(), r.dims(), "{}", p.name);
+        let g: Vec<f64> = g.flatten_all().unwrap().to_vec1().unwrap();
+        let r: Vec<f64> = r.flatten_all().unwrap().to_vec1().unwrap();
+        let scale = r.iter().fold(0f64, |m, v| m.max(v.abs()));
+        let worst = g
+            .iter()
+            .zip(&r)
+            .fold(0f64, |m, (a, b)| m.max((a - b).abs()));
+        assert!(
+            worst <= 1e-12 * (1.0 + scale),
+            "{}: hand-written vs autograd differ by {worst:e} (max |grad| {scale:e})",
+            p.name
         );
     }
 }
@@ -291,8 +324,13 @@ fn duplicate_captions_are_not_negatives() {
     let ids = Tensor::new(&[[0u32, 5, 1], [0, 7, 1], [0, 5, 1]], &dev).unwrap();
     let mask = duplicate_caption_mask(&ids).unwrap().unwrap();
     let m: Vec<Vec<f32>> = mask.to_vec2().unwrap();
-    assert_eq!(m, vec![vec![0., 0., 1.], vec![0., 0., 0.], vec![1., 0., 0.]]);
-    assert!(duplicate_caption_mask(&ids.narrow(0, 0, 2).unwrap()).unwrap().is_none());
+    assert_eq!(
+        m,
+        vec![vec![0., 0., 1.], vec![0., 0., 0.], vec![1., 0., 0.]]
+    );
+    assert!(duplicate_caption_mask(&ids.narrow(0, 0, 2).unwrap())
+        .unwrap()
+        .is_none());
 
     let img = Tensor::new(&[[1.0f64, 0.2], [0.3, -1.0], [0.5, 0.5]], &dev).unwrap();
     let txt = Tensor::new(&[[0.9f64, 0.1], [-0.2, -0.8], [0.7, 0.4]], &dev).unwrap();
@@ -305,18 +343,40 @@ fn duplicate_captions_are_not_negatives() {
         let n = (v[0] * v[0] + v[1] * v[1]).sqrt();
         [v[0] / n, v[1] / n]
     };
-    let i: Vec<_> = img.to_vec2::<f64>().unwrap().into_iter().map(|r| unit([r[0], r[1]])).collect();
-    let t: Vec<_> = txt.to_vec2::<f64>().unwrap().into_iter().map(|r| unit([r[0], r[1]])).collect();
+    let i: Vec<_> = img
+        .to_vec2::<f64>()
+        .unwrap()
+        .into_iter()
+        .map(|r| unit([r[0], r[1]]))
+        .collect();
+    let t: Vec<_> = txt
+        .to_vec2::<f64>()
+        .unwrap()
+        .into_iter()
+        .map(|r| unit([r[0], r[1]]))
+        .collect();
     let logit = |a: usize, b: usize| 2f64.exp() * (i[a][0] * t[b][0] + i[a][1] * t[b][1]);
     let keep = |a: usize, b: usize| a == b || m[a][b] == 0.0;
     let mut want = 0.0;
     for a in 0..3 {
-        let i2t: f64 = (0..3).filter(|&b| keep(a, b)).map(|b| logit(a, b).exp()).sum();
-        let t2i: f64 = (0..3).filter(|&b| keep(b, a)).map(|b| logit(b, a).exp()).sum();
+        let i2t: f64 = (0..3)
+            .filter(|&b| keep(a, b))
+            .map(|b| logit(a, b).exp())
+            .sum();
+        let t2i: f64 = (0..3)
+            .filter(|&b| keep(b, a))
+            .map(|b| logit(b, a).exp())
+            .sum();
         want += (i2t.ln() - logit(a, a)) + (t2i.ln() - logit(a, a));
     }
     want /= 6.0;
     assert!((got - want).abs() < 1e-12, "{got} vs {want}");
-    let plain: f64 = contrastive_loss(&img, &txt, &scale).unwrap().to_scalar().unwrap();
-    assert!(plain > got, "dropping negatives lowers the loss: {plain} vs {got}");
+    let plain: f64 = contrastive_loss(&img, &txt, &scale)
+        .unwrap()
+        .to_scalar()
+        .unwrap();
+    assert!(
+        plain > got,
+        "dropping negatives lowers the loss: {plain} vs {got}"
+    );
 }

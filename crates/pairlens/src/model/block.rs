@@ -1,4 +1,5 @@
-//! The pre-LN transformer block shared by both towers (causal mask or none), forward and JVP.
+//! The pre-LN transformer block shared by both towers (causal mask or none): forward, JVP and,
+//! for training, the reverse pass (VJP) over a taped forward.
 //!
 //! Layouts: primal `[B, S, W]`; dense tangent `[T, B, S, W]` (T tangents per primal, the primal
 //! broadcast over T). Linears fold every leading axis into rows, so T×B×S rows go through one
@@ -7,7 +8,7 @@
 use candle_core::Tensor;
 
 use super::config::TransformerConfig;
-use super::ops::{self, LnCache};
+use super::ops::{self, AttnCache, LnCache};
 use super::tangents::{index_tensor, one_hot, Tangents};
 use super::weights::Block;
 use crate::Result;
@@ -20,6 +21,30 @@ pub(crate) enum Rows<'a> {
     /// One row per sequence (`pool[b]`): the last block, where only the pooled row feeds the
     /// embedding. Keys and values still cover every row.
     Pooled(&'a [usize]),
+}
+
+/// What a block's forward keeps for its JVP and its VJP.
+#[derive(Clone, Debug)]
+pub(crate) struct BlockTape {
+    /// `ln_1` over every row, and its output (the keys' and values' input).
+    c1: LnCache,
+    h: Tensor,
+    /// The query rows of `h` (every row, or the pooled ones).
+    hq: Tensor,
+    attn: AttnCache,
+    /// Attention output, heads merged `[B, Sq, W]` (the out-projection's input).
+    o: Tensor,
+    c2: LnCache,
+    /// `ln_2`'s output (fc1's input), the activation's slope and output (fc2's input).
+    h2: Tensor,
+    slope: Tensor,
+    m: Tensor,
+}
+
+/// `[B, 1, W]` values placed at rows `pool[b]` of a zero `[B, S, W]`.
+fn scatter_rows(v: &Tensor, pool: &[usize], s: usize) -> Result<Tensor> {
+    let hit = one_hot(pool, s, v.dtype(), v.device())?.unsqueeze(2)?; // [B, S, 1]
+    Ok(hit.broadcast_mul(v)?)
 }
 
 /// A stack of blocks plus the masking rule.
@@ -122,16 +147,14 @@ impl Stack<'_> {
         Ok((x1 + ops::linear(&m, &w.fc2)?)?)
     }
 
-    /// One block's JVP. The input tangent is dense `[T,B,S,W]` or single-row; the output
-    /// tangent is dense `[T,B,S,W]` (All) or `[T,B,1,W]` (Pooled).
-    pub fn block_jvp(
+    /// One block's forward, keeping what [`Self::block_jvp`] and [`Self::block_vjp`] need.
+    pub fn block_forward_taped(
         &self,
         w: &Block,
         x: &Tensor,
-        xd: &Tangents,
         rows: Rows,
-    ) -> Result<(Tensor, Tensor)> {
-        let (b, s, width) = x.dims3()?;
+    ) -> Result<(Tensor, BlockTape)> {
+        let (b, _, width) = x.dims3()?;
         let (h, c1) = ops::layer_norm_cached(x, &w.ln_1, self.eps())?;
         let k = self.heads(&ops::linear(&h, &w.k)?)?;
         let v = self.heads(&ops::linear(&h, &w.v)?)?;
@@ -142,14 +165,96 @@ impl Stack<'_> {
         let q = self.heads(&ops::linear(&hq, &w.q)?)?;
         let sq = q.dim(2)?;
         let mask = self.mask(x, rows)?;
-        let (o, ac) = ops::attention_cached(&q, &k, &v, mask.as_ref(), self.scale())?;
+        let (o, attn) = ops::attention_cached(&q, &k, &v, mask.as_ref(), self.scale())?;
         let o = o.transpose(1, 2)?.contiguous()?.reshape((b, sq, width))?;
         let x1 = (xr + ops::linear(&o, &w.out)?)?;
+        let (h2, c2) = ops::layer_norm_cached(&x1, &w.ln_2, self.eps())?;
+        let (m, slope) =
+            ops::activation_with_slope(&ops::linear(&h2, &w.fc1)?, self.cfg.activation)?;
+        let y = (x1 + ops::linear(&m, &w.fc2)?)?;
+        let tape = BlockTape {
+            c1,
+            h,
+            hq,
+            attn,
+            o,
+            c2,
+            h2,
+            slope,
+            m,
+        };
+        Ok((y, tape))
+    }
+
+    /// One block's VJP: the gradient `gy` of the output (`[B,S,W]`, or `[B,1,W]` when pooled)
+    /// → the input's gradient `[B,S,W]` and every weight's, in a [`Block`].
+    pub fn block_vjp(
+        &self,
+        w: &Block,
+        tape: &BlockTape,
+        gy: &Tensor,
+        rows: Rows,
+    ) -> Result<(Tensor, Block)> {
+        let (b, s, width) = tape.h.dims3()?;
+        let sq = tape.o.dim(1)?;
+        let (gm, fc2) = ops::linear_vjp(&tape.m, &w.fc2, gy)?;
+        let gz = ops::activation_vjp(&tape.slope, &gm)?;
+        let (gh2, fc1) = ops::linear_vjp(&tape.h2, &w.fc1, &gz)?;
+        let (gx1, ln_2) = ops::layer_norm_vjp(&tape.c2, &w.ln_2, &gh2)?;
+        let gx1 = (gy + gx1)?;
+
+        let (go, out) = ops::linear_vjp(&tape.o, &w.out, &gx1)?;
+        let go = go
+            .reshape((b, sq, self.cfg.heads, self.cfg.head_dim()))?
+            .transpose(1, 2)?;
+        let (gq, gk, gv) = ops::attention_vjp(&tape.attn, &go)?;
+        let merge = |g: Tensor| -> Result<Tensor> {
+            let n = g.dim(2)?;
+            Ok(g.transpose(1, 2)?.contiguous()?.reshape((b, n, width))?)
+        };
+        let (ghq, q) = ops::linear_vjp(&tape.hq, &w.q, &merge(gq)?)?;
+        let (ghk, k) = ops::linear_vjp(&tape.h, &w.k, &merge(gk)?)?;
+        let (ghv, v) = ops::linear_vjp(&tape.h, &w.v, &merge(gv)?)?;
+        let to_rows = |g: &Tensor| -> Result<Tensor> {
+            Ok(match rows {
+                Rows::All => g.clone(),
+                Rows::Pooled(pool) => scatter_rows(g, pool, s)?,
+            })
+        };
+        let gh = ((ghk + ghv)? + to_rows(&ghq)?)?;
+        let (gx, ln_1) = ops::layer_norm_vjp(&tape.c1, &w.ln_1, &gh)?;
+        let gx = (gx + to_rows(&gx1)?)?;
+        let grad = Block {
+            ln_1,
+            q,
+            k,
+            v,
+            out,
+            ln_2,
+            fc1,
+            fc2,
+        };
+        Ok((gx, grad))
+    }
+
+    /// One block's JVP. The input tangent is dense `[T,B,S,W]` or single-row; the output
+    /// tangent is dense `[T,B,S,W]` (All) or `[T,B,1,W]` (Pooled).
+    pub fn block_jvp(
+        &self,
+        w: &Block,
+        x: &Tensor,
+        xd: &Tangents,
+        rows: Rows,
+    ) -> Result<(Tensor, Tensor)> {
+        let (b, s, width) = x.dims3()?;
+        let (y, tape) = self.block_forward_taped(w, x, rows)?;
+        let (c1, ac) = (&tape.c1, &tape.attn);
+        let sq = tape.o.dim(1)?;
 
         // Tangent of the attention output, and of the residual stream at the query rows.
         let (od, xrd) = match xd {
             Tangents::Dense(xd) => {
-                let hd = ops::layer_norm_tangent(&c1, xd, &w.ln_1)?;
+                let hd = ops::layer_norm_tangent(c1, xd, &w.ln_1)?;
                 let kd = self.heads_tangent(&ops::linear_tangent(&hd, &w.k)?)?;
                 let vd = self.heads_tangent(&ops::linear_tangent(&hd, &w.v)?)?;
                 let (hqd, xrd) = match rows {
@@ -157,7 +262,7 @@ impl Stack<'_> {
                     Rows::Pooled(pool) => (select_rows(&hd, pool)?, select_rows(xd, pool)?),
                 };
                 let qd = self.heads_tangent(&ops::linear_tangent(&hqd, &w.q)?)?;
-                (ops::attention_tangent(&ac, &qd, &kd, &vd)?, xrd)
+                (ops::attention_tangent(ac, &qd, &kd, &vd)?, xrd)
             }
             Tangents::SingleRow {
                 rows: trows,
@@ -187,7 +292,7 @@ impl Stack<'_> {
                         Tensor::from_vec(v, (b, t, 1), x.device())?.to_dtype(x.dtype())?
                     }
                 };
-                let od = ops::attention_tangent_row(&ac, &q_hit, &ridx, &key_hit, &qd, &kd, &vd)?;
+                let od = ops::attention_tangent_row(ac, &q_hit, &ridx, &key_hit, &qd, &kd, &vd)?;
                 // Residual tangent at the query rows: [T, B|1, Sq, 1] ⊙ [T, B, 1, W].
                 let xrd = q_hit
                     .permute((1, 0, 2))?
@@ -202,15 +307,10 @@ impl Stack<'_> {
             .contiguous()?
             .reshape((t, b, sq, width))?;
         let x1d = (xrd + ops::linear_tangent(&od, &w.out)?)?;
-
-        let (h2, c2) = ops::layer_norm_cached(&x1, &w.ln_2, self.eps())?;
-        let h2d = ops::layer_norm_tangent(&c2, &x1d, &w.ln_2)?;
-        let (m, slope) =
-            ops::activation_with_slope(&ops::linear(&h2, &w.fc1)?, self.cfg.activation)?;
-        let md = ops::activation_tangent(&slope, &ops::linear_tangent(&h2d, &w.fc1)?)?;
-        let x2 = (x1 + ops::linear(&m, &w.fc2)?)?;
+        let h2d = ops::layer_norm_tangent(&tape.c2, &x1d, &w.ln_2)?;
+        let md = ops::activation_tangent(&tape.slope, &ops::linear_tangent(&h2d, &w.fc1)?)?;
         let x2d = (x1d + ops::linear_tangent(&md, &w.fc2)?)?;
-        Ok((x2, x2d))
+        Ok((y, x2d))
     }
 
     /// Blocks `from..to` on every row.
@@ -231,12 +331,7 @@ impl Stack<'_> {
             x = select_rows(&x, pool)?;
         }
         for (l, w) in self.blocks.iter().enumerate().skip(from) {
-            let rows = if l + 1 == n {
-                Rows::Pooled(pool)
-            } else {
-                Rows::All
-            };
-            x = self.block_forward(w, &x, rows)?;
+            x = self.block_forward(w, &x, self.rows_of(l, pool))?;
         }
         Ok(x.squeeze(1)?)
     }
@@ -268,12 +363,7 @@ impl Stack<'_> {
         let mut x = x.clone();
         let mut xd = xd.clone();
         for (l, w) in self.blocks.iter().enumerate().skip(from) {
-            let rows = if l + 1 == n {
-                Rows::Pooled(pool)
-            } else {
-                Rows::All
-            };
-            let (y, yd) = self.block_jvp(w, &x, &xd, rows)?;
+            let (y, yd) = self.block_jvp(w, &x, &xd, self.rows_of(l, pool))?;
             x = y;
             xd = Tangents::Dense(yd);
         }
@@ -281,5 +371,50 @@ impl Stack<'_> {
             unreachable!("dense after a block")
         };
         Ok((x.squeeze(1)?, xd.squeeze(2)?))
+    }
+
+    /// Which rows block `l` computes when the stack ends pooled.
+    fn rows_of<'p>(&self, l: usize, pool: &'p [usize]) -> Rows<'p> {
+        if l + 1 == self.blocks.len() {
+            Rows::Pooled(pool)
+        } else {
+            Rows::All
+        }
+    }
+
+    /// Every block from the first, pooled rows `[B, W]` out (as [`Self::forward_pooled`] from
+    /// 0), with each block's tape for [`Self::vjp_pooled`].
+    pub fn forward_pooled_taped(
+        &self,
+        x: &Tensor,
+        pool: &[usize],
+    ) -> Result<(Tensor, Vec<BlockTape>)> {
+        let mut x = x.clone();
+        let mut tapes = Vec::with_capacity(self.blocks.len());
+        for (l, w) in self.blocks.iter().enumerate() {
+            let (y, tape) = self.block_forward_taped(w, &x, self.rows_of(l, pool))?;
+            x = y;
+            tapes.push(tape);
+        }
+        Ok((x.squeeze(1)?, tapes))
+    }
+
+    /// VJP of [`Self::forward_pooled_taped`]: the pooled rows' gradient `[B, W]` → the input's
+    /// gradient `[B, S, W]` and every block's weight gradients.
+    pub fn vjp_pooled(
+        &self,
+        tapes: &[BlockTape],
+        pool: &[usize],
+        gy: &Tensor,
+    ) -> Result<(Tensor, Vec<Block>)> {
+        let mut g = gy.unsqueeze(1)?;
+        let mut grads = Vec::with_capacity(self.blocks.len());
+        for (l, (w, tape)) in self.blocks.iter().zip(tapes).enumerate().rev() {
+            let (gx, gw) = self.block_vjp(w, tape, &g, self.rows_of(l, pool))?;
+            g = gx;
+            grads.push(gw);
+        }
+        grads.reverse();
+        Ok((g, grads))
     }
 }

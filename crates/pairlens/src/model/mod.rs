@@ -1,10 +1,12 @@
 //! The CLIP towers, op by op. Every op has its forward rule and its tangent (JVP) rule side by
-//! side, so forward mode can be checked op by op against finite differences.
+//! side, so forward mode can be checked op by op against finite differences, and the reverse
+//! (VJP) rule that training's hand-written backward pass uses.
 
 mod block;
 mod check;
 pub mod clip;
 pub mod config;
+mod kernels;
 pub mod ops;
 pub mod random;
 pub mod tangents;
@@ -17,6 +19,6 @@ pub use config::{
     Activation, ClipConfig, TextConfig, TextPooling, TransformerConfig, VisionConfig,
 };
 pub use tangents::Tangents;
-pub use text::TextTower;
-pub use vision::VisionTower;
+pub use text::{TextTape, TextTower};
+pub use vision::{VisionTape, VisionTower};
 pub use weights::{Block, ClipWeights, LayerNorm, Linear, TextWeights, VisionWeights};

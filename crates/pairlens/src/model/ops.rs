@@ -1,4 +1,5 @@
-//! Every op of the towers, its forward rule next to its tangent (JVP) rule.
+//! Every op of the towers, its forward rule next to its tangent (JVP) rule and, for training,
+//! its reverse (VJP) rule.
 //!
 //! Forwards use only plain, differentiable candle-core ops (no fused kernels: candle's fused
 //! layer-norm/softmax have no backward), so candle's autograd can check the tangent rules.
@@ -11,6 +12,7 @@
 use candle_core::{Tensor, D};
 
 use super::config::Activation;
+use super::kernels;
 use super::weights::{LayerNorm, Linear};
 use crate::Result;
 
@@ -105,7 +107,20 @@ pub fn layer_norm(x: &Tensor, ln: &LayerNorm, eps: f64) -> Result<Tensor> {
     Ok(layer_norm_cached(x, ln, eps)?.0)
 }
 
+/// [`layer_norm`] with what its tangent and reverse rules need. One fused pass on the CPU
+/// ([`kernels::layer_norm`]); the plain ops under autograd and elsewhere.
 pub fn layer_norm_cached(x: &Tensor, ln: &LayerNorm, eps: f64) -> Result<(Tensor, LnCache)> {
+    if let Some(o) = kernels::layer_norm(x, &ln.weight, &ln.bias, eps)? {
+        let c = LnCache {
+            xhat: o.xhat,
+            inv_std: o.inv_std,
+        };
+        return Ok((o.y, c));
+    }
+    layer_norm_plain(x, ln, eps)
+}
+
+pub(crate) fn layer_norm_plain(x: &Tensor, ln: &LayerNorm, eps: f64) -> Result<(Tensor, LnCache)> {
     let mu = x.mean_keepdim(D::Minus1)?;
     let xc = x.broadcast_sub(&mu)?;
     let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
@@ -115,13 +130,18 @@ pub fn layer_norm_cached(x: &Tensor, ln: &LayerNorm, eps: f64) -> Result<(Tensor
     Ok((y, LnCache { xhat, inv_std }))
 }
 
+/// `∂x̂/∂x · v = (v − mean v)/σ − x̂ · mean(x̂ ⊙ v)/σ` per row. The Jacobian of `x̂` is
+/// symmetric, so this one product serves the tangent and the reverse rule alike.
+fn normalised_jacobian(c: &LnCache, v: &Tensor) -> Result<Tensor> {
+    let mean_v = v.mean_keepdim(D::Minus1)?;
+    let proj = v.broadcast_mul(&c.xhat)?.mean_keepdim(D::Minus1)?;
+    let centred = v.broadcast_sub(&mean_v)?;
+    Ok((centred - c.xhat.broadcast_mul(&proj)?)?.broadcast_mul(&c.inv_std)?)
+}
+
 /// LayerNorm tangent: `ẋ̂ = (ẋ − mean ẋ)/σ − x̂ · mean(x̂ ⊙ ẋ)/σ`, `ẏ = γ ⊙ ẋ̂`.
 pub fn layer_norm_tangent(c: &LnCache, xd: &Tensor, ln: &LayerNorm) -> Result<Tensor> {
-    let mean_d = xd.mean_keepdim(D::Minus1)?;
-    let proj = xd.broadcast_mul(&c.xhat)?.mean_keepdim(D::Minus1)?;
-    let centred = xd.broadcast_sub(&mean_d)?;
-    let xhat_d = (centred - c.xhat.broadcast_mul(&proj)?)?.broadcast_mul(&c.inv_std)?;
-    Ok(xhat_d.broadcast_mul(&ln.weight)?)
+    Ok(normalised_jacobian(c, xd)?.broadcast_mul(&ln.weight)?)
 }
 
 /// `sigmoid(1.702 x)`, written as `1/(1 + exp(-1.702 x))` (saturates to 0/1 without NaN).
@@ -138,6 +158,11 @@ fn normal_cdf(x: &Tensor) -> Result<Tensor> {
 
 /// The MLP non-linearity: QuickGELU `x·σ(1.702x)` or exact GELU `x·Φ(x)`.
 pub fn activation(x: &Tensor, act: Activation) -> Result<Tensor> {
+    if act == Activation::QuickGelu {
+        if let Some((y, _)) = kernels::quick_gelu(x, false)? {
+            return Ok(y);
+        }
+    }
     match act {
         Activation::QuickGelu => Ok(x.mul(&quick_sigmoid(x)?)?),
         Activation::Gelu => Ok(x.mul(&normal_cdf(x)?)?),
@@ -147,6 +172,15 @@ pub fn activation(x: &Tensor, act: Activation) -> Result<Tensor> {
 /// The activation and its elementwise slope `dy/dx`, for [`activation_tangent`].
 /// QuickGELU: `s + 1.702 x s (1 − s)`, `s = σ(1.702x)`. GELU: `Φ(x) + x φ(x)`.
 pub fn activation_with_slope(x: &Tensor, act: Activation) -> Result<(Tensor, Tensor)> {
+    if act == Activation::QuickGelu {
+        if let Some((y, Some(slope))) = kernels::quick_gelu(x, true)? {
+            return Ok((y, slope));
+        }
+    }
+    activation_with_slope_plain(x, act)
+}
+
+pub(crate) fn activation_with_slope_plain(x: &Tensor, act: Activation) -> Result<(Tensor, Tensor)> {
     match act {
         Activation::QuickGelu => {
             let s = quick_sigmoid(x)?;
@@ -173,6 +207,13 @@ pub fn activation_tangent(slope: &Tensor, xd: &Tensor) -> Result<Tensor> {
 
 /// Softmax over the last axis (max-shifted; the shift is a constant, so it is detached).
 pub fn softmax_last_dim(s: &Tensor) -> Result<Tensor> {
+    if let Some(p) = kernels::softmax(s)? {
+        return Ok(p);
+    }
+    softmax_plain(s)
+}
+
+pub(crate) fn softmax_plain(s: &Tensor) -> Result<Tensor> {
     let m = s.max_keepdim(D::Minus1)?.detach();
     let e = s.broadcast_sub(&m)?.exp()?;
     let z = e.sum_keepdim(D::Minus1)?;
@@ -181,6 +222,13 @@ pub fn softmax_last_dim(s: &Tensor) -> Result<Tensor> {
 
 /// Softmax tangent `Ṗ = P ⊙ (Ṡ − rowsum(P ⊙ Ṡ))`; `p` broadcasts against `sd`.
 pub fn softmax_tangent(p: &Tensor, sd: &Tensor) -> Result<Tensor> {
+    if let Some(t) = kernels::softmax_vjp(p, sd)? {
+        return Ok(t);
+    }
+    softmax_tangent_plain(p, sd)
+}
+
+pub(crate) fn softmax_tangent_plain(p: &Tensor, sd: &Tensor) -> Result<Tensor> {
     let ps = sd.broadcast_mul(p)?;
     let r = ps.sum_keepdim(D::Minus1)?;
     Ok((ps - p.broadcast_mul(&r)?)?)
@@ -341,4 +389,90 @@ pub fn attention_tangent_row(
     let o2 = pcol.broadcast_mul(&vd.unsqueeze(2)?)?;
     let od = (o1 + o2)?.reshape((b, h, t, sq, d))?;
     Ok(od.permute((2, 0, 1, 3, 4))?)
+}
+
+// Reverse mode (VJP) rules, for training: given the gradient `ḡy` of a scalar loss w.r.t. an
+// op's output, the gradients w.r.t. its input and its parameters. Parameter gradients come in
+// the parameter's own struct ([`Linear`], [`LayerNorm`]), so a model's gradient has the
+// model's layout.
+
+/// `Σ` of `g` over every axis but its last `keep` (the gradient of a parameter broadcast over
+/// them), as the product `1ᵀ g` (candle sums a leading axis in a single-threaded strided loop).
+pub fn sum_leading(g: &Tensor, keep: usize) -> Result<Tensor> {
+    let dims = g.dims();
+    let kept = &dims[dims.len() - keep..];
+    let w: usize = kept.iter().product();
+    let rows = g.elem_count() / w.max(1);
+    let g = g.contiguous()?.reshape((rows, w))?;
+    let ones = Tensor::ones((1, rows), g.dtype(), g.device())?;
+    Ok(ones.matmul(&g)?.reshape(kept)?)
+}
+
+/// Linear VJP: `ḡx = ḡy W`, `ḡW = ḡyᵀ x`, `ḡb = Σ_rows ḡy`.
+pub fn linear_vjp(x: &Tensor, l: &Linear, gy: &Tensor) -> Result<(Tensor, Linear)> {
+    let (n, k) = (l.weight.dim(0)?, l.weight.dim(1)?);
+    let rows = gy.elem_count() / n.max(1);
+    let g2 = gy.contiguous()?.reshape((rows, n))?;
+    let x2 = x.contiguous()?.reshape((rows, k))?;
+    let mut gx_dims = gy.dims().to_vec();
+    *gx_dims.last_mut().expect("rank >= 1") = k;
+    let gx = g2.matmul(&l.weight)?.reshape(gx_dims)?;
+    let grad = Linear {
+        weight: g2.t()?.matmul(&x2)?,
+        bias: match l.bias {
+            Some(_) => Some(sum_leading(&g2, 1)?),
+            None => None,
+        },
+    };
+    Ok((gx, grad))
+}
+
+/// LayerNorm VJP: `ḡβ = Σ ḡy`, `ḡγ = Σ ḡy ⊙ x̂`, `ḡx = ∂x̂/∂x · (γ ⊙ ḡy)` (symmetric Jacobian).
+pub fn layer_norm_vjp(c: &LnCache, ln: &LayerNorm, gy: &Tensor) -> Result<(Tensor, LayerNorm)> {
+    if let Some((gx, weight, bias)) = kernels::layer_norm_vjp(gy, &c.xhat, &c.inv_std, &ln.weight)?
+    {
+        let eps = ln.eps;
+        return Ok((gx, LayerNorm { weight, bias, eps }));
+    }
+    layer_norm_vjp_plain(c, ln, gy)
+}
+
+pub(crate) fn layer_norm_vjp_plain(
+    c: &LnCache,
+    ln: &LayerNorm,
+    gy: &Tensor,
+) -> Result<(Tensor, LayerNorm)> {
+    let gx = normalised_jacobian(c, &gy.broadcast_mul(&ln.weight)?)?;
+    let grad = LayerNorm {
+        weight: sum_leading(&(gy * &c.xhat)?, 1)?,
+        bias: sum_leading(gy, 1)?,
+        eps: ln.eps,
+    };
+    Ok((gx, grad))
+}
+
+/// Activation VJP `ḡx = slope ⊙ ḡy` (the Jacobian is diagonal).
+pub fn activation_vjp(slope: &Tensor, gy: &Tensor) -> Result<Tensor> {
+    activation_tangent(slope, gy)
+}
+
+/// Attention VJP for `ḡO [B,H,Sq,d]`: `ḡP = ḡO Vᵀ`, `ḡV = Pᵀ ḡO`, `ḡS = P ⊙ (ḡP − rowsum(P ⊙ ḡP))`
+/// (the softmax Jacobian is symmetric), `ḡQ = scale · ḡS K`, `ḡK = ḡSᵀ (scale Q)`. The mask is
+/// a constant; masked entries have `P = 0` and pass no gradient. Returns `(ḡQ, ḡK, ḡV)` shaped
+/// like `q`, `k`, `v`.
+pub fn attention_vjp(c: &AttnCache, go: &Tensor) -> Result<(Tensor, Tensor, Tensor)> {
+    let (bh, sq, sk) = c.p.dims3()?;
+    let d = c.qs.dim(2)?;
+    let go = go.contiguous()?.reshape((bh, sq, d))?;
+    let gp = go.matmul(&c.v.t()?)?;
+    let gv = c.p.t()?.matmul(&go)?;
+    let gs = softmax_tangent(&c.p, &gp)?;
+    let gq = (gs.matmul(&c.k)? * c.scale)?;
+    let gk = gs.t()?.matmul(&c.qs)?;
+    let (b, h) = (c.b, c.h);
+    Ok((
+        gq.reshape((b, h, sq, d))?,
+        gk.reshape((b, h, sk, d))?,
+        gv.reshape((b, h, sk, d))?,
+    ))
 }

@@ -4,15 +4,27 @@
 
 use candle_core::{DType, Tensor};
 
-use super::block::Stack;
+use super::block::{BlockTape, Stack};
 use super::check::{self, invalid, Checker};
 use super::config::TextConfig;
-use super::ops;
+use super::ops::{self, LnCache};
 use super::tangents::Tangents;
 use super::weights::TextWeights;
 use crate::Result;
 
 const NAME: &str = "text";
+
+/// What the text tower's forward keeps for its reverse pass.
+#[derive(Clone, Debug)]
+pub struct TextTape {
+    /// The ids `[B·S]` (u32) the token embeddings were gathered at.
+    ids: Tensor,
+    pool: Vec<usize>,
+    blocks: Vec<BlockTape>,
+    c_final: LnCache,
+    /// `ln_final`'s output (the projection's input).
+    y: Tensor,
+}
 
 #[derive(Clone, Debug)]
 pub struct TextTower {
@@ -145,6 +157,54 @@ impl TextTower {
     pub fn forward(&self, ids: &Tensor, pool: &[usize]) -> Result<Tensor> {
         let h0 = self.embeddings(ids)?;
         self.embed_from(0, &h0, pool)
+    }
+
+    /// [`Self::forward`], keeping what [`Self::vjp`] needs.
+    pub fn forward_taped(&self, ids: &Tensor, pool: &[usize]) -> Result<(Tensor, TextTape)> {
+        let h0 = self.embeddings(ids)?;
+        self.check_hidden(0, &h0, pool)?;
+        let (x, blocks) = self.stack().forward_pooled_taped(&h0, pool)?;
+        let eps = self.config.transformer.layer_norm_eps;
+        let (y, c_final) = ops::layer_norm_cached(&x, &self.weights.ln_final, eps)?;
+        let e = ops::linear(&y, &self.weights.projection)?;
+        let tape = TextTape {
+            ids: ids.flatten_all()?,
+            pool: pool.to_vec(),
+            blocks,
+            c_final,
+            y,
+        };
+        Ok((e, tape))
+    }
+
+    /// Reverse pass of [`Self::forward_taped`]: the embeddings' gradient `[B, proj]` → every
+    /// weight's gradient, laid out as the weights. Token rows that no id used get zero.
+    pub fn vjp(&self, tape: &TextTape, g: &Tensor) -> Result<TextWeights> {
+        let w = &self.weights;
+        let (gy, projection) = ops::linear_vjp(&tape.y, &w.projection, g)?;
+        let (gx, ln_final) = ops::layer_norm_vjp(&tape.c_final, &w.ln_final, &gy)?;
+        let (g0, blocks) = self.stack().vjp_pooled(&tape.blocks, &tape.pool, &gx)?;
+        let (b, s, width) = g0.dims3()?;
+        let token_embedding = w.token_embedding.zeros_like()?.index_add(
+            &tape.ids,
+            &g0.reshape((b * s, width))?,
+            0,
+        )?;
+        let pos = ops::sum_leading(&g0, 2)?;
+        let unused = self.config.context_length - s;
+        let positional_embedding = if unused == 0 {
+            pos
+        } else {
+            let zeros = Tensor::zeros((unused, width), pos.dtype(), pos.device())?;
+            Tensor::cat(&[&pos, &zeros], 0)?
+        };
+        Ok(TextWeights {
+            token_embedding,
+            positional_embedding,
+            blocks,
+            ln_final,
+            projection,
+        })
     }
 
     /// Embeddings `[P, proj]` of the P primals `[P, seq, width]` entering block `layer`, and

@@ -1,19 +1,30 @@
 //! The vision tower: patch embedding (the stride-p convolution as im2col + one matmul, exact),
 //! class token, positional embedding, `ln_pre` (= block 0's input), pre-LN blocks, `ln_post` on
-//! the CLS row, projection.
+//! the CLS row, projection. Forward, JVP from any block, and the reverse pass for training.
 
 use candle_core::{DType, Tensor};
 
-use super::block::Stack;
+use super::block::{BlockTape, Stack};
 use super::check::{self, invalid, Checker};
 use super::config::VisionConfig;
-use super::ops;
+use super::ops::{self, LnCache};
 use super::tangents::Tangents;
 use super::text::project;
 use super::weights::VisionWeights;
 use crate::Result;
 
 const NAME: &str = "vision";
+
+/// What the vision tower's forward keeps for its reverse pass.
+#[derive(Clone, Debug)]
+pub struct VisionTape {
+    cols: Tensor,
+    c_pre: LnCache,
+    blocks: Vec<BlockTape>,
+    c_post: LnCache,
+    /// `ln_post`'s output (the projection's input).
+    y: Tensor,
+}
 
 #[derive(Clone, Debug)]
 pub struct VisionTower {
@@ -78,6 +89,11 @@ impl VisionTower {
     /// `ln_pre(cat(class, patches) + pos)` for pixels `[B, 3, H, W]` (H, W = `image_size`):
     /// the input of block 0.
     pub fn embeddings(&self, pixels: &Tensor) -> Result<Tensor> {
+        Ok(self.embeddings_taped(pixels)?.0)
+    }
+
+    /// [`Self::embeddings`], with the im2col patch columns `[B·P, 3p²]` and `ln_pre`'s cache.
+    fn embeddings_taped(&self, pixels: &Tensor) -> Result<(Tensor, Tensor, LnCache)> {
         let cfg = &self.config;
         let (ih, iw) = cfg.image_size;
         let d = pixels.dims();
@@ -117,7 +133,9 @@ impl VisionTower {
             &Tensor::cat(&[&cls, &patches], 1)?,
             &self.weights.positional_embedding,
         )?;
-        ops::layer_norm(&x, &self.weights.ln_pre, cfg.transformer.layer_norm_eps)
+        let (h, c) =
+            ops::layer_norm_cached(&x, &self.weights.ln_pre, cfg.transformer.layer_norm_eps)?;
+        Ok((h, cols, c))
     }
 
     /// States entering block `layer` (0..=layers). pixels `[B,3,H,W]` → `[B, seq, width]`.
@@ -155,6 +173,47 @@ impl VisionTower {
     pub fn forward(&self, pixels: &Tensor) -> Result<Tensor> {
         let h0 = self.embeddings(pixels)?;
         self.embed_from(0, &h0)
+    }
+
+    /// [`Self::forward`], keeping what [`Self::vjp`] needs.
+    pub fn forward_taped(&self, pixels: &Tensor) -> Result<(Tensor, VisionTape)> {
+        let (h0, cols, c_pre) = self.embeddings_taped(pixels)?;
+        let pool = vec![0; h0.dim(0)?];
+        let (x, blocks) = self.stack().forward_pooled_taped(&h0, &pool)?;
+        let eps = self.config.transformer.layer_norm_eps;
+        let (y, c_post) = ops::layer_norm_cached(&x, &self.weights.ln_post, eps)?;
+        let e = ops::linear(&y, &self.weights.projection)?;
+        let tape = VisionTape {
+            cols,
+            c_pre,
+            blocks,
+            c_post,
+            y,
+        };
+        Ok((e, tape))
+    }
+
+    /// Reverse pass of [`Self::forward_taped`]: the embeddings' gradient `[B, proj]` → every
+    /// weight's gradient, laid out as the weights.
+    pub fn vjp(&self, tape: &VisionTape, g: &Tensor) -> Result<VisionWeights> {
+        let w = &self.weights;
+        let (gy, projection) = ops::linear_vjp(&tape.y, &w.projection, g)?;
+        let (gx, ln_post) = ops::layer_norm_vjp(&tape.c_post, &w.ln_post, &gy)?;
+        let pool = vec![0; gx.dim(0)?];
+        let (gh0, blocks) = self.stack().vjp_pooled(&tape.blocks, &pool, &gx)?;
+        let (g0, ln_pre) = ops::layer_norm_vjp(&tape.c_pre, &w.ln_pre, &gh0)?;
+        let (b, s, width) = g0.dims3()?;
+        let patch = g0.narrow(1, 1, s - 1)?.reshape((b * (s - 1), width))?;
+        let kernel = patch.t()?.matmul(&tape.cols)?;
+        Ok(VisionWeights {
+            patch_embedding: kernel.reshape(w.patch_embedding.shape())?,
+            class_embedding: ops::sum_leading(&g0.narrow(1, 0, 1)?, 1)?,
+            positional_embedding: ops::sum_leading(&g0, 2)?,
+            ln_pre,
+            blocks,
+            ln_post,
+            projection,
+        })
     }
 
     /// Embeddings `[P, proj]` of the P primals `[P, seq, width]` entering block `layer`, and

@@ -6,14 +6,15 @@ use std::time::Instant;
 use candle_core::{DType, Tensor, Var};
 
 use super::loss::{
-    clip_loss, contrastive_loss_masked, embed, retrieval_accuracy,
-    scalar_f32, Batch, Batches,
+    clip_loss, contrastive_loss_masked, embed, retrieval_accuracy, scalar_f32, Batch, Batches,
 };
 use super::optimizer::{AdamW, AdamWConfig, Param};
 use super::schedule::Schedule;
 use crate::io::checkpoint::save::map_hf_tensors;
 use crate::io::checkpoint::save_hf;
-use crate::model::{ClipConfig, ClipModel, ClipWeights};
+use crate::model::{
+    ClipConfig, ClipModel, ClipWeights, TextTape, TextTower, VisionTape, VisionTower,
+};
 use crate::{Error, Result};
 
 /// CLIP caps the temperature at 100 (`logit_scale ≤ ln 100`), and keeps it ≥ 1.
@@ -111,6 +112,8 @@ pub struct Trainer {
     weights: ClipWeights,
     logit_scale: Var,
     opt: AdamW,
+    /// One single-threaded pool per shard of a batch (see [`Trainer::gradients`]).
+    workers: Vec<rayon::ThreadPool>,
 }
 
 impl Trainer {
@@ -131,12 +134,23 @@ impl Trainer {
         )?;
         params.push(Param::new("logit_scale", logit_scale.clone()));
         let opt = AdamW::new(params, config.adamw)?;
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let workers = (0..cores)
+            .map(|i| {
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(1)
+                    .thread_name(move |_| format!("pairlens-train-{i}"))
+                    .build()
+                    .map_err(|e| Error::InvalidArgument(format!("starting training threads: {e}")))
+            })
+            .collect::<Result<_>>()?;
         Ok(Trainer {
             model_config,
             config,
             weights,
             logit_scale,
             opt,
+            workers,
         })
     }
 
@@ -159,17 +173,111 @@ impl Trainer {
         )
     }
 
-    /// Loss and the gradient of every parameter, in [`Self::params`] order. A parameter the
-    /// backward pass never reached is an error (a silently dead branch of the model).
+    /// Loss and the gradient of every parameter, in [`Self::params`] order, by the towers'
+    /// hand-written reverse pass ([`VisionTower::vjp`], [`TextTower::vjp`]); candle's autograd
+    /// only differentiates the loss w.r.t. the embeddings and the temperature (through the
+    /// towers, its per-node zero-filled gradients were more than half of a step).
+    ///
+    /// The batch is cut into one shard of consecutive pairs per core; each shard's forward and
+    /// reverse pass run on their own single-threaded worker, and only the loss sees the whole
+    /// batch. On these small matrices that keeps every core busy, where splitting each op
+    /// over threads did not (measured: a step took as long on one thread as on two). The
+    /// shards and the order their gradients are summed in are fixed: runs are reproducible.
     pub fn gradients(&self, batch: &Batch) -> Result<(f32, Vec<Tensor>)> {
-        let loss = self.loss_tensor(batch)?;
-        let value = scalar_f32(&loss)?;
-        if !value.is_finite() {
-            return Err(Error::InvalidArgument(format!(
-                "training diverged: loss is {value} at step {}",
-                self.steps_done() + 1
-            )));
+        let w = self.detached_weights()?;
+        let vision = VisionTower {
+            config: self.model_config.vision.clone(),
+            weights: w.vision,
+        };
+        let text = TextTower {
+            config: self.model_config.text.clone(),
+            weights: w.text,
+        };
+        let shards = shard_ranges(batch.pool.len(), self.workers.len());
+        let forward = self.on_workers(shards.len(), |i| {
+            let r = shards[i].clone();
+            let pixels = batch.pixels.narrow(0, r.start, r.len())?;
+            let ids = batch.ids.narrow(0, r.start, r.len())?;
+            let (img, img_tape) = vision.forward_taped(&pixels)?;
+            let (txt, txt_tape) = text.forward_taped(&ids, &batch.pool[r])?;
+            Ok(ShardForward {
+                img,
+                txt,
+                img_tape,
+                txt_tape,
+            })
+        })?;
+        let img: Vec<&Tensor> = forward.iter().map(|f| &f.img).collect();
+        let txt: Vec<&Tensor> = forward.iter().map(|f| &f.txt).collect();
+        let img = Var::from_tensor(&Tensor::cat(&img, 0)?)?;
+        let txt = Var::from_tensor(&Tensor::cat(&txt, 0)?)?;
+        let loss = contrastive_loss_masked(
+            img.as_tensor(),
+            txt.as_tensor(),
+            self.logit_scale.as_tensor(),
+            batch.excluded.as_ref(),
+        )?;
+        let value = self.finite_loss(&loss)?;
+        let g = loss.backward()?;
+        let grad_of = |t: &Tensor| {
+            g.get(t).cloned().ok_or_else(|| {
+                Error::InvalidArgument("the loss does not reach an embedding".into())
+            })
+        };
+        let (g_img, g_txt) = (grad_of(img.as_tensor())?, grad_of(txt.as_tensor())?);
+        let backward = self.on_workers(shards.len(), |i| {
+            let (r, f) = (&shards[i], &forward[i]);
+            Ok(ClipWeights {
+                vision: vision.vjp(&f.img_tape, &g_img.narrow(0, r.start, r.len())?)?,
+                text: text.vjp(&f.txt_tape, &g_txt.narrow(0, r.start, r.len())?)?,
+                logit_scale: 0.0,
+            })
+        })?;
+        let mut out: Vec<Tensor> = Vec::with_capacity(self.params().len());
+        for (k, grads) in backward.iter().enumerate() {
+            let mut i = 0;
+            map_hf_tensors(grads, |_, t| {
+                if k == 0 {
+                    out.push(t.clone());
+                } else {
+                    out[i] = (&out[i] + t)?;
+                }
+                i += 1;
+                Ok(t.clone())
+            })?;
         }
+        out.push(grad_of(self.logit_scale.as_tensor())?);
+        Ok((value, out))
+    }
+
+    /// `f(0..n)`, each call on its own worker, all at once; results in order.
+    fn on_workers<T: Send>(
+        &self,
+        n: usize,
+        f: impl Fn(usize) -> Result<T> + Sync,
+    ) -> Result<Vec<T>> {
+        std::thread::scope(|s| {
+            let f = &f;
+            let rest: Vec<_> = (1..n)
+                .map(|i| {
+                    let pool = &self.workers[i];
+                    s.spawn(move || pool.install(|| f(i)))
+                })
+                .collect();
+            let mut out = vec![self.workers[0].install(|| f(0))?];
+            for h in rest {
+                out.push(h.join().expect("a training worker panicked")?);
+            }
+            Ok(out)
+        })
+    }
+
+    /// [`Self::gradients`] by candle's autograd through the whole graph: slower, kept as the
+    /// independent check of the hand-written reverse pass. A parameter the backward pass never
+    /// reached is an error (a silently dead branch of the model).
+    pub fn autograd_gradients(&self, batch: &Batch) -> Result<(f32, Vec<Tensor>)> {
+        let loss = self.loss_tensor(batch)?;
+        let value = self.finite_loss(&loss)?;
         let grads = loss.backward()?;
         let g = self
             .params()
@@ -184,6 +292,18 @@ impl Trainer {
             })
             .collect::<Result<Vec<_>>>()?;
         Ok((value, g))
+    }
+
+    /// The loss's value, or an error naming the step where it stopped being finite.
+    fn finite_loss(&self, loss: &Tensor) -> Result<f32> {
+        let value = scalar_f32(loss)?;
+        if !value.is_finite() {
+            return Err(Error::InvalidArgument(format!(
+                "training diverged: loss is {value} at step {}",
+                self.steps_done() + 1
+            )));
+        }
+        Ok(value)
     }
 
     /// One optimizer step on `batch`: loss, backward, optional global-norm clipping, AdamW at
@@ -234,9 +354,14 @@ impl Trainer {
 
     /// A detached snapshot of the current weights (no graph is recorded through it).
     pub fn weights(&self) -> Result<ClipWeights> {
-        let mut w = map_hf_tensors(&self.weights, |_, t| Ok(t.detach()))?;
+        let mut w = self.detached_weights()?;
         w.logit_scale = self.logit_scale();
         Ok(w)
+    }
+
+    /// The current weights sharing the Vars' storage, untracked (`logit_scale` left stale).
+    fn detached_weights(&self) -> Result<ClipWeights> {
+        map_hf_tensors(&self.weights, |_, t| Ok(t.detach()))
     }
 
     /// Loss and in-batch retrieval accuracy with the current weights (no gradients).
@@ -313,4 +438,20 @@ impl Trainer {
         }
         Ok(())
     }
+}
+
+/// One shard's embeddings and what their reverse pass needs.
+struct ShardForward {
+    img: Tensor,
+    txt: Tensor,
+    img_tape: VisionTape,
+    txt_tape: TextTape,
+}
+
+/// `n` pairs cut into at most `parts` runs of consecutive pairs, sizes differing by at most one.
+fn shard_ranges(n: usize, parts: usize) -> Vec<std::ops::Range<usize>> {
+    let parts = parts.clamp(1, n.max(1));
+    (0..parts)
+        .map(|i| (i * n / parts)..((i + 1) * n / parts))
+        .collect()
 }
