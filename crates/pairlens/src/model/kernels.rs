@@ -14,8 +14,28 @@ use rayon::prelude::*;
 
 use crate::Result;
 
-/// Rows per parallel work unit.
+/// Rows per work unit.
 const CHUNK_ROWS: usize = 64;
+
+/// Below this many elements a kernel runs on the calling thread: handing a small tensor to
+/// rayon's pool costs a thread hand-off, more than the work (candle's own elementwise ops draw
+/// the line at 64 Ki elements).
+const PAR_MIN_ELEMS: usize = 1 << 15;
+
+/// `f` of every work unit, results in the units' order: on rayon's threads when there are
+/// `elems` elements enough to share, on this thread otherwise.
+fn map_units<U: Send, R: Send>(
+    units: impl Iterator<Item = U>,
+    elems: usize,
+    f: impl Fn(U) -> R + Sync + Send,
+) -> Vec<R> {
+    let units: Vec<U> = units.collect();
+    if elems >= PAR_MIN_ELEMS && units.len() > 1 {
+        units.into_par_iter().map(f).collect()
+    } else {
+        units.into_iter().map(f).collect()
+    }
+}
 
 trait Real: WithDType + Float {
     /// `eˣ`: [`exp_f32`] in f32 (vectorises), the standard library's in f64 (reference checks).
@@ -189,11 +209,12 @@ pub(crate) fn layer_norm(
         let (mut y, mut xhat, mut inv) = (vec![T::zero(); x.len()], vec![T::zero(); x.len()], vec![T::zero(); rows]);
         let n = T::from_f64(w as f64);
         let eps = T::from_f64(eps);
-        y.par_chunks_mut(CHUNK_ROWS * w)
-            .zip(xhat.par_chunks_mut(CHUNK_ROWS * w))
-            .zip(inv.par_chunks_mut(CHUNK_ROWS))
-            .zip(x.par_chunks(CHUNK_ROWS * w))
-            .for_each(|(((y, xhat), inv), x)| {
+        let units = y
+            .chunks_mut(CHUNK_ROWS * w)
+            .zip(xhat.chunks_mut(CHUNK_ROWS * w))
+            .zip(inv.chunks_mut(CHUNK_ROWS))
+            .zip(x.chunks(CHUNK_ROWS * w));
+        map_units(units, x.len(), |(((y, xhat), inv), x)| {
                 for (r, inv) in inv.iter_mut().enumerate() {
                     let span = r * w..(r + 1) * w;
                     let (x, xhat, y) = (&x[span.clone()], &mut xhat[span.clone()], &mut y[span]);
@@ -239,12 +260,12 @@ pub(crate) fn layer_norm_vjp(
         let n = T::from_f64(w as f64);
         let mut gx = vec![T::zero(); gy.len()];
         // Per chunk: [Σ ḡy ⊙ x̂ | Σ ḡy], summed over chunks in order below.
-        let partial: Vec<Vec<T>> = gx
-            .par_chunks_mut(CHUNK_ROWS * w)
-            .zip(gy.par_chunks(CHUNK_ROWS * w))
-            .zip(xhat.par_chunks(CHUNK_ROWS * w))
-            .zip(inv.par_chunks(CHUNK_ROWS))
-            .map(|(((gx, gy), xhat), inv)| {
+        let units = gx
+            .chunks_mut(CHUNK_ROWS * w)
+            .zip(gy.chunks(CHUNK_ROWS * w))
+            .zip(xhat.chunks(CHUNK_ROWS * w))
+            .zip(inv.chunks(CHUNK_ROWS));
+        let partial: Vec<Vec<T>> = map_units(units, gy.len(), |(((gx, gy), xhat), inv)| {
                 let mut sums = vec![T::zero(); 2 * w];
                 for (r, &inv) in inv.iter().enumerate() {
                     let span = r * w..(r + 1) * w;
@@ -263,8 +284,7 @@ pub(crate) fn layer_norm_vjp(
                     }
                 }
                 sums
-            })
-            .collect();
+            });
         let mut total = vec![T::zero(); 2 * w];
         for p in &partial {
             for (t, &v) in total.iter_mut().zip(p) {
@@ -288,14 +308,11 @@ pub(crate) fn quick_gelu(x: &Tensor, slope: bool) -> Result<Option<(Tensor, Opti
         let mut y = vec![T::zero(); x.len()];
         let mut d = if slope { vec![T::zero(); x.len()] } else { Vec::new() };
         if slope {
-            y.par_chunks_mut(chunk)
-                .zip(d.par_chunks_mut(chunk))
-                .zip(x.par_chunks(chunk))
-                .for_each(|((y, d), x)| quick_gelu_simd(x, y, Some(d)));
+            let units = y.chunks_mut(chunk).zip(d.chunks_mut(chunk)).zip(x.chunks(chunk));
+            map_units(units, x.len(), |((y, d), x)| quick_gelu_simd(x, y, Some(d)));
         } else {
-            y.par_chunks_mut(chunk)
-                .zip(x.par_chunks(chunk))
-                .for_each(|(y, x)| quick_gelu_simd(x, y, None));
+            let units = y.chunks_mut(chunk).zip(x.chunks(chunk));
+            map_units(units, x.len(), |(y, x)| quick_gelu_simd(x, y, None));
         }
         let d = if slope { Some(tensor(d, dims)?) } else { None };
         Ok(Some((tensor(y, dims)?, d)))
@@ -312,9 +329,8 @@ pub(crate) fn softmax(s: &Tensor) -> Result<Option<Tensor>> {
     by_dtype!(s.dtype(), T => {
         let s = sv.slice::<T>();
         let mut p = vec![T::zero(); s.len()];
-        p.par_chunks_mut(CHUNK_ROWS * w)
-            .zip(s.par_chunks(CHUNK_ROWS * w))
-            .for_each(|(p, s)| softmax_simd(s, p, w));
+        let units = p.chunks_mut(CHUNK_ROWS * w).zip(s.chunks(CHUNK_ROWS * w));
+        map_units(units, s.len(), |(p, s)| softmax_simd(s, p, w));
         Ok(Some(tensor(p, dims)?))
     })
 }
@@ -376,17 +392,18 @@ pub(crate) fn softmax_vjp(p: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
     by_dtype!(p.dtype(), T => {
         let (p, g) = (pv.slice::<T>(), gv.slice::<T>());
         let mut out = vec![T::zero(); p.len()];
-        out.par_chunks_mut(CHUNK_ROWS * w)
-            .zip(p.par_chunks(CHUNK_ROWS * w))
-            .zip(g.par_chunks(CHUNK_ROWS * w))
-            .for_each(|((o, p), g)| {
-                for ((o, p), g) in o.chunks_mut(w).zip(p.chunks(w)).zip(g.chunks(w)) {
-                    let r = p.iter().zip(g).fold(T::zero(), |r, (&p, &g)| r + p * g);
-                    for i in 0..w {
-                        o[i] = p[i] * (g[i] - r);
-                    }
+        let units = out
+            .chunks_mut(CHUNK_ROWS * w)
+            .zip(p.chunks(CHUNK_ROWS * w))
+            .zip(g.chunks(CHUNK_ROWS * w));
+        map_units(units, p.len(), |((o, p), g)| {
+            for ((o, p), g) in o.chunks_mut(w).zip(p.chunks(w)).zip(g.chunks(w)) {
+                let r = p.iter().zip(g).fold(T::zero(), |r, (&p, &g)| r + p * g);
+                for i in 0..w {
+                    o[i] = p[i] * (g[i] - r);
                 }
-            });
+            }
+        });
         Ok(Some(tensor(out, dims)?))
     })
 }
