@@ -58,19 +58,11 @@ pub struct Args {
 }
 
 fn parse_span(s: &str) -> Result<(usize, usize), String> {
-    let (a, b) = s
-        .split_once(':')
-        .ok_or_else(|| format!("span {s:?}: expected I:J, e.g. 1:3"))?;
-    let parse = |v: &str| {
-        v.trim()
-            .parse::<usize>()
-            .map_err(|_| format!("span {s:?}: {v:?} is not a token index"))
-    };
+    let (a, b) = s.split_once(':').ok_or_else(|| format!("span {s:?}: expected I:J, e.g. 1:3"))?;
+    let parse = |v: &str| v.trim().parse::<usize>().map_err(|_| format!("span {s:?}: {v:?} is not a token index"));
     let (a, b) = (parse(a)?, parse(b)?);
     if a >= b {
-        return Err(format!(
-            "span {s:?}: expected I < J (half-open range of tokens)"
-        ));
+        return Err(format!("span {s:?}: expected I < J (half-open range of tokens)"));
     }
     Ok((a, b))
 }
@@ -78,16 +70,10 @@ fn parse_span(s: &str) -> Result<(usize, usize), String> {
 fn parse_box(s: &str) -> Result<[f32; 4], String> {
     let v: Vec<f32> = s
         .split(',')
-        .map(|v| {
-            v.trim()
-                .parse::<f32>()
-                .map_err(|_| format!("box {s:?}: {v:?} is not a number"))
-        })
+        .map(|v| v.trim().parse::<f32>().map_err(|_| format!("box {s:?}: {v:?} is not a number")))
         .collect::<Result<_, _>>()?;
     match v.as_slice() {
-        [x0, y0, x1, y1] if x0 < x1 && y0 < y1 && v.iter().all(|c| c.is_finite()) => {
-            Ok([*x0, *y0, *x1, *y1])
-        }
+        [x0, y0, x1, y1] if x0 < x1 && y0 < y1 && v.iter().all(|c| c.is_finite()) => Ok([*x0, *y0, *x1, *y1]),
         [_, _, _, _] => Err(format!("box {s:?}: expected X0 < X1 and Y0 < Y1")),
         _ => Err(format!("box {s:?}: expected four numbers X0,Y0,X1,Y1")),
     }
@@ -96,10 +82,7 @@ fn parse_box(s: &str) -> Result<[f32; 4], String> {
 /// Refuse to replace a file the user already has, unless `--force`.
 fn check_writable(path: &Path, force: bool) -> Result<()> {
     if path.exists() && !force {
-        bail!(
-            "{} already exists; pass --force to overwrite it",
-            path.display()
-        );
+        bail!("{} already exists; pass --force to overwrite it", path.display());
     }
     Ok(())
 }
@@ -174,52 +157,19 @@ pub fn run(args: Args) -> Result<()> {
         export::save(&explanations, out, meta)?;
     }
     if let Some(dir) = &args.png {
-        write_pngs(
-            dir,
-            &png_files,
-            &args,
-            &decoded.to_rgb(),
-            (decoded.width, decoded.height),
-            &pre.geometry,
-            &explanations,
-            &queries,
-        )?;
+        write_pngs(dir, &png_files, &args, &decoded.to_rgb(), (decoded.width, decoded.height), &pre.geometry, &explanations, &queries)?;
     }
     let timings = serde_json::json!({
         "load_s": load_s, "image_side_s": image_s, "text_side_s": text_s,
         "total_s": started.elapsed().as_secs_f64(),
     });
     if let Some(path) = &args.html {
-        write_html(
-            path,
-            &args,
-            &decoded,
-            &pre.geometry,
-            &explanations,
-            &queries,
-            &timings,
-        )?;
+        write_html(path, &args, &decoded, &pre.geometry, &explanations, &queries, &timings)?;
     }
     let text = if args.json {
-        serde_json::to_string(&summary_json(
-            &args,
-            &loaded,
-            &settings,
-            &pre.geometry,
-            &explanations,
-            &queries,
-            timings,
-        ))? + "\n"
+        serde_json::to_string(&summary_json(&args, &loaded, &settings, &pre.geometry, &explanations, &queries, timings))? + "\n"
     } else {
-        summary_text(
-            &args,
-            &loaded,
-            &settings,
-            &pre.geometry,
-            &explanations,
-            &queries,
-            &timings,
-        )?
+        summary_text(&args, &loaded, &settings, &pre.geometry, &explanations, &queries, &timings)?
     };
     super::print(&text)
 }
@@ -246,11 +196,7 @@ fn query(e: &Explanation, args: &Args, geometry: &Geometry, patch: usize) -> Res
             Ok(e.region_token_scores(&weights)?)
         })
         .collect::<Result<Vec<_>>>()?;
-    Ok(Query {
-        span_heatmaps,
-        box_scores,
-        whole,
-    })
+    Ok(Query { span_heatmaps, box_scores, whole })
 }
 
 fn png_names(args: &Args) -> Vec<String> {
@@ -279,46 +225,19 @@ fn write_pngs(
     queries: &[Query],
 ) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let original =
-        RgbImage::from_raw(w as u32, h as u32, rgb.to_vec()).context("decoded image buffer")?;
+    let original = RgbImage::from_raw(w as u32, h as u32, rgb.to_vec()).context("decoded image buffer")?;
     let to_input = |x: f32, y: f32| geometry.to_input(x, y);
     let mut names = names.iter();
     for (e, q) in explanations.iter().zip(queries) {
         let mut save = |img: RgbImage| -> Result<()> {
             let path = dir.join(names.next().expect("one name per picture"));
-            img.save(&path)
-                .with_context(|| format!("writing {}", path.display()))
+            img.save(&path).with_context(|| format!("writing {}", path.display()))
         };
-        let title = |what: &str| {
-            format!(
-                "{what}  score {:.3}  {} L{}/{} N={}",
-                e.score,
-                mode_name(e.mode),
-                e.text_layer,
-                e.image_layer,
-                e.steps
-            )
-        };
-        save(render::heatmap_overlay(
-            &original,
-            &to_input,
-            geometry.input,
-            e.grid,
-            &q.whole.patches,
-            None,
-            &title("whole caption"),
-        ))?;
+        let title = |what: &str| format!("{what}  score {:.3}  {} L{}/{} N={}", e.score, mode_name(e.mode), e.text_layer, e.image_layer, e.steps);
+        save(render::heatmap_overlay(&original, &to_input, geometry.input, e.grid, &q.whole.patches, None, &title("whole caption")))?;
         for ((a, b), hm) in args.spans.iter().zip(&q.span_heatmaps) {
             let words = e.tokens[*a..*b].join(" ");
-            save(render::heatmap_overlay(
-                &original,
-                &to_input,
-                geometry.input,
-                e.grid,
-                &hm.patches,
-                None,
-                &title(&format!("\"{words}\"")),
-            ))?;
+            save(render::heatmap_overlay(&original, &to_input, geometry.input, e.grid, &hm.patches, None, &title(&format!("\"{words}\""))))?;
         }
         for (bx, scores) in args.boxes.iter().zip(&q.box_scores) {
             let t = format!("box {},{},{},{}: token scores", bx[0], bx[1], bx[2], bx[3]);
@@ -426,31 +345,11 @@ fn summary_text(
         writeln!(s, "\ncaption {caption:?}")?;
         writeln!(s, "  score (cosine)          {:+.6}", e.score)?;
         writeln!(s, "  sum of interactions     {:+.6}", e.total()?)?;
-        writeln!(
-            s,
-            "  f(x)·g(r_y)             {:+.6}",
-            r.text_vs_image_reference
-        )?;
-        writeln!(
-            s,
-            "  f(r_x)·g(y)             {:+.6}",
-            r.text_reference_vs_image
-        )?;
-        writeln!(
-            s,
-            "  f(r_x)·g(r_y)           {:+.6}",
-            r.reference_vs_reference
-        )?;
-        writeln!(
-            s,
-            "  residual                {:+.6}  (score − Σ − f·g(r) − f(r)·g + f(r)·g(r))",
-            e.residual
-        )?;
-        writeln!(
-            s,
-            "  {:>3}  {:<16} {:>11} {:>11}  strongest patch (row, col)",
-            "#", "token", "total", "CLS"
-        )?;
+        writeln!(s, "  f(x)·g(r_y)             {:+.6}", r.text_vs_image_reference)?;
+        writeln!(s, "  f(r_x)·g(y)             {:+.6}", r.text_reference_vs_image)?;
+        writeln!(s, "  f(r_x)·g(r_y)           {:+.6}", r.reference_vs_reference)?;
+        writeln!(s, "  residual                {:+.6}  (score − Σ − f·g(r) − f(r)·g + f(r)·g(r))", e.residual)?;
+        writeln!(s, "  {:>3}  {:<16} {:>11} {:>11}  strongest patch (row, col)", "#", "token", "total", "CLS")?;
         let m = e.matrix()?;
         for (i, (tok, row)) in e.tokens.iter().zip(&m).enumerate() {
             let total: f32 = row.iter().sum();
@@ -460,22 +359,10 @@ fn summary_text(
                 .max_by(|a, b| a.1.abs().total_cmp(&b.1.abs()))
                 .map(|(k, v)| (k, *v))
                 .unwrap_or((0, 0.0));
-            writeln!(
-                s,
-                "  {i:>3}  {:<16} {total:>+11.4e} {:>+11.4e}  ({}, {}) {v:+.3e}",
-                tok,
-                row[0],
-                best / gw,
-                best % gw
-            )?;
+            writeln!(s, "  {i:>3}  {:<16} {total:>+11.4e} {:>+11.4e}  ({}, {}) {v:+.3e}", tok, row[0], best / gw, best % gw)?;
         }
         for ((a, b), h) in args.spans.iter().zip(&q.span_heatmaps) {
-            writeln!(
-                s,
-                "  span {a}:{b} {:?}: heatmap over {gh}×{gw} patches (CLS {:+.3e})",
-                e.tokens[*a..*b].join(" "),
-                h.cls
-            )?;
+            writeln!(s, "  span {a}:{b} {:?}: heatmap over {gh}×{gw} patches (CLS {:+.3e})", e.tokens[*a..*b].join(" "), h.cls)?;
             for row in h.patches.chunks(gw) {
                 let cells: Vec<String> = row.iter().map(|v| format!("{v:+.2e}")).collect();
                 writeln!(s, "    {}", cells.join(" "))?;
@@ -526,25 +413,8 @@ fn write_html(
         .map(|((e, q), caption)| CaptionReport {
             caption,
             explanation: e,
-            spans: args
-                .spans
-                .iter()
-                .zip(&q.span_heatmaps)
-                .map(|(&(start, end), heatmap)| SpanReport {
-                    start,
-                    end,
-                    heatmap,
-                })
-                .collect(),
-            boxes: args
-                .boxes
-                .iter()
-                .zip(&q.box_scores)
-                .map(|(&bbox, s)| BoxReport {
-                    bbox,
-                    token_scores: s,
-                })
-                .collect(),
+            spans: args.spans.iter().zip(&q.span_heatmaps).map(|(&(start, end), heatmap)| SpanReport { start, end, heatmap }).collect(),
+            boxes: args.boxes.iter().zip(&q.box_scores).map(|(&bbox, s)| BoxReport { bbox, token_scores: s }).collect(),
         })
         .collect();
     let secs = |k: &str| timings[k].as_f64().unwrap_or(0.0);
@@ -563,7 +433,6 @@ fn write_html(
             ("total".into(), secs("total_s")),
         ],
     };
-    let html =
-        report(&input).with_context(|| format!("building the HTML report {}", path.display()))?;
+    let html = report(&input).with_context(|| format!("building the HTML report {}", path.display()))?;
     std::fs::write(path, html).with_context(|| format!("writing {}", path.display()))
 }

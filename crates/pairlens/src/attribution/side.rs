@@ -57,10 +57,7 @@ pub fn text_side(
     let seq = pool.max(ref_pool) + 1;
     let device = model.text.weights.token_embedding.device();
     let ids = Tensor::from_iter(
-        caption.ids[..seq]
-            .iter()
-            .chain(&reference.ids[..seq])
-            .copied(),
+        caption.ids[..seq].iter().chain(&reference.ids[..seq]).copied(),
         device,
     )?
     .reshape((2, seq))?;
@@ -172,17 +169,12 @@ fn integrate(
             let p1 = (p0 + path_chunk).min(steps);
             let p = p1 - p0;
             let alpha = Tensor::from_slice(&alphas[p0..p1], (p, 1, 1), x.device())?;
-            let primal = alpha
-                .broadcast_mul(&delta.unsqueeze(0)?)?
-                .broadcast_add(&r.unsqueeze(0)?)?;
+            let primal = alpha.broadcast_mul(&delta.unsqueeze(0)?)?.broadcast_add(&r.unsqueeze(0)?)?;
             let values = row_values
                 .unsqueeze(1)?
                 .broadcast_as((row1 - row0, p, width))?
                 .contiguous()?;
-            let tangents = Tangents::SingleRow {
-                rows: row_ids.clone(),
-                values,
-            };
+            let tangents = Tangents::SingleRow { rows: row_ids.clone(), values };
             let (emb, demb) = jvp(&primal, &tangents)?; // [p, proj], [t, p, proj]
             let demb = match settings.mode {
                 Mode::Exclip => demb,

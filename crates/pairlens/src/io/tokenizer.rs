@@ -322,7 +322,10 @@ fn readable_bytes(bytes: &[u8]) -> String {
 /// that gives the same tokenizer — every added token already in the vocabulary under its own id,
 /// as in CLIP's files — and anything else the usual way. `tests/tokenizer_parity.rs` checks the
 /// results against transformers and open_clip.
-fn tokenizer_from_json(json: &[u8], sections: &Sections) -> std::result::Result<Tokenizer, String> {
+fn tokenizer_from_json(
+    json: &[u8],
+    sections: &Sections,
+) -> std::result::Result<Tokenizer, String> {
     match bpe_tokenizer_from_json(json, sections) {
         Some(tok) => Ok(tok),
         None => Tokenizer::from_bytes(json).map_err(|e| e.to_string()),
@@ -738,10 +741,7 @@ mod tests {
             "<|startoftext|>Hello, WORLD!! naïve café 123<|endoftext|>",
             "  multiple   spaces and a very_long-compound word  ",
         ] {
-            let (f, s) = (
-                fast.encode(text, true).unwrap(),
-                slow.encode(text, true).unwrap(),
-            );
+            let (f, s) = (fast.encode(text, true).unwrap(), slow.encode(text, true).unwrap());
             assert_eq!(f.get_ids(), s.get_ids(), "{text:?}");
             assert_eq!(f.get_tokens(), s.get_tokens(), "{text:?}");
         }

@@ -1,9 +1,11 @@
 //! Every op of the towers, its forward rule next to its tangent (JVP) rule and, for training,
 //! its reverse (VJP) rule.
 //!
-//! Forwards use only plain, differentiable candle-core ops (no fused kernels: candle's fused
-//! layer-norm/softmax have no backward), so candle's autograd can check the tangent rules.
-//! They are dtype-generic: f32 in production, f64 for reference checks.
+//! Forwards are written with plain, differentiable candle-core ops (candle's own fused
+//! layer-norm/softmax have no backward), so candle's autograd can check the tangent and reverse
+//! rules. On CPU tensors that autograd does not track, the row-wise ops (LayerNorm, QuickGELU,
+//! softmax and their rules) run as one-pass kernels that compute the same values
+//! ([`super::kernels`]). All are dtype-generic: f32 in production, f64 for reference checks.
 //!
 //! Tangent convention: a tangent has its primal's shape with extra LEADING axes (the tangent
 //! batch, e.g. `[T, ...]`); primal-side factors broadcast over those axes, so one primal serves

@@ -287,18 +287,12 @@ fn check_finite(out: Vec<f32>, start: usize, bad: impl Fn(String) -> Error) -> R
     // A branch-free pass first (vectorises; the scan covers every weight), the position only
     // when something is wrong.
     const EXP: u32 = 0x7f80_0000;
-    let any_bad = out
-        .iter()
-        .fold(false, |acc, v| acc | (v.to_bits() & EXP == EXP));
+    let any_bad = out.iter().fold(false, |acc, v| acc | (v.to_bits() & EXP == EXP));
     if !any_bad {
         return Ok(out);
     }
     match out.iter().position(|v| !v.is_finite()) {
-        Some(i) => Err(bad(format!(
-            "non-finite value {} at flat index {}",
-            out[i],
-            start + i
-        ))),
+        Some(i) => Err(bad(format!("non-finite value {} at flat index {}", out[i], start + i))),
         None => Ok(out),
     }
 }
