@@ -183,7 +183,8 @@ impl Trainer {
     /// reverse pass run on their own single-threaded worker, and only the loss sees the whole
     /// batch. On these small matrices that keeps every core busy, where splitting each op
     /// over threads did not (measured: a step took as long on one thread as on two). The
-    /// shards and the order their gradients are summed in are fixed: runs are reproducible.
+    /// shards and the order their gradients are summed in are fixed: runs on the same number of
+    /// cores are reproducible bit for bit.
     pub fn gradients(&self, batch: &Batch) -> Result<(f32, Vec<Tensor>)> {
         let w = self.detached_weights()?;
         let vision = VisionTower {
