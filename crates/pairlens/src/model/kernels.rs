@@ -436,20 +436,11 @@ mod tests {
     /// Largest `|a − b|` over the largest `|b|`.
     fn rel(a: &Tensor, b: &Tensor) -> f64 {
         assert_eq!(a.dims(), b.dims());
-        let a: Vec<f64> = a
-            .flatten_all()
-            .unwrap()
-            .to_dtype(DType::F64)
-            .unwrap()
-            .to_vec1()
-            .unwrap();
-        let b: Vec<f64> = b
-            .flatten_all()
-            .unwrap()
-            .to_dtype(DType::F64)
-            .unwrap()
-            .to_vec1()
-            .unwrap();
+        let values = |t: &Tensor| -> Vec<f64> {
+            let t = t.flatten_all().unwrap().to_dtype(DType::F64).unwrap();
+            t.to_vec1().unwrap()
+        };
+        let (a, b) = (values(a), values(b));
         let scale = b.iter().fold(0f64, |m, v| m.max(v.abs())).max(1e-300);
         a.iter()
             .zip(&b)
