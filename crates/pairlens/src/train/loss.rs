@@ -34,6 +34,14 @@ pub fn embed(
     weights: &ClipWeights,
     batch: &Batch,
 ) -> Result<(Tensor, Tensor)> {
+    let (vision, text) = towers(config, weights);
+    let img = vision.forward(&batch.pixels)?;
+    let txt = text.forward(&batch.ids, &batch.pool)?;
+    Ok((img, txt))
+}
+
+/// Both towers over `weights`, unchecked (shapes are checked once, when training starts).
+pub(crate) fn towers(config: &ClipConfig, weights: &ClipWeights) -> (VisionTower, TextTower) {
     let vision = VisionTower {
         config: config.vision.clone(),
         weights: weights.vision.clone(),
@@ -42,9 +50,7 @@ pub fn embed(
         config: config.text.clone(),
         weights: weights.text.clone(),
     };
-    let img = vision.forward(&batch.pixels)?;
-    let txt = text.forward(&batch.ids, &batch.pool)?;
-    Ok((img, txt))
+    (vision, text)
 }
 
 /// Rows scaled to unit L2 norm.

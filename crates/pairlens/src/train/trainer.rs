@@ -6,15 +6,14 @@ use std::time::Instant;
 use candle_core::{DType, Tensor, Var};
 
 use super::loss::{
-    clip_loss, contrastive_loss_masked, embed, retrieval_accuracy, scalar_f32, Batch, Batches,
+    clip_loss, contrastive_loss_masked, embed, retrieval_accuracy, scalar_f32, towers, Batch,
+    Batches,
 };
 use super::optimizer::{AdamW, AdamWConfig, Param};
 use super::schedule::Schedule;
-use crate::io::checkpoint::save::map_hf_tensors;
+use crate::io::checkpoint::save::{hf_tensors, map_hf_tensors};
 use crate::io::checkpoint::save_hf;
-use crate::model::{
-    ClipConfig, ClipModel, ClipWeights, TextTape, TextTower, VisionTape, VisionTower,
-};
+use crate::model::{ClipConfig, ClipModel, ClipWeights, TextTape, VisionTape};
 use crate::{Error, Result};
 
 /// CLIP caps the temperature at 100 (`logit_scale ≤ ln 100`), and keeps it ≥ 1.
@@ -174,10 +173,10 @@ impl Trainer {
     }
 
     /// Loss and the gradient of every parameter, in [`Self::params`] order, by the towers'
-    /// hand-written reverse pass ([`VisionTower::vjp`], [`TextTower::vjp`]); candle's autograd
-    /// only differentiates the loss w.r.t. the embeddings and the temperature (through the
-    /// towers it zero-fills and accumulates a gradient for every graph node; the hand-written
-    /// pass made a step 40 % shorter).
+    /// hand-written reverse pass ([`crate::model::VisionTower::vjp`],
+    /// [`crate::model::TextTower::vjp`]); candle's autograd only differentiates the loss w.r.t.
+    /// the embeddings and the temperature (through the towers it zero-fills and accumulates a
+    /// gradient for every graph node; the hand-written pass made a step 40 % shorter).
     ///
     /// The batch is cut into one shard of consecutive pairs per core; each shard's forward and
     /// reverse pass run on their own single-threaded worker, and only the loss sees the whole
@@ -186,15 +185,7 @@ impl Trainer {
     /// shards and the order their gradients are summed in are fixed: runs on the same number of
     /// cores are reproducible bit for bit.
     pub fn gradients(&self, batch: &Batch) -> Result<(f32, Vec<Tensor>)> {
-        let w = self.detached_weights()?;
-        let vision = VisionTower {
-            config: self.model_config.vision.clone(),
-            weights: w.vision,
-        };
-        let text = TextTower {
-            config: self.model_config.text.clone(),
-            weights: w.text,
-        };
+        let (vision, text) = towers(&self.model_config, &self.detached_weights()?);
         let shards = shard_ranges(batch.pool.len(), self.workers.len());
         let forward = self.on_workers(shards.len(), |i| {
             let r = shards[i].clone();
@@ -235,18 +226,17 @@ impl Trainer {
                 logit_scale: 0.0,
             })
         })?;
+        // Shard gradients summed in shard order, each in checkpoint (= parameter) order.
         let mut out: Vec<Tensor> = Vec::with_capacity(self.params().len());
-        for (k, grads) in backward.iter().enumerate() {
-            let mut i = 0;
-            map_hf_tensors(grads, |_, t| {
-                if k == 0 {
-                    out.push(t.clone());
-                } else {
-                    out[i] = (&out[i] + t)?;
+        for grads in &backward {
+            let grads = hf_tensors(grads)?.into_iter().map(|(_, t)| t);
+            if out.is_empty() {
+                out.extend(grads);
+            } else {
+                for (sum, g) in out.iter_mut().zip(grads) {
+                    *sum = (&*sum + g)?;
                 }
-                i += 1;
-                Ok(t.clone())
-            })?;
+            }
         }
         out.push(grad_of(self.logit_scale.as_tensor())?);
         Ok((value, out))
