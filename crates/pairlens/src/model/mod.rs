@@ -7,6 +7,7 @@ mod check;
 pub mod clip;
 pub mod config;
 mod kernels;
+mod matmul;
 pub mod ops;
 pub mod random;
 pub mod tangents;

@@ -15,6 +15,7 @@ use candle_core::{Tensor, D};
 
 use super::config::Activation;
 use super::kernels;
+use super::matmul;
 use super::weights::{LayerNorm, Linear};
 use crate::Result;
 
@@ -30,7 +31,9 @@ fn matmul_wt(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     let n = w.dim(0)?;
     let rows = x.elem_count() / k.max(1);
     let x = x.contiguous()?.reshape((rows, k))?;
-    let y = if rows <= WEIGHT_FIRST_MAX_ROWS {
+    let y = if let Some(y) = matmul::matmul_wt(&x, w)? {
+        y
+    } else if rows <= WEIGHT_FIRST_MAX_ROWS {
         w.matmul(&x.t()?)?.t()?.contiguous()?
     } else {
         x.matmul(&w.t()?)?
