@@ -17,6 +17,7 @@
 
 pub mod explanation;
 pub mod export;
+mod last_block;
 pub mod settings;
 pub mod side;
 

@@ -1,6 +1,7 @@
 //! One tower's half of the explanation: the contraction of its integrated Jacobian with the
 //! input difference, one column per token (`U` for text, `V` for the image), by batched JVPs.
 
+use super::last_block::{self, LastBlock};
 use super::settings::{ImageReference, Mode, Settings};
 use crate::io::tokenizer::Encoded;
 use crate::model::{ClipModel, Tangents, TransformerConfig};
@@ -46,6 +47,26 @@ pub fn text_side(
     settings: &Settings,
     progress: &mut dyn Progress,
 ) -> Result<TowerSide> {
+    text_side_by(model, caption, reference, settings, progress, Route::ClosedForm)
+}
+
+/// How a split at the last block is integrated: [`last_block`]'s closed form, or batched JVPs as
+/// at every other block (kept to check the closed form against).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Route {
+    ClosedForm,
+    #[cfg_attr(not(test), allow(dead_code))]
+    Jvp,
+}
+
+fn text_side_by(
+    model: &ClipModel,
+    caption: &Encoded,
+    reference: &Encoded,
+    settings: &Settings,
+    progress: &mut dyn Progress,
+    route: Route,
+) -> Result<TowerSide> {
     let cfg = &model.config.text;
     let pool = cfg.pooling.index(&caption.ids).ok_or_else(|| {
         Error::InvalidArgument("caption ids hold no end-of-text token to pool at".into())
@@ -65,6 +86,26 @@ pub fn text_side(
     let (x, r) = (hidden.get(0)?, hidden.get(1)?);
     let layer = settings.text_layer;
     let tower = &model.text;
+    let reference_own = tower.embed_from(layer, &r.unsqueeze(0)?, &[ref_pool])?.get(0)?;
+    if layer + 1 == cfg.transformer.layers && route == Route::ClosedForm {
+        let w = &tower.weights;
+        let last = LastBlock {
+            cfg: &cfg.transformer,
+            block: w.blocks.last().expect("a last block"),
+            final_ln: &w.ln_final,
+            projection: &w.projection,
+        };
+        // Causal attention: the pooled row sees rows up to itself only.
+        let (x, r) = (x.narrow(0, 0, pool + 1)?, r.narrow(0, 0, pool + 1)?);
+        let c = last_block::integrate(&last, &x, &r, pool, pool + 1, "text tokens", settings, progress)?;
+        return Ok(TowerSide {
+            contributions: c.contributions,
+            embedding: c.embedding,
+            path_end: c.path_end,
+            reference: reference_own,
+            pooled_index: pool,
+        });
+    }
     let footprint = tangent_footprint(&cfg.transformer, layer, seq);
     let contributions = integrate(
         "text tokens",
@@ -80,12 +121,11 @@ pub fn text_side(
         },
     )?;
     let ends = tower.embed_from(layer, &hidden, &[pool, pool])?;
-    let reference_own = tower.embed_from(layer, &r.unsqueeze(0)?, &[ref_pool])?;
     Ok(TowerSide {
         contributions: contributions.contributions,
         embedding: ends.get(0)?,
         path_end: ends.get(1)?,
-        reference: reference_own.get(0)?,
+        reference: reference_own,
         pooled_index: pool,
     })
 }
@@ -98,6 +138,16 @@ pub fn image_side(
     settings: &Settings,
     progress: &mut dyn Progress,
 ) -> Result<TowerSide> {
+    image_side_by(model, pixels, settings, progress, Route::ClosedForm)
+}
+
+fn image_side_by(
+    model: &ClipModel,
+    pixels: &Tensor,
+    settings: &Settings,
+    progress: &mut dyn Progress,
+    route: Route,
+) -> Result<TowerSide> {
     let reference = match &settings.image_reference {
         ImageReference::Zeros => pixels.zeros_like()?,
         ImageReference::Tensor(t) => t.to_device(pixels.device())?.to_dtype(DType::F32)?,
@@ -108,6 +158,23 @@ pub fn image_side(
     let hidden = tower.hidden_at(layer, &batch)?;
     let (x, r) = (hidden.get(0)?, hidden.get(1)?);
     let tokens = x.dim(0)?;
+    if layer + 1 == model.config.vision.transformer.layers && route == Route::ClosedForm {
+        let w = &tower.weights;
+        let last = LastBlock {
+            cfg: &model.config.vision.transformer,
+            block: w.blocks.last().expect("a last block"),
+            final_ln: &w.ln_post,
+            projection: &w.projection,
+        };
+        let c = last_block::integrate(&last, &x, &r, 0, tokens, "image tokens", settings, progress)?;
+        return Ok(TowerSide {
+            contributions: c.contributions,
+            embedding: c.embedding,
+            reference: c.path_end.clone(),
+            path_end: c.path_end,
+            pooled_index: 0,
+        });
+    }
     let footprint = tangent_footprint(&model.config.vision.transformer, layer, tokens);
     let contributions = integrate(
         "image tokens",
@@ -168,7 +235,7 @@ fn integrate(
         for p0 in (0..steps).step_by(path_chunk) {
             let p1 = (p0 + path_chunk).min(steps);
             let p = p1 - p0;
-            let alpha = Tensor::from_slice(&alphas[p0..p1], (p, 1, 1), x.device())?;
+            let alpha = Tensor::from_slice(&alphas[p0..p1], (p, 1, 1), x.device())?.to_dtype(x.dtype())?;
             let primal = alpha.broadcast_mul(&delta.unsqueeze(0)?)?.broadcast_add(&r.unsqueeze(0)?)?;
             let values = row_values
                 .unsqueeze(1)?
@@ -212,4 +279,80 @@ pub fn normalised_tangent(emb: &Tensor, demb: &Tensor) -> Result<Tensor> {
     let along = demb.broadcast_mul(&unit)?.sum_keepdim(D::Minus1)?; // [t, p, 1]
     let radial = along.broadcast_mul(&unit)?;
     Ok((demb - radial)?.broadcast_div(&norm)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{ClipConfig, ClipWeights, TextTower, VisionTower};
+    use candle_core::Device;
+
+    fn model(dtype: DType) -> ClipModel {
+        let config = ClipConfig::tiny();
+        let w = ClipWeights::random(&config, 11).unwrap().to_dtype(dtype).unwrap();
+        ClipModel {
+            text: TextTower { config: config.text.clone(), weights: w.text },
+            vision: VisionTower { config: config.vision.clone(), weights: w.vision },
+            config,
+            logit_scale: w.logit_scale,
+        }
+    }
+
+    fn encoded(ids: &[u32], context: usize) -> Encoded {
+        let mut all = ids.to_vec();
+        all.resize(context, 0);
+        Encoded { ids: all, len: ids.len(), tokens: ids.iter().map(|i| i.to_string()).collect() }
+    }
+
+    fn rel(a: &Tensor, b: &Tensor) -> f64 {
+        let d = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_dtype(DType::F64).unwrap();
+        let m = b.abs().unwrap().max_all().unwrap().to_dtype(DType::F64).unwrap();
+        d.to_scalar::<f64>().unwrap() / m.to_scalar::<f64>().unwrap().max(1e-30)
+    }
+
+    /// The closed form through the last block equals the batched JVPs, every quantity, both
+    /// towers, both modes, chunked or not; f64 to rounding, f32 to 1e-5.
+    #[test]
+    fn closed_form_last_block_equals_batched_jvps() {
+        for (dtype, tol) in [(DType::F64, 1e-11), (DType::F32, 2e-5)] {
+            let m = model(dtype);
+            let layers = m.config.text.transformer.layers;
+            let caption = encoded(&[38, 5, 17, 3, 39], 8);
+            let reference = encoded(&[38, 0, 39], 8);
+            let mut rng = crate::model::random::Rng::new(3);
+            let pixels = rng.tensor(&[3, 8, 12], 0.0, 1.0).unwrap().to_dtype(dtype).unwrap();
+            for mode in [Mode::Exclip, Mode::Cosine] {
+                for (steps, budget) in [(1, 8 << 20), (7, 8 << 20), (10, 1500)] {
+                    let settings = Settings {
+                        text_layer: layers - 1,
+                        image_layer: m.config.vision.transformer.layers - 1,
+                        steps,
+                        mode,
+                        max_batch_elements: budget,
+                        ..Settings::default()
+                    };
+                    let sides = |route| {
+                        let t = text_side_by(&m, &caption, &reference, &settings, &mut NoProgress, route).unwrap();
+                        let i = image_side_by(&m, &pixels, &settings, &mut NoProgress, route).unwrap();
+                        (t, i)
+                    };
+                    let (fast, slow) = (sides(Route::ClosedForm), sides(Route::Jvp));
+                    for (a, b, what) in [(&fast.0, &slow.0, "text"), (&fast.1, &slow.1, "image")] {
+                        let label = format!("{dtype:?} {mode:?} N={steps} budget {budget} {what}");
+                        for (x, y, q) in [
+                            (&a.contributions, &b.contributions, "contributions"),
+                            (&a.embedding, &b.embedding, "embedding"),
+                            (&a.path_end, &b.path_end, "path end"),
+                            (&a.reference, &b.reference, "reference"),
+                        ] {
+                            let e = rel(x, y);
+                            assert!(e < tol, "{label} {q}: {e:e}");
+                        }
+                        assert_eq!(a.pooled_index, b.pooled_index);
+                    }
+                }
+            }
+            let _ = Device::Cpu;
+        }
+    }
 }
