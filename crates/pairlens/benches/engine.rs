@@ -2,7 +2,7 @@
 //! once and every phase is timed warm): loading, the plain forward of image + reference up to
 //! the split, the whole image side (V), the whole text side (U); and one vision block's six
 //! matmuls at the forward's row count and 4× and 16× it, three ways: `x·Wᵀ` with the weights as
-//! loaded (`W` `[out, in]`), `(W·xᵀ)ᵀ` with the same weights, and `x·W` with `W` stored
+//! loaded (`W` `[out, in]`) through candle, through pairlens' own kernel (`ops::linear`), and `x·W` with `W` stored
 //! `[in, out]`, to size what the weights' layout and the product's order cost; and one vision
 //! block's forward op by op (norms, linears, head copies, attention, activation).
 //!
@@ -113,19 +113,13 @@ fn main() {
             })
         };
         let as_loaded = matmuls(&linears.map(|l| l.weight.t().unwrap()));
-        let weight_first = time(repeats, || {
+        let kernel = time(repeats, || {
             for (x, l) in inputs.iter().zip(&linears) {
-                l.weight
-                    .matmul(&x.t().unwrap())
-                    .unwrap()
-                    .t()
-                    .unwrap()
-                    .contiguous()
-                    .unwrap();
+                ops::linear_tangent(x, l).unwrap();
             }
         });
         let transposed = matmuls(&linears.map(|l| l.weight.t().unwrap().contiguous().unwrap()));
-        matmul_rows.push((rows, as_loaded, weight_first, transposed));
+        matmul_rows.push((rows, as_loaded, kernel, transposed));
     }
     // One vision block's forward op by op, on the hidden states entering block 1 (as
     // `block::Stack::block_forward` runs them), to see which ops the forward's time is in.
@@ -244,10 +238,10 @@ fn main() {
     }
     println!("  {:40} {best:.5} s / {median:.5} s", "sum");
     println!("one vision block's six matmuls (best / median):");
-    for (rows, as_loaded, weight_first, transposed) in matmul_rows {
+    for (rows, as_loaded, kernel, transposed) in matmul_rows {
         for (name, (best, median)) in [
             ("x·Wᵀ, W [out, in] as loaded", as_loaded),
-            ("(W·xᵀ)ᵀ, W as loaded", weight_first),
+            ("ops::linear (AVX-512 kernel)", kernel),
             ("x·W, W stored [in, out]", transposed),
         ] {
             println!("  {rows:5} rows, {name:28} {best:.4} s / {median:.4} s");

@@ -19,9 +19,11 @@ use super::matmul;
 use super::weights::{LayerNorm, Linear};
 use crate::Result;
 
-/// Up to this many rows, `x Wᵀ` is computed as `(W xᵀ)ᵀ`: with `W` stored `[out, in]` (as
-/// checkpoints store it, read in place) that order is faster for few rows and slower for many
-/// (engine bench, one ViT-B block's six matmuls: 100 rows 7.5 vs 10.0 ms, 400 rows 28 vs 23 ms).
+/// Up to this many rows, `x Wᵀ` goes through pairlens' own kernel ([`matmul`]), which reads `W`
+/// as stored; above, candle's GEMM packs `W` once and amortises it over the rows (engine bench,
+/// one ViT-B block's six matmuls: 100 rows 9.6 vs 17.6 ms, 400 rows 37 vs 38 ms, 1600 rows 147
+/// vs 118 ms). Without the kernel (no AVX-512), `(W xᵀ)ᵀ` is the faster order up to 128 rows.
+const KERNEL_MAX_ROWS: usize = 512;
 const WEIGHT_FIRST_MAX_ROWS: usize = 128;
 
 /// `x Wᵀ` over the last axis, any leading dims, as one 2-D matmul (rows = all leading dims).
@@ -31,7 +33,11 @@ fn matmul_wt(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     let n = w.dim(0)?;
     let rows = x.elem_count() / k.max(1);
     let x = x.contiguous()?.reshape((rows, k))?;
-    let y = if let Some(y) = matmul::matmul_wt(&x, w)? {
+    let kernel = match rows <= KERNEL_MAX_ROWS {
+        true => matmul::matmul_wt(&x, w)?,
+        false => None,
+    };
+    let y = if let Some(y) = kernel {
         y
     } else if rows <= WEIGHT_FIRST_MAX_ROWS {
         w.matmul(&x.t()?)?.t()?.contiguous()?
@@ -163,10 +169,12 @@ fn normal_cdf(x: &Tensor) -> Result<Tensor> {
 
 /// The MLP non-linearity: QuickGELU `x·σ(1.702x)` or exact GELU `x·Φ(x)`.
 pub fn activation(x: &Tensor, act: Activation) -> Result<Tensor> {
-    if act == Activation::QuickGelu {
-        if let Some((y, _)) = kernels::quick_gelu(x, false)? {
-            return Ok(y);
-        }
+    let kernel = match act {
+        Activation::QuickGelu => kernels::quick_gelu(x, false)?,
+        Activation::Gelu => kernels::gelu(x, false)?,
+    };
+    if let Some((y, _)) = kernel {
+        return Ok(y);
     }
     match act {
         Activation::QuickGelu => Ok(x.mul(&quick_sigmoid(x)?)?),
@@ -177,10 +185,12 @@ pub fn activation(x: &Tensor, act: Activation) -> Result<Tensor> {
 /// The activation and its elementwise slope `dy/dx`, for [`activation_tangent`].
 /// QuickGELU: `s + 1.702 x s (1 − s)`, `s = σ(1.702x)`. GELU: `Φ(x) + x φ(x)`.
 pub fn activation_with_slope(x: &Tensor, act: Activation) -> Result<(Tensor, Tensor)> {
-    if act == Activation::QuickGelu {
-        if let Some((y, Some(slope))) = kernels::quick_gelu(x, true)? {
-            return Ok((y, slope));
-        }
+    let kernel = match act {
+        Activation::QuickGelu => kernels::quick_gelu(x, true)?,
+        Activation::Gelu => kernels::gelu(x, true)?,
+    };
+    if let Some((y, Some(slope))) = kernel {
+        return Ok((y, slope));
     }
     activation_with_slope_plain(x, act)
 }
