@@ -136,3 +136,26 @@ fn bad_input_gives_clear_errors() {
     let e = error_of(&["explain", "--model", &m, "--image", &not_image, "--caption", "a dog"]);
     assert!(e.contains("config.json"), "{e}");
 }
+
+/// Weights are checked through the results, not at load: a NaN in a weight the explanation uses
+/// still fails, naming the tensor and the value's position.
+#[test]
+fn a_nan_weight_is_named() {
+    let dir = temp_dir("nan-weight");
+    for f in ["config.json", "model.safetensors", "preprocessor_config.json", "tokenizer.json"] {
+        std::fs::copy(fixtures().join("hf-tiny-quickgelu").join(f), dir.join(f)).unwrap();
+    }
+    let file = dir.join("model.safetensors");
+    let mut tensors = candle_core::safetensors::load(&file, &candle_core::Device::Cpu).unwrap();
+    let name = "vision_model.encoder.layers.1.mlp.fc1.weight";
+    let t = &tensors[name];
+    let mut v: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
+    v[7] = f32::NAN;
+    let bad = candle_core::Tensor::from_vec(v, t.shape(), &candle_core::Device::Cpu).unwrap();
+    tensors.insert(name.to_string(), bad);
+    candle_core::safetensors::save(&tensors, &file).unwrap();
+    let (m, i) = (dir.display().to_string(), image());
+    let e = error_of(&["explain", "--model", &m, "--image", &i, "--caption", "a dog"]);
+    assert!(e.contains(&format!("`{name}`")) && e.contains("non-finite value NaN at flat index 7"), "{e}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

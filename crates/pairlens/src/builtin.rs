@@ -146,6 +146,12 @@ pub fn load(device: &Device) -> Result<LoadedModel> {
     checkpoint::load(&model_dir()?, device)
 }
 
+/// The built-in model's directory, opened (materialising it first if needed), for loading in
+/// parts ([`checkpoint::Checkpoint`]).
+pub fn checkpoint() -> Result<checkpoint::Checkpoint> {
+    checkpoint::Checkpoint::open(&model_dir()?)
+}
+
 /// Every file present with its embedded size.
 fn is_complete(dir: &Path) -> bool {
     FILES.iter().all(|(name, bytes)| {

@@ -44,6 +44,10 @@ pub enum Error {
     #[error("{0}")]
     InvalidArgument(String),
 
+    /// A result came out NaN or infinite (see [`crate::io::checkpoint::ValueCheck`]).
+    #[error("{0}")]
+    NonFinite(String),
+
     #[error("{path}: bad dataset file: {msg}")]
     Dataset { path: PathBuf, msg: String },
 

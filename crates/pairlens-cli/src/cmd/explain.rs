@@ -10,7 +10,10 @@ use anyhow::{bail, Context, Result};
 use image::RgbImage;
 use pairlens::attribution::explanation::{patch_weights, SpanHeatmap};
 use pairlens::attribution::{export, image_side, text_side, Explanation, Mode, Settings};
+use candle_core::Device;
+use pairlens::io::checkpoint::{Checkpoint, ValueCheck};
 use pairlens::io::image::decode_file;
+use pairlens::io::tokenizer::{ClipTokenizer, Encoded};
 use pairlens::io::preprocess::{preprocess, Geometry};
 use pairlens::render;
 
@@ -98,21 +101,7 @@ pub fn run(args: Args) -> Result<()> {
     if args.captions.iter().any(|c| c.trim().is_empty()) {
         bail!("empty caption: every --caption needs some text");
     }
-    let loaded = super::load_model(args.model.as_deref())?;
-    let model = &loaded.model;
-    let load_s = started.elapsed().as_secs_f64();
-
-    let settings = args.method.settings(model)?;
-
-    let decoded = decode_file(&args.image)?;
-    let pre = preprocess(&decoded, &loaded.preprocess)
-        .with_context(|| format!("preprocessing {}", args.image.display()))?;
-    let encoded = args
-        .captions
-        .iter()
-        .map(|c| loaded.tokenizer.encode(c, args.truncate))
-        .collect::<pairlens::Result<Vec<_>>>()?;
-    let reference = loaded.tokenizer.reference(settings.text_reference_len);
+    let (checkpoint, what) = super::open_checkpoint(args.model.as_deref())?;
 
     // Every output path is checked before the work starts.
     if let Some(out) = &args.out {
@@ -128,22 +117,66 @@ pub fn run(args: Args) -> Result<()> {
         check_writable(html, args.force)?;
     }
 
-    let mut bar = DelayedBar::new();
-    let t = Instant::now();
-    let image = image_side(model, &pre.pixels, &settings, &mut bar)?;
-    let image_s = t.elapsed().as_secs_f64();
-    let t = Instant::now();
-    let explanations = encoded
-        .iter()
-        .map(|caption| {
-            let text = text_side(model, caption, &reference, &settings, &mut bar)?;
-            Explanation::combine(&text, &image, caption.tokens.clone(), model, &settings)
-        })
-        .collect::<pairlens::Result<Vec<_>>>()?;
-    let text_s = t.elapsed().as_secs_f64();
-    drop(bar);
+    // The tokenizer builds on its own thread while the weights are mapped and the image is
+    // decoded, and while a quick image side runs: building CLIP's 49k-token BPE takes longer
+    // than all of these but the image side (measured: ~0.07 s).
+    let (loaded, settings, pre, decoded, explanations, timings) = std::thread::scope(|scope| {
+        let mut pending = Some(scope.spawn(|| checkpoint.tokenizer()));
+        let mut join = || -> Result<ClipTokenizer> {
+            let job = pending.take().expect("the tokenizer is joined once");
+            let tokenizer = job.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
+            tokenizer.with_context(|| format!("loading {what}"))
+        };
+        // The weights are checked by their results: a NaN or infinite weight that is used makes
+        // the explanation non-finite, and only then is every weight read again to name it.
+        let model = checkpoint
+            .model(&Device::Cpu, ValueCheck::Deferred)
+            .with_context(|| format!("loading {what}"))?;
+        let pp = checkpoint.preprocess().with_context(|| format!("loading {what}"))?;
+        let load_s = started.elapsed().as_secs_f64();
+        let settings = args.method.settings(&model)?;
+        let decoded = decode_file(&args.image)?;
+        let pre = preprocess(&decoded, &pp)
+            .with_context(|| format!("preprocessing {}", args.image.display()))?;
+        // A split below the last block takes seconds: meet the tokenizer first there, so that a
+        // caption it rejects is reported before that work.
+        let quick = settings.image_layer + 1 == model.config.vision.transformer.layers;
+        let early = if quick { None } else { Some(join()?) };
+        if let Some(t) = &early {
+            encode(t, &args)?;
+        }
 
-    let patch = model.config.vision.patch_size;
+        let mut bar = DelayedBar::new();
+        let t = Instant::now();
+        let image = with_named_bad_value(&checkpoint, image_side(&model, &pre.pixels, &settings, &mut bar))?;
+        let image_s = t.elapsed().as_secs_f64();
+        let tokenizer = match early {
+            Some(t) => t,
+            None => join()?,
+        };
+        let loaded = checkpoint
+            .finish(model, tokenizer, pp)
+            .with_context(|| format!("loading {what}"))?;
+        let model = &loaded.model;
+        let encoded = encode(&loaded.tokenizer, &args)?;
+        let reference = loaded.tokenizer.reference(settings.text_reference_len);
+        let t = Instant::now();
+        let explanations = encoded
+            .iter()
+            .map(|caption| {
+                let text = text_side(model, caption, &reference, &settings, &mut bar)?;
+                Explanation::combine(&text, &image, caption.tokens.clone(), model, &settings)
+            })
+            .collect::<pairlens::Result<Vec<_>>>();
+        let explanations = with_named_bad_value(&checkpoint, explanations)?;
+        let text_s = t.elapsed().as_secs_f64();
+        drop(bar);
+        let timings = (load_s, image_s, text_s);
+        anyhow::Ok((loaded, settings, pre, decoded, explanations, timings))
+    })?;
+    let (load_s, image_s, text_s) = timings;
+
+    let patch = loaded.model.config.vision.patch_size;
     let queries = explanations
         .iter()
         .map(|e| query(e, &args, &pre.geometry, patch))
@@ -172,6 +205,27 @@ pub fn run(args: Args) -> Result<()> {
         summary_text(&args, &loaded, &settings, &pre.geometry, &explanations, &queries, &timings)?
     };
     super::print(&text)
+}
+
+/// The captions encoded (too long without `--truncate` is an error naming the caption).
+fn encode(tokenizer: &ClipTokenizer, args: &Args) -> Result<Vec<Encoded>> {
+    Ok(args
+        .captions
+        .iter()
+        .map(|c| tokenizer.encode(c, args.truncate))
+        .collect::<pairlens::Result<Vec<_>>>()?)
+}
+
+/// A non-finite result from weights loaded unchecked: reads them again, checked, so the error
+/// names the bad tensor when there is one.
+fn with_named_bad_value<T>(checkpoint: &Checkpoint, r: pairlens::Result<T>) -> Result<T> {
+    match r {
+        Err(pairlens::Error::NonFinite(msg)) => {
+            checkpoint.find_bad_value()?;
+            bail!("{msg}")
+        }
+        r => Ok(r?),
+    }
 }
 
 fn query(e: &Explanation, args: &Args, geometry: &Geometry, patch: usize) -> Result<Query> {

@@ -29,6 +29,23 @@ pub fn load_model(dir: Option<&Path>) -> Result<LoadedModel> {
     }
 }
 
+/// A checkpoint directory opened for loading in parts (the built-in model without one), and
+/// what to call it in errors.
+pub fn open_checkpoint(dir: Option<&Path>) -> Result<(checkpoint::Checkpoint, String)> {
+    match dir {
+        Some(dir) => {
+            let what = format!("model {}", dir.display());
+            let c = checkpoint::Checkpoint::open(dir).with_context(|| format!("loading {what}"))?;
+            Ok((c, what))
+        }
+        None => {
+            let what = pairlens::builtin::NAME.to_string();
+            let c = pairlens::builtin::checkpoint().with_context(|| format!("loading {what}"))?;
+            Ok((c, what))
+        }
+    }
+}
+
 /// Write to stdout; a closed pipe (`pairlens … | head`) is not an error.
 pub fn print(text: &str) -> Result<()> {
     use std::io::Write;

@@ -149,7 +149,7 @@ impl Explanation {
     fn check_finite(&self) -> Result<()> {
         let values = self.matrix()?;
         if !values.iter().flatten().all(|v| v.is_finite()) || !self.score.is_finite() {
-            return Err(Error::InvalidArgument(
+            return Err(Error::NonFinite(
                 "the explanation contains NaN or infinite values (the model's weights or input may be broken)"
                     .into(),
             ));

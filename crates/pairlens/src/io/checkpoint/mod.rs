@@ -86,7 +86,6 @@ pub fn read_config(dir: &Path) -> Result<(CheckpointFormat, ClipConfig)> {
     Ok((format, cfg))
 }
 
-/// Load a checkpoint directory onto `device`.
 /// `a` on its own thread while `b` runs on this one (the tokenizer builds while the weights are
 /// read: with zero-copy weights, building CLIP's 49k-token tokenizer is the longer of the two).
 fn beside<A: Send, B>(a: impl FnOnce() -> A + Send, b: impl FnOnce() -> B) -> (A, B) {
@@ -98,119 +97,199 @@ fn beside<A: Send, B>(a: impl FnOnce() -> A + Send, b: impl FnOnce() -> B) -> (A
     })
 }
 
+/// Whether loading checks every weight for NaN and infinities.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ValueCheck {
+    /// Every value, as it is read: a bad checkpoint fails at load, naming the tensor.
+    Now,
+    /// None at load (the weights stay untouched pages of the file until used). For callers that
+    /// check their results instead — a non-finite weight that is used makes them non-finite —
+    /// and then call [`Checkpoint::find_bad_value`] to name it.
+    Deferred,
+}
+
+/// Load a checkpoint directory onto `device`, every weight checked.
 pub fn load(dir: &Path, device: &Device) -> Result<LoadedModel> {
-    let format = detect(dir)?;
-    let tok_path = dir.join("tokenizer.json");
-    let (mut config, weights, tokenizer, preprocess) = match format {
-        CheckpointFormat::Hf => {
-            let config = hf::read_config(dir)?;
-            if !tok_path.is_file() {
-                return Err(Error::MissingFile {
-                    path: tok_path,
-                    what: "tokenizer; vocab.json/merges.txt alone are not read".into(),
-                });
+    let checkpoint = Checkpoint::open(dir)?;
+    let (tokenizer, model) = beside(
+        || checkpoint.tokenizer(),
+        || checkpoint.model(device, ValueCheck::Now),
+    );
+    let preprocess = checkpoint.preprocess()?;
+    checkpoint.finish(model?, tokenizer?, preprocess)
+}
+
+/// A checkpoint directory whose configuration is read; its model and tokenizer load separately
+/// (so a caller can start on the image while the tokenizer builds). [`load`] is the one-call
+/// version.
+pub struct Checkpoint {
+    dir: PathBuf,
+    format: CheckpointFormat,
+    config: ClipConfig,
+    /// open_clip's settings beyond the geometry (`None` for HF).
+    open_clip: Option<open_clip::OpenClipExtra>,
+}
+
+impl Checkpoint {
+    /// Reads the configuration; for HF directories, also requires `tokenizer.json`.
+    pub fn open(dir: &Path) -> Result<Checkpoint> {
+        let format = detect(dir)?;
+        let (config, open_clip) = match format {
+            CheckpointFormat::Hf => {
+                let tok_path = dir.join("tokenizer.json");
+                if !tok_path.is_file() {
+                    return Err(Error::MissingFile {
+                        path: tok_path,
+                        what: "tokenizer; vocab.json/merges.txt alone are not read".into(),
+                    });
+                }
+                (hf::read_config(dir)?, None)
             }
-            let pp_path = dir.join("preprocessor_config.json");
-            let (tokenizer, weights) = beside(
-                || {
-                    let ctx = config.text.context_length;
-                    ClipTokenizer::from_file(&tok_path, TextCleaning::None, ctx, None)
-                },
-                || hf::read_weights(&hf::open_weights(dir)?, &config, device),
-            );
-            let tokenizer = tokenizer?;
-            let preprocess = if pp_path.is_file() {
-                PreprocessConfig::from_hf_file(&pp_path)?
-            } else {
-                PreprocessConfig::hf_default(config.vision.image_size)
-            };
-            (config, weights?, tokenizer, preprocess)
+            CheckpointFormat::OpenClip => {
+                let (config, extra) = open_clip::read_config(dir)?;
+                (config, Some(extra))
+            }
+        };
+        Ok(Checkpoint {
+            dir: dir.to_path_buf(),
+            format,
+            config,
+            open_clip,
+        })
+    }
+
+    /// The towers with the configuration's own token ids ([`Self::finish`] sets the
+    /// tokenizer's).
+    pub fn model(&self, device: &Device, check: ValueCheck) -> Result<ClipModel> {
+        let weights = self.weights(device, check)?;
+        ClipModel::new(self.config.clone(), weights)
+    }
+
+    fn weights(&self, device: &Device, check: ValueCheck) -> Result<ClipWeights> {
+        let (dir, config) = (&self.dir, &self.config);
+        match &self.open_clip {
+            None => {
+                let mut store = hf::open_weights(dir)?;
+                store.check_values = check == ValueCheck::Now;
+                hf::read_weights(&store, config, device)
+            }
+            Some(extra) => {
+                let mut store = open_clip::open_weights(dir)?;
+                store.check_values = check == ValueCheck::Now;
+                open_clip::read_weights(&store, config, extra, device)
+            }
         }
-        CheckpointFormat::OpenClip => {
-            let (config, extra) = open_clip::read_config(dir)?;
-            let ctx = config.text.context_length;
-            let (tokenizer, weights) = beside(
-                || {
-                    if tok_path.is_file() {
-                        let pad = Some(extra.pad_id);
-                        ClipTokenizer::from_file(&tok_path, TextCleaning::OpenClip, ctx, pad)
-                    } else {
-                        ClipTokenizer::bundled_open_clip(ctx)
-                    }
-                },
-                || {
-                    let store = open_clip::open_weights(dir)?;
-                    open_clip::read_weights(&store, &config, &extra, device)
-                },
-            );
-            let tokenizer = tokenizer?;
-            let preprocess = PreprocessConfig::from_open_clip(
+    }
+
+    /// After a [`ValueCheck::Deferred`] load gave non-finite results: reads every weight again,
+    /// checked, and returns the error naming the first bad value (`Ok` if there is none).
+    pub fn find_bad_value(&self) -> Result<()> {
+        self.weights(&Device::Cpu, ValueCheck::Now).map(|_| ())
+    }
+
+    /// The tokenizer (`tokenizer.json`, or for open_clip without one the bundled CLIP BPE).
+    pub fn tokenizer(&self) -> Result<ClipTokenizer> {
+        let tok_path = self.dir.join("tokenizer.json");
+        let ctx = self.config.text.context_length;
+        match &self.open_clip {
+            None => ClipTokenizer::from_file(&tok_path, TextCleaning::None, ctx, None),
+            Some(extra) if tok_path.is_file() => {
+                let pad = Some(extra.pad_id);
+                ClipTokenizer::from_file(&tok_path, TextCleaning::OpenClip, ctx, pad)
+            }
+            Some(_) => ClipTokenizer::bundled_open_clip(ctx),
+        }
+    }
+
+    /// The image preprocessing, checked to produce what the vision tower takes.
+    pub fn preprocess(&self) -> Result<PreprocessConfig> {
+        let (dir, config) = (&self.dir, &self.config);
+        let preprocess = match &self.open_clip {
+            None => {
+                let pp_path = dir.join("preprocessor_config.json");
+                if pp_path.is_file() {
+                    PreprocessConfig::from_hf_file(&pp_path)?
+                } else {
+                    PreprocessConfig::hf_default(config.vision.image_size)
+                }
+            }
+            Some(extra) => PreprocessConfig::from_open_clip(
                 &extra.preprocess_cfg,
                 config.vision.image_size,
                 &dir.join(open_clip::CONFIG),
-            )?;
-            (config, weights?, tokenizer, preprocess)
-        }
-    };
-
-    // The tokenizer is the authority on its special ids; the model must be able to embed them all.
-    let tok_file = if tok_path.is_file() {
-        tok_path.clone()
-    } else {
-        PathBuf::from("<bundled CLIP tokenizer>")
-    };
-    if tokenizer.vocab_size() > config.text.vocab_size {
-        return Err(Error::bad_config(
-            &tok_file,
-            format!(
-                "the tokenizer has {} tokens but the model's token embedding has only {} rows",
-                tokenizer.vocab_size(),
-                config.text.vocab_size
-            ),
-        ));
-    }
-    if let TextPooling::FirstId(eos) = config.text.pooling {
-        if eos != tokenizer.eot_id() {
+            )?,
+        };
+        // Preprocessing must produce what the vision tower takes, or every image fails later.
+        let input = match (preprocess.crop, preprocess.resize) {
+            (Some(c), _) => Some(c),
+            (None, ResizeMode::Exact { height, width }) => Some((height, width)),
+            _ => None,
+        };
+        if let Some(input) = input.filter(|&i| i != config.vision.image_size) {
+            let pp_file = match self.format {
+                CheckpointFormat::Hf => dir.join("preprocessor_config.json"),
+                CheckpointFormat::OpenClip => dir.join(open_clip::CONFIG),
+            };
             return Err(Error::bad_config(
-                dir.join(hf::CONFIG),
+                pp_file,
                 format!(
-                    "text_config.eos_token_id is {eos} but the tokenizer's end-of-text id is {}",
-                    tokenizer.eot_id()
+                    "image preprocessing produces {}x{} (h x w) inputs but the vision tower takes {}x{}",
+                    input.0, input.1, config.vision.image_size.0, config.vision.image_size.1
                 ),
             ));
         }
+        Ok(preprocess)
     }
-    // Preprocessing must produce what the vision tower takes, or every image fails later.
-    let input = match (preprocess.crop, preprocess.resize) {
-        (Some(c), _) => Some(c),
-        (None, ResizeMode::Exact { height, width }) => Some((height, width)),
-        _ => None,
-    };
-    if let Some(input) = input.filter(|&i| i != config.vision.image_size) {
-        let pp_file = match format {
-            CheckpointFormat::Hf => dir.join("preprocessor_config.json"),
-            CheckpointFormat::OpenClip => dir.join(open_clip::CONFIG),
-        };
-        return Err(Error::bad_config(
-            pp_file,
-            format!(
-                "image preprocessing produces {}x{} (h x w) inputs but the vision tower takes {}x{}",
-                input.0, input.1, config.vision.image_size.0, config.vision.image_size.1
-            ),
-        ));
-    }
-    config.text.sot_token_id = tokenizer.sot_id();
-    config.text.eot_token_id = tokenizer.eot_id();
-    config.text.pad_token_id = tokenizer.pad_id();
 
-    let model = ClipModel::new(config, weights)?;
-    Ok(LoadedModel {
-        dir: dir.to_path_buf(),
-        format,
-        model,
-        tokenizer,
-        preprocess,
-    })
+    /// Checks the tokenizer against the model and gives the model the tokenizer's special ids.
+    pub fn finish(
+        &self,
+        mut model: ClipModel,
+        tokenizer: ClipTokenizer,
+        preprocess: PreprocessConfig,
+    ) -> Result<LoadedModel> {
+        let (dir, format) = (self.dir.clone(), self.format);
+        let config = &self.config;
+        let tok_path = dir.join("tokenizer.json");
+        let tok_file = if tok_path.is_file() {
+            tok_path.clone()
+        } else {
+            PathBuf::from("<bundled CLIP tokenizer>")
+        };
+        if tokenizer.vocab_size() > config.text.vocab_size {
+            return Err(Error::bad_config(
+                &tok_file,
+                format!(
+                    "the tokenizer has {} tokens but the model's token embedding has only {} rows",
+                    tokenizer.vocab_size(),
+                    config.text.vocab_size
+                ),
+            ));
+        }
+        if let TextPooling::FirstId(eos) = config.text.pooling {
+            if eos != tokenizer.eot_id() {
+                return Err(Error::bad_config(
+                    dir.join(hf::CONFIG),
+                    format!(
+                        "text_config.eos_token_id is {eos} but the tokenizer's end-of-text id is {}",
+                        tokenizer.eot_id()
+                    ),
+                ));
+            }
+        }
+        for text in [&mut model.config.text, &mut model.text.config] {
+            text.sot_token_id = tokenizer.sot_id();
+            text.eot_token_id = tokenizer.eot_id();
+            text.pad_token_id = tokenizer.pad_id();
+        }
+        Ok(LoadedModel {
+            dir,
+            format,
+            model,
+            tokenizer,
+            preprocess,
+        })
+    }
 }
 
 /// The geometry and the weights (no tokenizer, no preprocessing).
