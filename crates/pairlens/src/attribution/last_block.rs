@@ -258,7 +258,8 @@ pub(crate) fn integrate(
     let g3 = &tower.final_ln.weight;
     let pg = |t: &Tensor| ops::linear_tangent(&t.broadcast_mul(g3)?, tower.projection);
     let pg_one = pg(&g3.ones_like()?.unsqueeze(0)?)?; // [1, E]
-    let fc2_sum = w.fc2.weight.sum_keepdim(0)?; // [1, F]
+    // (as a product: candle sums over a leading axis in a slow strided loop)
+    let fc2_sum = Tensor::ones((1, width), dt, dev)?.matmul(&w.fc2.weight)?; // [1, F]
     let g2 = &w.ln_2.weight;
     let fc1_g2 = ops::linear_tangent(&g2.unsqueeze(0)?, &w.fc1)?; // [1, F]
     let hit: Vec<f64> = (0..tokens).map(|i| if i == pool { 1.0 } else { 0.0 }).collect();
@@ -354,8 +355,7 @@ pub(crate) fn integrate(
         let weight = if cosine { (&pts.inv3 / &norm)? } else { pts.inv3.clone() }; // [n, 1]
         acc_x = (acc_x + weight.t()?.matmul(&x1d.reshape((n, tokens * width))?)?.reshape((tokens, width))?)?;
         let ws = sl.broadcast_mul(&weight)?; // [n, F]
-        let zw = (&z * ws.unsqueeze(1)?.broadcast_as(z.shape())?.contiguous()?)?;
-        let zsum = Tensor::ones((1, n), dt, dev)?.matmul(&zw.reshape((n, tokens * mlp))?)?.reshape((tokens, mlp))?;
+        let zsum = ops::weighted_sum(&z, &ws)?; // Σ_n ws_n ⊙ Z_n: [T, F]
         let corr = (mu.t()?.matmul(&ws.broadcast_mul(&fc1_g2)?)? + t.t()?.matmul(&(&ws * &fc1_x2)?)?)?; // [T, F]
         acc_m = ((acc_m + zsum)? - corr)?;
         // Σ_n weight_n (Pγ1 mean(v) + Pγx̂3 (x̂3·v)/D) for every token: [T, E].
@@ -390,7 +390,7 @@ pub(crate) fn integrate(
 /// `[A, H, D]` (no bias).
 fn per_head_out(v: &Tensor, w: &Block) -> Result<Tensor> {
     let (_, h, dh) = v.dims3()?;
-    let wo = w.out.weight.reshape((h * dh, h, dh))?.transpose(0, 1)?; // [H, D, dh]
+    let wo = w.out.weight.reshape((h * dh, h, dh))?.transpose(0, 1)?.contiguous()?; // [H, D, dh]
     let v = v.transpose(0, 1)?.contiguous()?; // [H, A, dh]
     Ok(v.matmul(&wo.transpose(1, 2)?)?.transpose(0, 1)?) // [A, H, D]
 }

@@ -374,6 +374,37 @@ pub(crate) fn gelu(x: &Tensor, slope: bool) -> Result<Option<(Tensor, Option<Ten
     })
 }
 
+/// `Σ_n w[n] ⊙ z[n, t]` for `z [N, T, F]`, `w [N, F]`: `[T, F]`, rows of `t` split over threads
+/// (each output row is summed over `n` in order, so the result does not depend on the split).
+pub(crate) fn weighted_sum(z: &Tensor, w: &Tensor) -> Result<Option<Tensor>> {
+    let (Ok((n, t, f)), Ok((wn, wf))) = (z.dims3(), w.dims2()) else {
+        return Ok(None);
+    };
+    if (wn, wf) != (n, f) {
+        return Ok(None);
+    }
+    let (Some(zv), Some(wv)) = (view(z), view(w)) else {
+        return Ok(None);
+    };
+    by_dtype!(z.dtype(), T => {
+        let (z, w) = (zv.slice::<T>(), wv.slice::<T>());
+        let mut out = vec![T::zero(); t * f];
+        let units = out.chunks_mut(CHUNK_ROWS * f).enumerate();
+        map_units(units, n * t * f, |(c, out)| {
+            for (r, o) in out.chunks_mut(f).enumerate() {
+                let row = c * CHUNK_ROWS + r;
+                for k in 0..n {
+                    let (zr, wr) = (&z[(k * t + row) * f..][..f], &w[k * f..][..f]);
+                    for i in 0..f {
+                        o[i] += wr[i] * zr[i];
+                    }
+                }
+            }
+        });
+        Ok(Some(tensor(out, &[t, f])?))
+    })
+}
+
 /// Softmax over the last axis, max-shifted.
 pub(crate) fn softmax(s: &Tensor) -> Result<Option<Tensor>> {
     let Some(sv) = view(s) else {
@@ -563,6 +594,11 @@ mod tests {
             let t = ops::softmax_tangent(&p, &gy).unwrap();
             let t0 = ops::softmax_tangent_plain(&p, &gy).unwrap();
             assert!(rel(&t, &t0) < tol, "{dtype:?}");
+
+            let w = rand(&[3, 24], 8, dtype);
+            let s = weighted_sum(&x, &w).unwrap().unwrap();
+            let s0 = x.broadcast_mul(&w.unsqueeze(1).unwrap()).unwrap().sum(0).unwrap();
+            assert!(rel(&s, &s0) < tol, "{dtype:?}");
         }
     }
 

@@ -215,6 +215,14 @@ pub(crate) fn activation_with_slope_plain(x: &Tensor, act: Activation) -> Result
     }
 }
 
+/// `Σ_n w[n] ⊙ z[n, t]` for `z [N, T, F]`, `w [N, F]`: `[T, F]` (one pass on the CPU).
+pub fn weighted_sum(z: &Tensor, w: &Tensor) -> Result<Tensor> {
+    if let Some(s) = kernels::weighted_sum(z, w)? {
+        return Ok(s);
+    }
+    Ok(z.broadcast_mul(&w.unsqueeze(1)?)?.sum(0)?)
+}
+
 /// Activation tangent `ẏ = slope ⊙ ẋ`.
 pub fn activation_tangent(slope: &Tensor, xd: &Tensor) -> Result<Tensor> {
     Ok(xd.broadcast_mul(slope)?)
