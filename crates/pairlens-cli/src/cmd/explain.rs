@@ -9,7 +9,9 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use image::RgbImage;
 use pairlens::attribution::explanation::{patch_weights, SpanHeatmap};
-use pairlens::attribution::{export, image_side, text_side, Explanation, Mode, Settings};
+use pairlens::attribution::side::NoProgress;
+use pairlens::attribution::{export, image_side, text_side, Explanation, Mode, Progress, Settings, TowerSide};
+use pairlens::model::ClipModel;
 use candle_core::Device;
 use pairlens::io::checkpoint::{Checkpoint, ValueCheck};
 use pairlens::io::image::decode_file;
@@ -117,63 +119,65 @@ pub fn run(args: Args) -> Result<()> {
         check_writable(html, args.force)?;
     }
 
-    // The tokenizer builds on its own thread while the weights are mapped and the image is
-    // decoded, and while a quick image side runs: building CLIP's 49k-token BPE takes longer
-    // than all of these but the image side (measured: ~0.07 s).
-    let (loaded, settings, pre, decoded, explanations, timings) = std::thread::scope(|scope| {
-        let mut pending = Some(scope.spawn(|| checkpoint.tokenizer()));
-        let mut join = || -> Result<ClipTokenizer> {
-            let job = pending.take().expect("the tokenizer is joined once");
-            let tokenizer = job.join().unwrap_or_else(|e| std::panic::resume_unwind(e));
-            tokenizer.with_context(|| format!("loading {what}"))
+    // The weights are checked by their results: a NaN or infinite weight that is used makes
+    // the explanation non-finite, and only then is every weight read again to name it.
+    let model = checkpoint
+        .model(&Device::Cpu, ValueCheck::Deferred)
+        .with_context(|| format!("loading {what}"))?;
+    let settings = args.method.settings(&model)?;
+    // The tokenizer builds on its own thread while the image is decoded (building CLIP's
+    // 49k-token BPE takes ~0.07 s). When the image side is quick (split at the last block), that
+    // thread goes on to the text side, beside the image side.
+    let quick = settings.image_layer + 1 == model.config.vision.transformer.layers;
+    let (model_ref, settings_ref, checkpoint_ref, what_ref, args_ref) = (&model, &settings, &checkpoint, &what, &args);
+    let (pp, pre, decoded, image, text, load_s, image_s) = std::thread::scope(|scope| {
+        let text_job = scope.spawn(move || -> Result<TextJob> {
+            let loading = || format!("loading {what_ref}");
+            let tokenizer = checkpoint_ref.tokenizer().with_context(loading)?;
+            checkpoint_ref.check_tokenizer(&tokenizer).with_context(loading)?;
+            let encoded = encode(&tokenizer, args_ref)?;
+            let mut job = TextJob { tokenizer, encoded, sides: None, seconds: 0.0 };
+            if quick {
+                job.run(model_ref, settings_ref, &mut NoProgress, checkpoint_ref)?;
+            }
+            Ok(job)
+        });
+        let join = |job: std::thread::ScopedJoinHandle<'_, Result<TextJob>>| {
+            job.join().unwrap_or_else(|e| std::panic::resume_unwind(e))
         };
-        // The weights are checked by their results: a NaN or infinite weight that is used makes
-        // the explanation non-finite, and only then is every weight read again to name it.
-        let model = checkpoint
-            .model(&Device::Cpu, ValueCheck::Deferred)
-            .with_context(|| format!("loading {what}"))?;
         let pp = checkpoint.preprocess().with_context(|| format!("loading {what}"))?;
         let load_s = started.elapsed().as_secs_f64();
-        let settings = args.method.settings(&model)?;
         let decoded = decode_file(&args.image)?;
         let pre = preprocess(&decoded, &pp)
             .with_context(|| format!("preprocessing {}", args.image.display()))?;
         // A split below the last block takes seconds: meet the tokenizer first there, so that a
         // caption it rejects is reported before that work.
-        let quick = settings.image_layer + 1 == model.config.vision.transformer.layers;
-        let early = if quick { None } else { Some(join()?) };
-        if let Some(t) = &early {
-            encode(t, &args)?;
-        }
-
+        let (early, pending) = if quick { (None, Some(text_job)) } else { (Some(join(text_job)?), None) };
         let mut bar = DelayedBar::new();
         let t = Instant::now();
         let image = with_named_bad_value(&checkpoint, image_side(&model, &pre.pixels, &settings, &mut bar))?;
         let image_s = t.elapsed().as_secs_f64();
-        let tokenizer = match early {
-            Some(t) => t,
-            None => join()?,
+        let mut text = match (early, pending) {
+            (Some(job), _) => job,
+            (None, Some(job)) => join(job)?,
+            (None, None) => unreachable!("one of the two is set"),
         };
-        let loaded = checkpoint
-            .finish(model, tokenizer, pp)
-            .with_context(|| format!("loading {what}"))?;
-        let model = &loaded.model;
-        let encoded = encode(&loaded.tokenizer, &args)?;
-        let reference = loaded.tokenizer.reference(settings.text_reference_len);
-        let t = Instant::now();
-        let explanations = encoded
-            .iter()
-            .map(|caption| {
-                let text = text_side(model, caption, &reference, &settings, &mut bar)?;
-                Explanation::combine(&text, &image, caption.tokens.clone(), model, &settings)
-            })
-            .collect::<pairlens::Result<Vec<_>>>();
-        let explanations = with_named_bad_value(&checkpoint, explanations)?;
-        let text_s = t.elapsed().as_secs_f64();
-        drop(bar);
-        let timings = (load_s, image_s, text_s);
-        anyhow::Ok((loaded, settings, pre, decoded, explanations, timings))
+        if text.sides.is_none() {
+            text.run(&model, &settings, &mut bar, &checkpoint)?;
+        }
+        anyhow::Ok((pp, pre, decoded, image, text, load_s, image_s))
     })?;
+    let TextJob { tokenizer, encoded, sides, seconds: text_s } = text;
+    let loaded = checkpoint.finish(model, tokenizer, pp).with_context(|| format!("loading {what}"))?;
+    let explanations = encoded
+        .iter()
+        .zip(sides.expect("the text side ran"))
+        .map(|(caption, text)| {
+            Explanation::combine(&text, &image, caption.tokens.clone(), &loaded.model, &settings)
+        })
+        .collect::<pairlens::Result<Vec<_>>>();
+    let explanations = with_named_bad_value(&checkpoint, explanations)?;
+    let timings = (load_s, image_s, text_s);
     let (load_s, image_s, text_s) = timings;
 
     let patch = loaded.model.config.vision.patch_size;
@@ -205,6 +209,35 @@ pub fn run(args: Args) -> Result<()> {
         summary_text(&args, &loaded, &settings, &pre.geometry, &explanations, &queries, &timings)?
     };
     super::print(&text)
+}
+
+/// The text side of every caption, with what it needs.
+struct TextJob {
+    tokenizer: ClipTokenizer,
+    encoded: Vec<Encoded>,
+    sides: Option<Vec<TowerSide>>,
+    seconds: f64,
+}
+
+impl TextJob {
+    fn run(
+        &mut self,
+        model: &ClipModel,
+        settings: &Settings,
+        progress: &mut dyn Progress,
+        checkpoint: &Checkpoint,
+    ) -> Result<()> {
+        let t = Instant::now();
+        let reference = self.tokenizer.reference(settings.text_reference_len);
+        let sides = self
+            .encoded
+            .iter()
+            .map(|caption| text_side(model, caption, &reference, settings, progress))
+            .collect::<pairlens::Result<Vec<_>>>();
+        self.sides = Some(with_named_bad_value(checkpoint, sides)?);
+        self.seconds = t.elapsed().as_secs_f64();
+        Ok(())
+    }
 }
 
 /// The captions encoded (too long without `--truncate` is an error naming the caption).

@@ -241,15 +241,9 @@ impl Checkpoint {
         Ok(preprocess)
     }
 
-    /// Checks the tokenizer against the model and gives the model the tokenizer's special ids.
-    pub fn finish(
-        &self,
-        mut model: ClipModel,
-        tokenizer: ClipTokenizer,
-        preprocess: PreprocessConfig,
-    ) -> Result<LoadedModel> {
-        let (dir, format) = (self.dir.clone(), self.format);
-        let config = &self.config;
+    /// Checks that the model can embed every id of `tokenizer` and pools where it ends a text.
+    pub fn check_tokenizer(&self, tokenizer: &ClipTokenizer) -> Result<()> {
+        let (dir, config) = (&self.dir, &self.config);
         let tok_path = dir.join("tokenizer.json");
         let tok_file = if tok_path.is_file() {
             tok_path.clone()
@@ -277,6 +271,18 @@ impl Checkpoint {
                 ));
             }
         }
+        Ok(())
+    }
+
+    /// Checks the tokenizer against the model and gives the model the tokenizer's special ids.
+    pub fn finish(
+        &self,
+        mut model: ClipModel,
+        tokenizer: ClipTokenizer,
+        preprocess: PreprocessConfig,
+    ) -> Result<LoadedModel> {
+        self.check_tokenizer(&tokenizer)?;
+        let (dir, format) = (self.dir.clone(), self.format);
         for text in [&mut model.config.text, &mut model.text.config] {
             text.sot_token_id = tokenizer.sot_id();
             text.eot_token_id = tokenizer.eot_id();
