@@ -155,12 +155,27 @@ unsafe fn row_block(
             }
             (packed.as_ptr(), stride)
         };
+        // The next weight tile's cache lines are requested while this one is used, a share per
+        // row tile: the first row tile of each weight tile otherwise waits on main memory.
+        let lines_per_row = kc.div_ceil(16);
+        let per_tile = lines_per_row.div_ceil(m.div_ceil(MR)); // lines of each row per row tile
         let mut j = cols.start;
         while j < cols.end {
             let nr = NR.min(cols.end - j);
             let wp = w.as_ptr().add(j * k + k0);
+            let next = (j + NR < cols.end).then(|| (w.as_ptr().add((j + NR) * k + k0), NR.min(cols.end - j - NR)));
             let mut i = 0;
             while i < m {
+                if let Some((np, nrows)) = next {
+                    let first = (i / MR) * per_tile;
+                    for line in first..(first + per_tile).min(lines_per_row) {
+                        for r in 0..nrows {
+                            // (a hint only: an address past the end is never dereferenced)
+                            let p = np.wrapping_add(r * k + line * 16);
+                            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p as *const i8);
+                        }
+                    }
+                }
                 let mr = MR.min(m - i);
                 let t = Tile {
                     x: xs.add(i * xstride),
