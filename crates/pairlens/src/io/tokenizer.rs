@@ -340,9 +340,9 @@ fn tokenizer_from_json(
 fn bpe_tokenizer_from_json(json: &[u8], sections: &Sections) -> Option<Tokenizer> {
     #[derive(serde::Deserialize)]
     struct Model {
-        model: tokenizers::models::bpe::BPE,
+        model: bpe_section::Bpe,
     }
-    let bpe = serde_json::from_slice::<Model>(json).ok()?.model;
+    let bpe = serde_json::from_slice::<Model>(json).ok()?.model.0;
     let mut stand_in = serde_json::Map::new();
     for t in &sections.added_tokens {
         let content = t.get("content")?.as_str()?;
@@ -358,6 +358,123 @@ fn bpe_tokenizer_from_json(json: &[u8], sections: &Sections) -> Option<Tokenizer
     let mut tok: Tokenizer = shell.to_string().parse().ok()?;
     tok.with_model(bpe);
     Some(tok)
+}
+
+/// A tokenizer.json `model` section of type BPE, read as `tokenizers` reads it but for the
+/// merges: `tokenizers` accepts `["a", "b"]` and the legacy `"a b"` through an untagged enum,
+/// which buffers all 49k merges of CLIP's vocabulary as generic values first (half of the
+/// tokenizer's build time). Here each merge is read in either form directly.
+mod bpe_section {
+    use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+    use tokenizers::models::bpe::{BpeBuilder, Vocab, BPE};
+
+    pub(super) struct Bpe(pub BPE);
+
+    /// One merge, `["a", "b"]` or `"a b"`.
+    struct Merge(String, String);
+
+    impl<'de> serde::Deserialize<'de> for Merge {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl<'de> Visitor<'de> for V {
+                type Value = Merge;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("a merge: [\"a\", \"b\"] or \"a b\"")
+                }
+                fn visit_str<E: de::Error>(self, v: &str) -> Result<Merge, E> {
+                    // As tokenizers' legacy form: exactly two parts around one space.
+                    let mut parts = v.split(' ');
+                    match (parts.next(), parts.next(), parts.next()) {
+                        (Some(a), Some(b), None) => Ok(Merge(a.into(), b.into())),
+                        _ => Err(E::custom(format!("merge {v:?} is not two tokens"))),
+                    }
+                }
+                fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Merge, A::Error> {
+                    let a = seq.next_element()?.ok_or_else(|| de::Error::invalid_length(0, &self))?;
+                    let b = seq.next_element()?.ok_or_else(|| de::Error::invalid_length(1, &self))?;
+                    if seq.next_element::<de::IgnoredAny>()?.is_some() {
+                        return Err(de::Error::invalid_length(3, &self));
+                    }
+                    Ok(Merge(a, b))
+                }
+            }
+            d.deserialize_any(V)
+        }
+    }
+
+    impl<'de> serde::Deserialize<'de> for Bpe {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl<'de> Visitor<'de> for V {
+                type Value = Bpe;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("a BPE model")
+                }
+                // The same keys and the same builder calls as tokenizers' own `BPEVisitor`.
+                fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Bpe, A::Error> {
+                    let mut builder = BpeBuilder::new();
+                    let (mut vocab, mut merges): (Option<Vocab>, Option<Vec<Merge>>) = (None, None);
+                    while let Some(key) = map.next_key::<String>()? {
+                        match key.as_str() {
+                            "dropout" => {
+                                if let Some(p) = map.next_value()? {
+                                    builder = builder.dropout(p);
+                                }
+                            }
+                            "unk_token" => {
+                                if let Some(t) = map.next_value()? {
+                                    builder = builder.unk_token(t);
+                                }
+                            }
+                            "continuing_subword_prefix" => {
+                                if let Some(p) = map.next_value()? {
+                                    builder = builder.continuing_subword_prefix(p);
+                                }
+                            }
+                            "end_of_word_suffix" => {
+                                if let Some(s) = map.next_value()? {
+                                    builder = builder.end_of_word_suffix(s);
+                                }
+                            }
+                            "fuse_unk" => {
+                                if let Some(b) = map.next_value()? {
+                                    builder = builder.fuse_unk(b);
+                                }
+                            }
+                            "byte_fallback" => {
+                                if let Some(b) = map.next_value()? {
+                                    builder = builder.byte_fallback(b);
+                                }
+                            }
+                            "ignore_merges" => {
+                                if let Some(b) = map.next_value()? {
+                                    builder = builder.ignore_merges(b);
+                                }
+                            }
+                            "vocab" => vocab = Some(map.next_value()?),
+                            "merges" => merges = Some(map.next_value()?),
+                            "type" => {
+                                let t: String = map.next_value()?;
+                                if t != "BPE" {
+                                    return Err(de::Error::custom(format!("model type {t:?}")));
+                                }
+                            }
+                            _ => {
+                                map.next_value::<de::IgnoredAny>()?;
+                            }
+                        }
+                    }
+                    let (Some(vocab), Some(merges)) = (vocab, merges) else {
+                        return Err(de::Error::custom("missing vocab or merges"));
+                    };
+                    let merges = merges.into_iter().map(|Merge(a, b)| (a, b)).collect();
+                    let bpe = builder.vocab_and_merges(vocab, merges).build();
+                    Ok(Bpe(bpe.map_err(de::Error::custom)?))
+                }
+            }
+            d.deserialize_map(V)
+        }
+    }
 }
 
 fn bundled_tokenizer() -> Result<&'static (Tokenizer, serde_json::Value)> {
@@ -723,8 +840,9 @@ mod tests {
         assert_eq!(e.tokens, ["<sot>", "a", "photo", "of", "a", "dog", "<eot>"]);
     }
 
-    /// The two-part BPE reader builds the same tokenizer as `Tokenizer::from_bytes`, and declines
-    /// a file whose added token would get another id.
+    /// The two-part BPE reader builds the same tokenizer as `Tokenizer::from_bytes` (merges as
+    /// pairs or in the legacy "a b" form), and declines a file whose added token would get
+    /// another id.
     #[test]
     fn two_part_bpe_reader_equals_tokenizers_own() {
         let mut json = Vec::new();
@@ -732,18 +850,29 @@ mod tests {
             .read_to_end(&mut json)
             .unwrap();
         let sections = |json: &[u8]| Sections::parse(json).unwrap();
-        let fast = bpe_tokenizer_from_json(&json, &sections(&json))
-            .expect("CLIP's file takes the two-part path");
+        // The same file with its merges in the legacy "a b" form.
+        let mut legacy: serde_json::Value = serde_json::from_slice(&json).unwrap();
+        let pairs = legacy["model"]["merges"].as_array().unwrap().clone();
+        legacy["model"]["merges"] = pairs
+            .iter()
+            .map(|p| format!("{} {}", p[0].as_str().unwrap(), p[1].as_str().unwrap()).into())
+            .collect::<Vec<serde_json::Value>>()
+            .into();
+        let legacy = legacy.to_string();
         let slow = Tokenizer::from_bytes(&json).unwrap();
-        assert_eq!(fast.get_vocab_size(true), slow.get_vocab_size(true));
-        for text in [
-            "a photo of a dog",
-            "<|startoftext|>Hello, WORLD!! naïve café 123<|endoftext|>",
-            "  multiple   spaces and a very_long-compound word  ",
-        ] {
-            let (f, s) = (fast.encode(text, true).unwrap(), slow.encode(text, true).unwrap());
-            assert_eq!(f.get_ids(), s.get_ids(), "{text:?}");
-            assert_eq!(f.get_tokens(), s.get_tokens(), "{text:?}");
+        for file in [json.as_slice(), legacy.as_bytes()] {
+            let fast = bpe_tokenizer_from_json(file, &sections(file))
+                .expect("CLIP's file takes the two-part path");
+            assert_eq!(fast.get_vocab_size(true), slow.get_vocab_size(true));
+            for text in [
+                "a photo of a dog",
+                "<|startoftext|>Hello, WORLD!! naïve café 123<|endoftext|>",
+                "  multiple   spaces and a very_long-compound word  ",
+            ] {
+                let (f, s) = (fast.encode(text, true).unwrap(), slow.encode(text, true).unwrap());
+                assert_eq!(f.get_ids(), s.get_ids(), "{text:?}");
+                assert_eq!(f.get_tokens(), s.get_tokens(), "{text:?}");
+            }
         }
         let mut v: serde_json::Value = serde_json::from_slice(&json).unwrap();
         v["added_tokens"][0]["id"] = 5.into();
