@@ -27,7 +27,7 @@ const KERNEL_MAX_ROWS: usize = 512;
 const WEIGHT_FIRST_MAX_ROWS: usize = 128;
 
 /// `x Wᵀ` over the last axis, any leading dims, as one 2-D matmul (rows = all leading dims).
-fn matmul_wt(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+pub(crate) fn matmul_wt(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     let dims = x.dims();
     let k = *dims.last().expect("rank >= 1");
     let n = w.dim(0)?;

@@ -122,7 +122,7 @@ impl VisionTower {
             .contiguous()?
             .reshape((b * gh * gw, 3 * p * p))?;
         let kernel = self.weights.patch_embedding.reshape((width, 3 * p * p))?;
-        let patches = cols.matmul(&kernel.t()?)?.reshape((b, gh * gw, width))?;
+        let patches = ops::matmul_wt(&cols, &kernel)?.reshape((b, gh * gw, width))?;
         let cls = self
             .weights
             .class_embedding
