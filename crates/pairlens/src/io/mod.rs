@@ -1,6 +1,7 @@
 //! Turning files into model inputs: checkpoints, tokenizers, images.
 
 pub mod checkpoint;
+mod clip_bpe;
 pub mod image;
 pub mod mapped;
 pub mod preprocess;

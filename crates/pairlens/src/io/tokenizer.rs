@@ -20,6 +20,7 @@ use tokenizers::{
     Tokenizer,
 };
 
+use crate::io::clip_bpe::ClipBpe;
 use crate::io::text_clean;
 use crate::{Error, Result};
 
@@ -69,6 +70,8 @@ pub struct ClipTokenizer {
     /// open_clip's regex split (bundled vocabulary only): bypasses tokenizer.json's normalizer
     /// and pre-tokenizer, which differ from `SimpleTokenizer` in corner cases.
     open_clip_split: Option<Split>,
+    /// The bundled vocabulary's BPE, which then holds every token (`tok` only the added ones).
+    clip_bpe: Option<&'static ClipBpe>,
     /// Where the vocabulary came from, for error messages.
     source: String,
     /// Vocabulary size including added tokens ([`vocab_size_with_added`]).
@@ -345,11 +348,19 @@ fn bpe_tokenizer_from_json(json: &[u8], sections: &Sections) -> Option<Tokenizer
         model: bpe_section::Bpe,
     }
     let bpe = serde_json::from_slice::<Model>(json).ok()?.model.0;
+    let mut tok = shell_tokenizer(sections, |content| bpe.token_to_id(content))?;
+    tok.with_model(bpe);
+    Some(tok)
+}
+
+/// The file's sections with a stand-in model that holds only the added tokens (so they keep
+/// their ids); `None` when an added token is not `id_of` its own id.
+fn shell_tokenizer(sections: &Sections, id_of: impl Fn(&str) -> Option<u32>) -> Option<Tokenizer> {
     let mut stand_in = serde_json::Map::new();
     for t in &sections.added_tokens {
         let content = t.get("content")?.as_str()?;
         let id = t.get("id")?.as_u64()?;
-        if bpe.token_to_id(content) != Some(u32::try_from(id).ok()?) {
+        if id_of(content) != Some(u32::try_from(id).ok()?) {
             return None;
         }
         stand_in.insert(content.to_string(), id.into());
@@ -357,9 +368,7 @@ fn bpe_tokenizer_from_json(json: &[u8], sections: &Sections) -> Option<Tokenizer
     let shell = sections.to_json(serde_json::json!({
         "type": "BPE", "vocab": stand_in, "merges": [],
     }));
-    let mut tok: Tokenizer = shell.to_string().parse().ok()?;
-    tok.with_model(bpe);
-    Some(tok)
+    shell.to_string().parse().ok()
 }
 
 /// A tokenizer.json `model` section of type BPE, read as `tokenizers` reads it but for the
@@ -493,17 +502,53 @@ fn vocab_size_with_added(tok: &Tokenizer) -> usize {
     model.get_vocab_size() + added.len()
 }
 
-fn bundled_tokenizer() -> Result<&'static (Tokenizer, serde_json::Value)> {
-    static T: OnceLock<std::result::Result<(Tokenizer, serde_json::Value), String>> =
-        OnceLock::new();
-    T.get_or_init(|| {
+/// The bundled vocabulary as open_clip uses it: the file's sections, a tokenizer shell holding
+/// only the added tokens, and the BPE itself ([`ClipBpe`]).
+struct Bundled {
+    head: serde_json::Value,
+    shell: Tokenizer,
+    bpe: ClipBpe,
+}
+
+/// The bundled file, decompressed once for the process (the BPE borrows its strings).
+fn bundled_json() -> std::result::Result<&'static [u8], String> {
+    static J: OnceLock<std::result::Result<&'static [u8], String>> = OnceLock::new();
+    J.get_or_init(|| {
         let mut json = Vec::new();
         flate2::read::GzDecoder::new(BUNDLED_GZ)
             .read_to_end(&mut json)
             .map_err(|e| format!("bundled CLIP vocabulary: cannot decompress: {e}"))?;
+        Ok(Box::leak(json.into_boxed_slice()))
+    })
+    .clone()
+}
+
+fn bundled_vocabulary() -> Result<&'static Bundled> {
+    static T: OnceLock<std::result::Result<Bundled, String>> = OnceLock::new();
+    T.get_or_init(|| {
+        let json = bundled_json()?;
+        let bad = |what: &str| format!("bundled CLIP vocabulary: {what}");
+        let sections = Sections::parse(json).map_err(|e| bad(&e.to_string()))?;
+        let bpe = ClipBpe::from_json(json, byte_encoder()).ok_or_else(|| bad("not a CLIP BPE"))?;
+        let shell = shell_tokenizer(&sections, |c| {
+            (0..bpe.len() as u32).find(|&i| bpe.token(i) == Some(c))
+        })
+        .ok_or_else(|| bad("added tokens do not match the vocabulary"))?;
+        Ok(Bundled { head: sections.head(), shell, bpe })
+    })
+    .as_ref()
+    .map_err(|e| Error::Tokenizer(e.clone()))
+}
+
+/// The bundled vocabulary as a whole `tokenizers` pipeline (for HF-style encoding with it).
+fn bundled_tokenizer() -> Result<&'static (Tokenizer, serde_json::Value)> {
+    static T: OnceLock<std::result::Result<(Tokenizer, serde_json::Value), String>> =
+        OnceLock::new();
+    T.get_or_init(|| {
+        let json = bundled_json()?;
         let sections =
-            Sections::parse(&json).map_err(|e| format!("bundled CLIP vocabulary: {e}"))?;
-        let tok = tokenizer_from_json(&json, &sections)
+            Sections::parse(json).map_err(|e| format!("bundled CLIP vocabulary: {e}"))?;
+        let tok = tokenizer_from_json(json, &sections)
             .map_err(|e| format!("bundled CLIP vocabulary: {e}"))?;
         Ok((tok, sections.head()))
     })
@@ -560,7 +605,7 @@ impl ClipTokenizer {
             context_length,
             pad_id,
             specials,
-            false,
+            None,
         )
     }
 
@@ -578,17 +623,14 @@ impl ClipTokenizer {
         context_length: usize,
         pad_id: Option<u32>,
     ) -> Result<Self> {
+        let source = "bundled CLIP vocabulary".to_string();
+        if cleaning == TextCleaning::OpenClip {
+            let b = bundled_vocabulary()?;
+            let (tok, head) = (b.shell.clone(), &b.head);
+            return Self::build(tok, head, source, cleaning, context_length, pad_id, None, Some(&b.bpe));
+        }
         let (tok, json) = bundled_tokenizer()?;
-        Self::build(
-            tok.clone(),
-            json,
-            "bundled CLIP vocabulary".into(),
-            cleaning,
-            context_length,
-            pad_id,
-            None,
-            cleaning == TextCleaning::OpenClip,
-        )
+        Self::build(tok.clone(), json, source, cleaning, context_length, pad_id, None, None)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -600,7 +642,7 @@ impl ClipTokenizer {
         context_length: usize,
         pad_id: Option<u32>,
         specials: Option<(&str, &str)>,
-        open_clip_pipeline: bool,
+        clip_bpe: Option<&'static ClipBpe>,
     ) -> Result<Self> {
         let bad = |msg: String| Error::Tokenizer(format!("{source}: {msg}"));
         if context_length < 2 {
@@ -633,9 +675,9 @@ impl ClipTokenizer {
             ));
         };
         let pad = pad_id.or(info.pad_id).unwrap_or(eot);
-        let vocab = vocab_size_with_added(&tok);
+        let vocab = clip_bpe.map_or_else(|| vocab_size_with_added(&tok), |b| b.len());
         for (what, id) in [("start", sot), ("end", eot), ("pad", pad)] {
-            if id as usize >= vocab && tok.id_to_token(id).is_none() {
+            if id as usize >= vocab && tok.id_to_token(id).is_none() && clip_bpe.and_then(|b| b.token(id)).is_none() {
                 return Err(bad(format!(
                     "{what} token id {id} is outside the vocabulary of {vocab}"
                 )));
@@ -644,7 +686,7 @@ impl ClipTokenizer {
         // pairlens pads, truncates and adds SOT/EOT itself.
         tok.with_padding(None);
         tok.with_truncation(None).map_err(|e| bad(e.to_string()))?;
-        let open_clip_split = if open_clip_pipeline {
+        let open_clip_split = if clip_bpe.is_some() {
             Some(
                 Split::new(
                     SplitPattern::Regex(OPEN_CLIP_PATTERN.into()),
@@ -666,6 +708,7 @@ impl ClipTokenizer {
             byte_level: info.byte_level,
             end_of_word_suffix: info.end_of_word_suffix,
             open_clip_split,
+            clip_bpe,
             source,
             vocab_size: vocab,
         })
@@ -723,6 +766,9 @@ impl ClipTokenizer {
             match piece {
                 "<start_of_text>" => ids.push(self.sot),
                 "<end_of_text>" => ids.push(self.eot),
+                _ if self.clip_bpe.is_some() => {
+                    ids.extend(self.clip_bpe.expect("checked").tokenize(piece.as_bytes()));
+                }
                 _ => {
                     let word: String = piece.bytes().map(|b| enc[b as usize]).collect();
                     let toks = self
@@ -802,7 +848,11 @@ impl ClipTokenizer {
         if id == self.eot {
             return "<eot>".into();
         }
-        let Some(t) = self.tok.id_to_token(id) else {
+        let token = match self.clip_bpe {
+            Some(b) => b.token(id).map(str::to_string),
+            None => self.tok.id_to_token(id),
+        };
+        let Some(t) = token else {
             return format!("<id {id}>");
         };
         if self
@@ -855,6 +905,27 @@ mod tests {
         let e = t.encode("a photo of a dog", false).unwrap();
         assert_eq!(&e.ids[..7], &[49406, 320, 1125, 539, 320, 1929, 49407]);
         assert_eq!(e.tokens, ["<sot>", "a", "photo", "of", "a", "dog", "<eot>"]);
+    }
+
+    /// The bundled vocabulary's own BPE gives `tokenizers`' ids for every word of the parity
+    /// captions and more, and the same text for every id.
+    #[test]
+    fn clip_bpe_equals_tokenizers_bpe() {
+        let (full, _) = bundled_tokenizer().unwrap();
+        let bpe = &bundled_vocabulary().unwrap().bpe;
+        assert_eq!(bpe.len(), full.get_vocab_size(true));
+        for id in 0..bpe.len() as u32 {
+            assert_eq!(bpe.token(id).map(str::to_string), full.id_to_token(id), "id {id}");
+        }
+        let enc = byte_encoder();
+        let text = "a photo of a dog  naïve café 123 ÆØÅ 日本語 🙂🙂 don't aaaaaaa ababab \
+                    mississippi antidisestablishmentarianism <|endoftext|> x_y-z !!! ...";
+        for word in text.split(' ').filter(|w| !w.is_empty()) {
+            let symbols: String = word.bytes().map(|b| enc[b as usize]).collect();
+            let want: Vec<u32> =
+                full.get_model().tokenize(&symbols).unwrap().iter().map(|t| t.id).collect();
+            assert_eq!(bpe.tokenize(word.as_bytes()), want, "{word:?}");
+        }
     }
 
     /// The two-part BPE reader builds the same tokenizer as `Tokenizer::from_bytes` (merges as
