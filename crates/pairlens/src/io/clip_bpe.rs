@@ -1,61 +1,20 @@
 //! CLIP's byte-level BPE, read straight from the bundled vocabulary's merges.
 //!
-//! `tokenizers` builds a BPE by cloning every token string into a reverse map and formatting
-//! every merged token to look it up: for CLIP's 49k tokens that was 40-60 ms of every `explain`
-//! on an open_clip checkpoint without its own tokenizer.json, more than the rest of the text
-//! side. Here the vocabulary and merges are read as borrowed strings of the (decompressed,
-//! process-lifetime) file, merges become id pairs, and a word is merged the way open_clip's
+//! `tokenizers` builds a BPE by owning every token string twice (vocabulary and reverse map) and
+//! formatting every merged token to look it up: for CLIP's 49k tokens, 40-60 ms of every
+//! `explain` on an open_clip checkpoint without its own tokenizer.json. Here the vocabulary and
+//! merges are read as borrowed strings of the (decompressed, process-lifetime) file, merges
+//! become id pairs (~22 ms in all), and a word is merged the way open_clip's
 //! `SimpleTokenizer.bpe` does: the lowest-ranked adjacent pair, every occurrence left to right,
 //! until none applies. `tests/tokenizer_parity.rs` checks the ids against open_clip.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
-
-/// rustc's Fx hash: a multiply and a rotate per 8 bytes. The maps here hold 49k short strings
-/// and id pairs, where the standard library's DoS-resistant SipHash was a third of the build.
-#[derive(Default)]
-struct Fx(u64);
-
-impl Hasher for Fx {
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for c in &mut chunks {
-            self.add(u64::from_le_bytes(c.try_into().expect("8 bytes")));
-        }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut last = [0u8; 8];
-            last[..rest.len()].copy_from_slice(rest);
-            self.add(u64::from_le_bytes(last) ^ rest.len() as u64);
-        }
-    }
-    fn write_u32(&mut self, v: u32) {
-        self.add(v as u64);
-    }
-    fn write_u8(&mut self, v: u8) {
-        self.add(v as u64);
-    }
-    fn write_usize(&mut self, v: usize) {
-        self.add(v as u64);
-    }
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-impl Fx {
-    fn add(&mut self, v: u64) {
-        self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-}
-
-type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<Fx>>;
 
 /// The model section of a byte-level BPE tokenizer.json with an end-of-word suffix.
 pub(crate) struct ClipBpe {
     /// `(left, right)` → `(rank, merged)`.
-    merges: FxMap<(u32, u32), (u32, u32)>,
+    merges: HashMap<(u32, u32), (u32, u32)>,
     /// Token text by id; `None` for ids the vocabulary skips.
     tokens: Vec<Option<Cow<'static, str>>>,
     /// The id of each byte's symbol, and of the same symbol ending a word.
@@ -74,7 +33,7 @@ struct Model<'a> {
     #[serde(rename = "type")]
     kind: Cow<'a, str>,
     #[serde(borrow)]
-    vocab: FxMap<Cow<'a, str>, u32>,
+    vocab: HashMap<Cow<'a, str>, u32>,
     #[serde(borrow)]
     merges: Vec<(Cow<'a, str>, Cow<'a, str>)>,
     #[serde(borrow)]
@@ -103,7 +62,7 @@ impl ClipBpe {
             byte[b] = id(c.encode_utf8(&mut [0; 4]))?;
             byte_end[b] = id(&format!("{c}{suffix}"))?;
         }
-        let mut merges = FxMap::with_capacity_and_hasher(m.merges.len(), Default::default());
+        let mut merges = HashMap::with_capacity(m.merges.len());
         let mut joined = String::new();
         for (rank, (a, b)) in m.merges.iter().enumerate() {
             joined.clear();
