@@ -1,81 +1,69 @@
-//! CLIP's byte-level BPE, read straight from the bundled vocabulary's merges.
+//! CLIP's byte-level BPE for the bundled vocabulary, from tables derived at build time.
 //!
-//! `tokenizers` builds a BPE by owning every token string twice (vocabulary and reverse map) and
+//! `tokenizers` builds a BPE from the JSON vocabulary by owning every token string twice and
 //! formatting every merged token to look it up: for CLIP's 49k tokens, 40-60 ms of every
-//! `explain` on an open_clip checkpoint without its own tokenizer.json. Here the vocabulary and
-//! merges are read as borrowed strings of the (decompressed, process-lifetime) file, merges
-//! become id pairs (~22 ms in all), and a word is merged the way open_clip's
+//! `explain` on an open_clip checkpoint without its own tokenizer.json. `build.rs` turns the
+//! bundled file into id triples (left, right, merged) and the few tokens no merge produces; from
+//! those the merge table takes ~3 ms. A word is merged the way open_clip's
 //! `SimpleTokenizer.bpe` does: the lowest-ranked adjacent pair, every occurrence left to right,
-//! until none applies. `tests/tokenizer_parity.rs` checks the ids against open_clip.
+//! until none applies. `tests/tokenizer_parity.rs` checks the ids against open_clip, a unit test
+//! in `tokenizer.rs` the ids and every token's text against `tokenizers`.
 
-use std::borrow::Cow;
 use std::collections::HashMap;
 
-/// The model section of a byte-level BPE tokenizer.json with an end-of-word suffix.
 pub(crate) struct ClipBpe {
     /// `(left, right)` → `(rank, merged)`.
     merges: HashMap<(u32, u32), (u32, u32)>,
-    /// Token text by id; `None` for ids the vocabulary skips.
-    tokens: Vec<Option<Cow<'static, str>>>,
+    /// The two parts of each merged token, by id.
+    parts: Vec<Option<(u32, u32)>>,
+    /// The tokens no merge produces (byte symbols, with and without the end-of-word suffix;
+    /// specials), by id.
+    base: HashMap<u32, String>,
     /// The id of each byte's symbol, and of the same symbol ending a word.
     byte: [u32; 256],
     byte_end: [u32; 256],
-}
-
-#[derive(serde::Deserialize)]
-struct File<'a> {
-    #[serde(borrow)]
-    model: Model<'a>,
-}
-
-#[derive(serde::Deserialize)]
-struct Model<'a> {
-    #[serde(rename = "type")]
-    kind: Cow<'a, str>,
-    #[serde(borrow)]
-    vocab: HashMap<Cow<'a, str>, u32>,
-    #[serde(borrow)]
-    merges: Vec<(Cow<'a, str>, Cow<'a, str>)>,
-    #[serde(borrow)]
-    end_of_word_suffix: Option<Cow<'a, str>>,
+    size: usize,
 }
 
 impl ClipBpe {
-    /// From a tokenizer.json whose model is a BPE with merges as pairs and an end-of-word
-    /// suffix, over the byte-level alphabet `byte_chars` (byte → symbol). `None` if the file is
-    /// not of that kind or a merge names a token the vocabulary lacks.
-    pub fn from_json(json: &'static [u8], byte_chars: &[char; 256]) -> Option<ClipBpe> {
-        let file: File<'static> = serde_json::from_slice(json).ok()?;
-        let m = file.model;
-        let suffix = m.end_of_word_suffix.filter(|s| !s.is_empty())?;
-        if m.kind != "BPE" {
-            return None;
+    /// From `merges` (little-endian u32 triples: left, right, merged, in rank order), the
+    /// `base` tokens, the vocabulary `size`, the end-of-word `suffix` and the byte-level
+    /// alphabet `byte_chars` (byte → symbol). `None` if an id is out of range or a byte's symbol
+    /// is not a base token.
+    pub fn from_tables(
+        merges: &[u8],
+        base: HashMap<u32, String>,
+        size: usize,
+        suffix: &str,
+        byte_chars: &[char; 256],
+    ) -> Option<ClipBpe> {
+        let ids: Vec<u32> = merges
+            .chunks_exact(4)
+            .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
+            .collect();
+        let mut table = HashMap::with_capacity(ids.len() / 3);
+        let mut parts = vec![None; size];
+        for (rank, t) in ids.chunks_exact(3).enumerate() {
+            let (a, b, m) = (t[0], t[1], t[2]);
+            if [a, b, m].iter().any(|&i| i as usize >= size) {
+                return None;
+            }
+            table.insert((a, b), (rank as u32, m));
+            parts[m as usize] = Some((a, b));
         }
-        let size = m.vocab.values().copied().max()? as usize + 1;
-        let mut tokens: Vec<Option<Cow<'static, str>>> = vec![None; size];
-        for (t, &id) in &m.vocab {
-            tokens[id as usize] = Some(t.clone());
-        }
-        let id = |t: &str| m.vocab.get(t).copied();
+        let by_text: HashMap<&str, u32> = base.iter().map(|(&i, t)| (t.as_str(), i)).collect();
         let (mut byte, mut byte_end) = ([0u32; 256], [0u32; 256]);
         for (b, c) in byte_chars.iter().enumerate() {
-            byte[b] = id(c.encode_utf8(&mut [0; 4]))?;
-            byte_end[b] = id(&format!("{c}{suffix}"))?;
-        }
-        let mut merges = HashMap::with_capacity(m.merges.len());
-        let mut joined = String::new();
-        for (rank, (a, b)) in m.merges.iter().enumerate() {
-            joined.clear();
-            joined.push_str(a);
-            joined.push_str(b);
-            let pair = (id(a)?, id(b)?);
-            merges.insert(pair, (rank as u32, id(&joined)?));
+            byte[b] = *by_text.get(c.encode_utf8(&mut [0; 4]) as &str)?;
+            byte_end[b] = *by_text.get(format!("{c}{suffix}").as_str())?;
         }
         Some(ClipBpe {
-            merges,
-            tokens,
+            merges: table,
+            parts,
+            base,
             byte,
             byte_end,
+            size,
         })
     }
 
@@ -113,12 +101,21 @@ impl ClipBpe {
     }
 
     /// The token text of `id` (byte-level symbols, end-of-word suffix included).
-    pub fn token(&self, id: u32) -> Option<&str> {
-        self.tokens.get(id as usize)?.as_deref()
+    pub fn token(&self, id: u32) -> Option<String> {
+        if let Some(t) = self.base.get(&id) {
+            return Some(t.clone());
+        }
+        let (a, b) = (*self.parts.get(id as usize)?)?;
+        Some(self.token(a)? + &self.token(b)?)
     }
 
-    /// Number of ids (the largest plus one).
+    /// The id of a token no merge produces (a special, a byte symbol).
+    pub fn base_id(&self, token: &str) -> Option<u32> {
+        self.base.iter().find(|(_, t)| t.as_str() == token).map(|(&i, _)| i)
+    }
+
+    /// Vocabulary size.
     pub fn len(&self) -> usize {
-        self.tokens.len()
+        self.size
     }
 }

@@ -510,30 +510,49 @@ struct Bundled {
     bpe: ClipBpe,
 }
 
-/// The bundled file, decompressed once for the process (the BPE borrows its strings).
+/// The bundled file, decompressed once for the process.
 fn bundled_json() -> std::result::Result<&'static [u8], String> {
-    static J: OnceLock<std::result::Result<&'static [u8], String>> = OnceLock::new();
+    static J: OnceLock<std::result::Result<Vec<u8>, String>> = OnceLock::new();
     J.get_or_init(|| {
         let mut json = Vec::new();
         flate2::read::GzDecoder::new(BUNDLED_GZ)
             .read_to_end(&mut json)
             .map_err(|e| format!("bundled CLIP vocabulary: cannot decompress: {e}"))?;
-        Ok(Box::leak(json.into_boxed_slice()))
+        Ok(json)
     })
-    .clone()
+    .as_ref()
+    .map(Vec::as_slice)
+    .map_err(Clone::clone)
 }
 
+/// Tables `build.rs` derives from the bundled file ([`ClipBpe`]).
+static BUNDLED_MERGES: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/clip_merges.bin"));
+static BUNDLED_HEAD: &str = include_str!(concat!(env!("OUT_DIR"), "/clip_head.json"));
+
 fn bundled_vocabulary() -> Result<&'static Bundled> {
+    #[derive(serde::Deserialize)]
+    struct Head {
+        tokenizer: serde_json::Value,
+        base: std::collections::HashMap<u32, String>,
+        size: usize,
+    }
     static T: OnceLock<std::result::Result<Bundled, String>> = OnceLock::new();
     T.get_or_init(|| {
-        let json = bundled_json()?;
         let bad = |what: &str| format!("bundled CLIP vocabulary: {what}");
-        let sections = Sections::parse(json).map_err(|e| bad(&e.to_string()))?;
-        let bpe = ClipBpe::from_json(json, byte_encoder()).ok_or_else(|| bad("not a CLIP BPE"))?;
-        let shell = shell_tokenizer(&sections, |c| {
-            (0..bpe.len() as u32).find(|&i| bpe.token(i) == Some(c))
-        })
-        .ok_or_else(|| bad("added tokens do not match the vocabulary"))?;
+        let head: Head = serde_json::from_str(BUNDLED_HEAD).map_err(|e| bad(&e.to_string()))?;
+        let sections: Sections =
+            serde_json::from_value(head.tokenizer).map_err(|e| bad(&e.to_string()))?;
+        let suffix = sections.model.as_ref().and_then(|m| m.end_of_word_suffix.as_str());
+        let bpe = ClipBpe::from_tables(
+            BUNDLED_MERGES,
+            head.base,
+            head.size,
+            suffix.ok_or_else(|| bad("no end-of-word suffix"))?,
+            byte_encoder(),
+        )
+        .ok_or_else(|| bad("inconsistent merge tables"))?;
+        let shell = shell_tokenizer(&sections, |c| bpe.base_id(c))
+            .ok_or_else(|| bad("added tokens do not match the vocabulary"))?;
         Ok(Bundled { head: sections.head(), shell, bpe })
     })
     .as_ref()
@@ -849,7 +868,7 @@ impl ClipTokenizer {
             return "<eot>".into();
         }
         let token = match self.clip_bpe {
-            Some(b) => b.token(id).map(str::to_string),
+            Some(b) => b.token(id),
             None => self.tok.id_to_token(id),
         };
         let Some(t) = token else {
@@ -915,7 +934,7 @@ mod tests {
         let bpe = &bundled_vocabulary().unwrap().bpe;
         assert_eq!(bpe.len(), full.get_vocab_size(true));
         for id in 0..bpe.len() as u32 {
-            assert_eq!(bpe.token(id).map(str::to_string), full.id_to_token(id), "id {id}");
+            assert_eq!(bpe.token(id), full.id_to_token(id), "id {id}");
         }
         let enc = byte_encoder();
         let text = "a photo of a dog  naïve café 123 ÆØÅ 日本語 🙂🙂 don't aaaaaaa ababab \
