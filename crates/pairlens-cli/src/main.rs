@@ -43,7 +43,10 @@ enum Command {
 fn main() -> ExitCode {
     tune_allocator();
     let cli = Cli::parse();
-    if matches!(cli.command, Command::Train(_) | Command::Finetune(_) | Command::Explain(_)) {
+    if matches!(
+        cli.command,
+        Command::Train(_) | Command::Finetune(_) | Command::Explain(_) | Command::EvalGrounding(_)
+    ) {
         single_threaded_ops();
     }
     let result = match cli.command {
@@ -96,9 +99,10 @@ fn tune_allocator() {
 /// Training runs one shard of each batch per core, every op of a shard on one thread
 /// (`pairlens::train::Trainer::gradients`). candle's own pool for large elementwise ops would
 /// make the shards queue for it (measured: 2.4 instead of 4.0 steps/s), so it is turned off by
-/// its documented variable, unless the user set one. `explain` too: its heavy work is matmuls
-/// on rayon's threads, and candle's pool thread spinning between ops took a tenth of the CPU
-/// from them (ViT-B/32, layers 11/11: total 0.517 → 0.502 s best of 8; layers 6/6 unchanged).
+/// its documented variable, unless the user set one. `explain` and `eval-grounding` too: their
+/// heavy work is matmuls on rayon's threads, and candle's pool thread spinning between ops took
+/// a tenth of the CPU from them (ViT-B/32, layers 11/11: total 0.517 → 0.502 s best of 8;
+/// layers 6/6 unchanged; eval-grounding on 1000 mosaics, built-in model: 74 → 83 images/s).
 fn single_threaded_ops() {
     if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
         // Before any thread or tensor exists: nothing reads the environment concurrently.
