@@ -22,7 +22,9 @@ fn main() {
     let model = &file["model"];
     let vocab = model["vocab"].as_object().expect("model.vocab");
     let id = |t: &str| -> u32 {
-        let v = vocab.get(t).unwrap_or_else(|| panic!("merge token {t:?} not in the vocabulary"));
+        let v = vocab
+            .get(t)
+            .unwrap_or_else(|| panic!("merge token {t:?} not in the vocabulary"));
         v.as_u64().expect("id") as u32
     };
     let mut table = Vec::new();

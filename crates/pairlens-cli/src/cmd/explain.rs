@@ -125,11 +125,12 @@ pub fn run(args: Args) -> Result<()> {
         .model(&Device::Cpu, ValueCheck::Deferred)
         .with_context(|| format!("loading {what}"))?;
     let settings = args.method.settings(&model)?;
-    // The tokenizer builds on its own thread while the image is decoded (building CLIP's
-    // 49k-token BPE takes ~0.07 s). When the image side is quick (split at the last block), that
-    // thread goes on to the text side, beside the image side.
+    // The tokenizer builds on its own thread while the image is decoded (a tokenizer.json of
+    // CLIP's 49k tokens takes ~40 ms through `tokenizers`). When the image side is quick (split
+    // at the last block), that thread goes on to the text side, beside the image side.
     let quick = settings.image_layer + 1 == model.config.vision.transformer.layers;
-    let (model_ref, settings_ref, checkpoint_ref, what_ref, args_ref) = (&model, &settings, &checkpoint, &what, &args);
+    let (model_ref, settings_ref, checkpoint_ref, what_ref, args_ref) =
+        (&model, &settings, &checkpoint, &what, &args);
     let (pp, pre, decoded, image, text, load_s, image_s) = std::thread::scope(|scope| {
         let text_job = scope.spawn(move || -> Result<TextJob> {
             let loading = || format!("loading {what_ref}");
@@ -152,10 +153,14 @@ pub fn run(args: Args) -> Result<()> {
             .with_context(|| format!("preprocessing {}", args.image.display()))?;
         // A split below the last block takes seconds: meet the tokenizer first there, so that a
         // caption it rejects is reported before that work.
-        let (early, pending) = if quick { (None, Some(text_job)) } else { (Some(join(text_job)?), None) };
+        let (early, pending) = match quick {
+            true => (None, Some(text_job)),
+            false => (Some(join(text_job)?), None),
+        };
         let mut bar = DelayedBar::new();
         let t = Instant::now();
-        let image = with_named_bad_value(&checkpoint, image_side(&model, &pre.pixels, &settings, &mut bar))?;
+        let image = image_side(&model, &pre.pixels, &settings, &mut bar);
+        let image = with_named_bad_value(&checkpoint, image)?;
         let image_s = t.elapsed().as_secs_f64();
         let mut text = match (early, pending) {
             (Some(job), _) => job,
@@ -168,7 +173,9 @@ pub fn run(args: Args) -> Result<()> {
         anyhow::Ok((pp, pre, decoded, image, text, load_s, image_s))
     })?;
     let TextJob { tokenizer, encoded, sides, seconds: text_s } = text;
-    let loaded = checkpoint.finish(model, tokenizer, pp).with_context(|| format!("loading {what}"))?;
+    let loaded = checkpoint
+        .finish(model, tokenizer, pp)
+        .with_context(|| format!("loading {what}"))?;
     let explanations = encoded
         .iter()
         .zip(sides.expect("the text side ran"))
@@ -177,8 +184,6 @@ pub fn run(args: Args) -> Result<()> {
         })
         .collect::<pairlens::Result<Vec<_>>>();
     let explanations = with_named_bad_value(&checkpoint, explanations)?;
-    let timings = (load_s, image_s, text_s);
-    let (load_s, image_s, text_s) = timings;
 
     let patch = loaded.model.config.vision.patch_size;
     let queries = explanations

@@ -49,7 +49,11 @@ pub(crate) struct Contraction {
 
 /// `q·k` per head of every row of `q [A, H, dh]` with every row of `k [H, S, dh]`: `[A, H, S]`.
 fn head_dots(q: &Tensor, k: &Tensor) -> Result<Tensor> {
-    Ok(q.transpose(0, 1)?.contiguous()?.matmul(&k.transpose(1, 2)?)?.transpose(0, 1)?.contiguous()?)
+    Ok(q.transpose(0, 1)?
+        .contiguous()?
+        .matmul(&k.transpose(1, 2)?)?
+        .transpose(0, 1)?
+        .contiguous()?)
 }
 
 /// What the shortcuts need from the ends `x`, `r` (`[S, D]`, S = rows up to the pooled one for
@@ -122,9 +126,8 @@ impl LastBlock<'_> {
     fn ends(&self, x: &Tensor, r: &Tensor, pool: usize, tokens: usize) -> Result<Ends> {
         let w = self.block;
         let (h, dh) = (self.cfg.heads, self.cfg.head_dim());
-        let centre = |t: &Tensor| -> Result<Tensor> {
-            Ok(t.broadcast_sub(&t.mean_keepdim(D::Minus1)?)?)
-        };
+        let centre =
+            |t: &Tensor| -> Result<Tensor> { Ok(t.broadcast_sub(&t.mean_keepdim(D::Minus1)?)?) };
         let d = (x - r)?;
         let (a, b) = (centre(r)?, centre(&d)?);
         let dot = |u: &Tensor, v: &Tensor| -> Result<Tensor> { Ok((u * v)?.sum(D::Minus1)?) };
@@ -134,7 +137,10 @@ impl LastBlock<'_> {
         let rows = Tensor::cat(&[a.broadcast_mul(g)?, b.broadcast_mul(g)?], 0)?;
         let parts = |l: &Linear| -> Result<(Tensor, Tensor)> {
             let y = self.heads(&ops::linear_tangent(&rows, l)?)?; // [H, 2S, dh]
-            Ok((y.narrow(1, 0, s)?.contiguous()?, y.narrow(1, s, s)?.contiguous()?))
+            Ok((
+                y.narrow(1, 0, s)?.contiguous()?,
+                y.narrow(1, s, s)?.contiguous()?,
+            ))
         };
         let offset = |l: &Linear| -> Result<Tensor> {
             Ok(ops::linear(&w.ln_1.bias.unsqueeze(0)?, l)?.reshape((h, 1, dh))?)
@@ -144,13 +150,22 @@ impl LastBlock<'_> {
         let (k0, v0) = (offset(&w.k)?, offset(&w.v)?);
         let pooled = Tensor::stack(&[a.get(pool)?, b.get(pool)?], 0)?.broadcast_mul(g)?;
         let q = Tensor::cat(
-            &[&offset(&w.q)?.reshape((1, h * dh))?, &ops::linear_tangent(&pooled, &w.q)?],
+            &[
+                &offset(&w.q)?.reshape((1, h * dh))?,
+                &ops::linear_tangent(&pooled, &w.q)?,
+            ],
             0,
         )?;
         let q = (q.reshape((3, h, dh))? * self.scale())?;
         // Each head's out-projection columns applied to that head's value parts: [T, 2H, D].
         let proj = |v: &Tensor| per_head_out(&v.transpose(0, 1)?, w); // [·, H, D]
-        let wv = Tensor::cat(&[proj(&va.narrow(1, 0, tokens)?)?, proj(&vb.narrow(1, 0, tokens)?)?], 1)?;
+        let wv = Tensor::cat(
+            &[
+                proj(&va.narrow(1, 0, tokens)?)?,
+                proj(&vb.narrow(1, 0, tokens)?)?,
+            ],
+            1,
+        )?;
         let wv0 = proj(&v0)?.squeeze(0)?; // [H, D]
         Ok(Ends {
             r_pool: r.get(pool)?,
@@ -179,7 +194,10 @@ impl LastBlock<'_> {
         let alpha = Tensor::from_slice(alphas, n, dev)?.to_dtype(dt)?;
         let col = alpha.reshape((n, 1))?;
         // 1/σ(α) of every row: σ² = (a·a + 2α a·b + α² b·b)/D + eps, [n, S].
-        let var = (e.aa.unsqueeze(0)?.broadcast_add(&col.broadcast_mul(&(&e.ab * 2.0)?.unsqueeze(0)?)?)?
+        let var = (e
+            .aa
+            .unsqueeze(0)?
+            .broadcast_add(&col.broadcast_mul(&(&e.ab * 2.0)?.unsqueeze(0)?)?)?
             + col.sqr()?.broadcast_mul(&e.bb.unsqueeze(0)?)?)?;
         let inv1 = ((var / width as f64)? + eps)?.sqrt()?.recip()?;
         // The query q = q0 + β (qa + α qb), β = 1/σ at the pooled row; its dot products with the
@@ -187,21 +205,33 @@ impl LastBlock<'_> {
         let beta = inv1.narrow(1, pool, 1)?; // [n, 1]
         let mix = |t: &Tensor| -> Result<Tensor> {
             // t [3, H, S] → t0 + β (t1 + α t2)
-            let (t0, t1, t2) = (t.get(0)?.unsqueeze(0)?, t.get(1)?.unsqueeze(0)?, t.get(2)?.unsqueeze(0)?);
+            let (t0, t1, t2) = (
+                t.get(0)?.unsqueeze(0)?,
+                t.get(1)?.unsqueeze(0)?,
+                t.get(2)?.unsqueeze(0)?,
+            );
             let inner = t1.broadcast_add(&col.unsqueeze(2)?.broadcast_mul(&t2)?)?;
             Ok(t0.broadcast_add(&beta.unsqueeze(2)?.broadcast_mul(&inner)?)?)
         };
         let (qk0, qka, qkb) = (mix(&e.qk0)?, mix(&e.qka)?, mix(&e.qkb)?);
         // Scores q·(k0 + (Wγa_j + α Wγb_j)/σ_j), then the attention output likewise.
         let g = inv1.unsqueeze(1)?; // [n, 1, S]
-        let scores = qk0.broadcast_add(&qka.broadcast_add(&qkb.broadcast_mul(&col.unsqueeze(2)?)?)?.broadcast_mul(&g)?)?;
+        let scores = qk0.broadcast_add(
+            &qka.broadcast_add(&qkb.broadcast_mul(&col.unsqueeze(2)?)?)?
+                .broadcast_mul(&g)?,
+        )?;
         let p = ops::softmax_last_dim(&scores)?; // [n, H, S]
-        let o = weighted_values(e, &p.broadcast_mul(&g)?, &alpha)?.broadcast_add(&e.v0.unsqueeze(0)?)?; // [n, H, 1, dh]
+        let o = weighted_values(e, &p.broadcast_mul(&g)?, &alpha)?
+            .broadcast_add(&e.v0.unsqueeze(0)?)?; // [n, H, 1, dh]
         let merged = o.squeeze(2)?.reshape((n, width))?;
-        let xp = e.r_pool.unsqueeze(0)?.broadcast_add(&col.broadcast_mul(&e.d_pool.unsqueeze(0)?)?)?;
+        let xp = e
+            .r_pool
+            .unsqueeze(0)?
+            .broadcast_add(&col.broadcast_mul(&e.d_pool.unsqueeze(0)?)?)?;
         let x1 = (xp + ops::linear(&merged, &w.out)?)?;
         let (h2, c2) = ops::layer_norm_cached(&x1, &w.ln_2, eps)?;
-        let (m, slope) = ops::activation_with_slope(&ops::linear(&h2, &w.fc1)?, self.cfg.activation)?;
+        let (m, slope) =
+            ops::activation_with_slope(&ops::linear(&h2, &w.fc1)?, self.cfg.activation)?;
         let out = (x1 + ops::linear(&m, &w.fc2)?)?;
         let (y, c3) = ops::layer_norm_cached(&out, self.final_ln, eps)?;
         let emb = ops::linear(&y, self.projection)?;
@@ -262,7 +292,9 @@ pub(crate) fn integrate(
     let fc2_sum = Tensor::ones((1, width), dt, dev)?.matmul(&w.fc2.weight)?; // [1, F]
     let g2 = &w.ln_2.weight;
     let fc1_g2 = ops::linear_tangent(&g2.unsqueeze(0)?, &w.fc1)?; // [1, F]
-    let hit: Vec<f64> = (0..tokens).map(|i| if i == pool { 1.0 } else { 0.0 }).collect();
+    let hit: Vec<f64> = (0..tokens)
+        .map(|i| if i == pool { 1.0 } else { 0.0 })
+        .collect();
     let hit = Tensor::from_vec(hit, (1, tokens, 1), dev)?.to_dtype(dt)?;
     let (ab, bb) = (e.ab.narrow(0, 0, tokens)?, e.bb.narrow(0, 0, tokens)?);
 
@@ -278,7 +310,10 @@ pub(crate) fn integrate(
         let col = pts.alpha.reshape((n, 1))?;
         // ln_1's tangent factors per token: keep = (1 − ακ)/σ, drop = κ/σ.
         let inv = pts.inv1.narrow(1, 0, tokens)?; // [n, T]
-        let kappa = ((ab.unsqueeze(0)?.broadcast_add(&col.broadcast_mul(&bb.unsqueeze(0)?)?)? * inv.sqr()?)?
+        let kappa = ((ab
+            .unsqueeze(0)?
+            .broadcast_add(&col.broadcast_mul(&bb.unsqueeze(0)?)?)?
+            * inv.sqr()?)?
             / width as f64)?;
         let keep = (col.broadcast_mul(&kappa)?.affine(-1.0, 1.0)? * &inv)?;
         let drop = (&kappa * &inv)?;
@@ -290,31 +325,59 @@ pub(crate) fn integrate(
         let ps = pts.p.narrow(2, 0, tokens)?;
         let pd = (&ps * &delta)?;
         let c_a = (pd.broadcast_mul(&inv_h)? - ps.broadcast_mul(&drop_h)?)?;
-        let c_b = (pd.broadcast_mul(&inv_h)?.broadcast_mul(&col.unsqueeze(2)?)? + ps.broadcast_mul(&keep_h)?)?;
+        let c_b = (pd
+            .broadcast_mul(&inv_h)?
+            .broadcast_mul(&col.unsqueeze(2)?)?
+            + ps.broadcast_mul(&keep_h)?)?;
         // The pooled token also moves the query: Σ_j P_j g_j (V_j − o), g_j = scale q̇·K_j with
         // q̇ = keep_p qb − drop_p qa (dot products with the keys from the fixed ones).
         let key_dots = |i: usize| -> Result<Tensor> {
             // scaled q_i · K_j(α) = q_i·k0 + (q_i·Wγa_j + α q_i·Wγb_j)/σ_j, [n, H, S]
-            let k = e.qka.get(i)?.unsqueeze(0)?.broadcast_add(&e.qkb.get(i)?.unsqueeze(0)?.broadcast_mul(&col.unsqueeze(2)?)?)?;
-            Ok(k.broadcast_mul(&pts.inv1.unsqueeze(1)?)?.broadcast_add(&e.qk0.get(i)?.unsqueeze(0)?)?)
+            let k = e.qka.get(i)?.unsqueeze(0)?.broadcast_add(
+                &e.qkb
+                    .get(i)?
+                    .unsqueeze(0)?
+                    .broadcast_mul(&col.unsqueeze(2)?)?,
+            )?;
+            Ok(k.broadcast_mul(&pts.inv1.unsqueeze(1)?)?
+                .broadcast_add(&e.qk0.get(i)?.unsqueeze(0)?)?)
         };
         let kp = keep.narrow(1, pool, 1)?.unsqueeze(2)?; // [n, 1, 1]
         let dp = drop.narrow(1, pool, 1)?.unsqueeze(2)?;
         let gq = (key_dots(2)?.broadcast_mul(&kp)? - key_dots(1)?.broadcast_mul(&dp)?)?;
         let pg_q = (&pts.p * gq)?; // [n, H, S]
-        let own = (weighted_values(&e, &pg_q.broadcast_mul(&pts.inv1.unsqueeze(1)?)?, &pts.alpha)?
-            + pg_q.sum_keepdim(2)?.unsqueeze(3)?.broadcast_mul(&e.v0.unsqueeze(0)?.broadcast_sub(&pts.o)?)?)?;
+        let own = (weighted_values(
+            &e,
+            &pg_q.broadcast_mul(&pts.inv1.unsqueeze(1)?)?,
+            &pts.alpha,
+        )? + pg_q
+            .sum_keepdim(2)?
+            .unsqueeze(3)?
+            .broadcast_mul(&e.v0.unsqueeze(0)?.broadcast_sub(&pts.o)?)?)?;
         let own = ops::linear_tangent(&own.reshape((n, width))?, &w.out)?; // [n, D]
         // ẋ1 = out-projection of the attention tangent (+ d on the pooled row): per token,
         // (c_a, c_b) against the projected value parts; per point, (P δ, −P δ, pooled-row hit)
         // against the projected v0, o and the pooled row's extra.
-        let per_token = Tensor::cat(&[&c_a, &c_b], 1)?.permute((2, 0, 1))?.contiguous()?; // [T, n, 2H]
+        let per_token = Tensor::cat(&[&c_a, &c_b], 1)?
+            .permute((2, 0, 1))?
+            .contiguous()?; // [T, n, 2H]
         let x1d = per_token.matmul(&e.wv)?.transpose(0, 1)?; // [n, T, D]
         let wo_h = per_head_out(&pts.o.squeeze(2)?, w)?; // [n, H, D]
         let extra = own.broadcast_add(&e.d_pool.unsqueeze(0)?)?.unsqueeze(1)?; // [n, 1, D]
-        let per_point_rows = Tensor::cat(&[&e.wv0.unsqueeze(0)?.broadcast_as((n, hh, width))?, &wo_h, &extra], 1)?; // [n, 2H+1, D]
+        let per_point_rows = Tensor::cat(
+            &[
+                &e.wv0.unsqueeze(0)?.broadcast_as((n, hh, width))?,
+                &wo_h,
+                &extra,
+            ],
+            1,
+        )?; // [n, 2H+1, D]
         let per_point_coef = Tensor::cat(
-            &[&pd.transpose(1, 2)?, &pd.neg()?.transpose(1, 2)?, &hit.broadcast_as((n, tokens, 1))?],
+            &[
+                &pd.transpose(1, 2)?,
+                &pd.neg()?.transpose(1, 2)?,
+                &hit.broadcast_as((n, tokens, 1))?,
+            ],
             2,
         )?
         .contiguous()?; // [n, T, 2H+1]
@@ -329,7 +392,11 @@ pub(crate) fn integrate(
         let norm = pts.emb.sqr()?.sum_keepdim(1)?.sqrt()?; // [n, 1]
         let unit = pts.emb.broadcast_div(&norm)?;
         let f = unit.matmul(&tower.projection.weight)?.broadcast_mul(g3)?; // Pγᵀ ê: [n, D]
-        let mut vecs = vec![Tensor::ones((n, width), dt, dev)?, pts.xhat2.clone(), pts.xhat3.clone()];
+        let mut vecs = vec![
+            Tensor::ones((n, width), dt, dev)?,
+            pts.xhat2.clone(),
+            pts.xhat3.clone(),
+        ];
         if cosine {
             vecs.push(f.clone());
         }
@@ -339,7 +406,10 @@ pub(crate) fn integrate(
         // ṁ = s ⊙ (Z − fc1(γ) μ − fc1(γx̂2) t)/σ2; its dot products with fixed vectors u:
         // u'·Z − (u'·fc1(γ)) μ − (u'·fc1(γx̂2)) t, u' = u ⊙ s/σ2.
         let sl = pts.slope.broadcast_mul(&pts.inv2)?; // [n, F]
-        let mut us = vec![fc2_sum.broadcast_as((n, mlp))?.contiguous()?, pts.xhat3.matmul(&w.fc2.weight)?];
+        let mut us = vec![
+            fc2_sum.broadcast_as((n, mlp))?.contiguous()?,
+            pts.xhat3.matmul(&w.fc2.weight)?,
+        ];
         if cosine {
             us.push(f.matmul(&w.fc2.weight)?);
         }
@@ -347,28 +417,41 @@ pub(crate) fn integrate(
         let zd = z.matmul(&us)?; // [n, T, k]
         let c1 = fc1_g2.unsqueeze(0)?.broadcast_matmul(&us)?; // [n, 1, k]
         let c2 = fc1_x2.unsqueeze(1)?.matmul(&us)?;
-        let mdots = ((zd - mu.unsqueeze(2)?.broadcast_mul(&c1)?)? - t.unsqueeze(2)?.broadcast_mul(&c2)?)?; // [n, T, k]
-        let mean_v = ((xdots.narrow(2, 0, 1)? + mdots.narrow(2, 0, 1)?)?.squeeze(2)? / width as f64)?; // mean(v)
+        let mdots =
+            ((zd - mu.unsqueeze(2)?.broadcast_mul(&c1)?)? - t.unsqueeze(2)?.broadcast_mul(&c2)?)?; // [n, T, k]
+        let mean_v =
+            ((xdots.narrow(2, 0, 1)? + mdots.narrow(2, 0, 1)?)?.squeeze(2)? / width as f64)?; // mean(v)
         let yv = (xdots.narrow(2, 2, 1)? + mdots.narrow(2, 1, 1)?)?.squeeze(2)?; // x̂3·v
 
         // Per point weight: the final LayerNorm's 1/σ (and 1/|e| in cosine mode).
-        let weight = if cosine { (&pts.inv3 / &norm)? } else { pts.inv3.clone() }; // [n, 1]
-        acc_x = (acc_x + weight.t()?.matmul(&x1d.reshape((n, tokens * width))?)?.reshape((tokens, width))?)?;
+        let weight = if cosine {
+            (&pts.inv3 / &norm)?
+        } else {
+            pts.inv3.clone()
+        }; // [n, 1]
+        acc_x = (acc_x
+            + weight
+                .t()?
+                .matmul(&x1d.reshape((n, tokens * width))?)?
+                .reshape((tokens, width))?)?;
         let ws = sl.broadcast_mul(&weight)?; // [n, F]
         let zsum = ops::weighted_sum(&z, &ws)?; // Σ_n ws_n ⊙ Z_n: [T, F]
-        let corr = (mu.t()?.matmul(&ws.broadcast_mul(&fc1_g2)?)? + t.t()?.matmul(&(&ws * &fc1_x2)?)?)?; // [T, F]
+        let corr =
+            (mu.t()?.matmul(&ws.broadcast_mul(&fc1_g2)?)? + t.t()?.matmul(&(&ws * &fc1_x2)?)?)?; // [T, F]
         acc_m = ((acc_m + zsum)? - corr)?;
         // Σ_n weight_n (Pγ1 mean(v) + Pγx̂3 (x̂3·v)/D) for every token: [T, E].
         let pg_y = pg(&pts.xhat3)?; // [n, E]
         let m_coef = mean_v.broadcast_mul(&weight)?; // [n, T]
         let y_coef = (yv.broadcast_mul(&weight)? / width as f64)?;
-        let mut sub = (m_coef.sum(0)?.unsqueeze(1)?.matmul(&pg_one)? + y_coef.t()?.matmul(&pg_y)?)?;
+        let mut sub =
+            (m_coef.sum(0)?.unsqueeze(1)?.matmul(&pg_one)? + y_coef.t()?.matmul(&pg_y)?)?;
         if cosine {
             // ê·ė per (point, token), ė = (Pγ c(v) − Pγx̂ (x̂·v)/D)/σ3; then Σ_n ê_n (ê·ė)/|e|.
             let fv = (xdots.narrow(2, 3, 1)? + mdots.narrow(2, 2, 1)?)?.squeeze(2)?; // (Pγᵀê)·v
             let e_one = unit.matmul(&pg_one.t()?)?; // ê·Pγ1: [n, 1]
             let e_y = (&unit * &pg_y)?.sum_keepdim(1)?; // ê·Pγx̂: [n, 1]
-            let along = ((fv - mean_v.broadcast_mul(&e_one)?)? - (yv.broadcast_mul(&e_y)? / width as f64)?)?
+            let along = ((fv - mean_v.broadcast_mul(&e_one)?)?
+                - (yv.broadcast_mul(&e_y)? / width as f64)?)?
                 .broadcast_mul(&pts.inv3)?;
             sub = (sub + along.broadcast_div(&norm)?.t()?.matmul(&unit)?)?;
         }
@@ -390,7 +473,12 @@ pub(crate) fn integrate(
 /// `[A, H, D]` (no bias).
 fn per_head_out(v: &Tensor, w: &Block) -> Result<Tensor> {
     let (_, h, dh) = v.dims3()?;
-    let wo = w.out.weight.reshape((h * dh, h, dh))?.transpose(0, 1)?.contiguous()?; // [H, D, dh]
+    let wo = w
+        .out
+        .weight
+        .reshape((h * dh, h, dh))?
+        .transpose(0, 1)?
+        .contiguous()?; // [H, D, dh]
     let v = v.transpose(0, 1)?.contiguous()?; // [H, A, dh]
     Ok(v.matmul(&wo.transpose(1, 2)?)?.transpose(0, 1)?) // [A, H, D]
 }

@@ -86,7 +86,10 @@ impl ClipBpe {
             let mut i = 0;
             while i < ids.len() {
                 let hit = i + 1 < ids.len()
-                    && self.merges.get(&(ids[i], ids[i + 1])).is_some_and(|&(r, _)| r == rank);
+                    && self
+                        .merges
+                        .get(&(ids[i], ids[i + 1]))
+                        .is_some_and(|&(r, _)| r == rank);
                 if hit {
                     out.push(merged);
                     i += 2;
@@ -111,7 +114,10 @@ impl ClipBpe {
 
     /// The id of a token no merge produces (a special, a byte symbol).
     pub fn base_id(&self, token: &str) -> Option<u32> {
-        self.base.iter().find(|(_, t)| t.as_str() == token).map(|(&i, _)| i)
+        self.base
+            .iter()
+            .find(|(_, t)| t.as_str() == token)
+            .map(|(&i, _)| i)
     }
 
     /// Vocabulary size.

@@ -329,45 +329,34 @@ pub(crate) fn layer_norm_vjp(
 
 /// QuickGELU `y = x σ(1.702x)` and, when `slope` is asked for, `dy/dx = s + 1.702 x s (1 − s)`.
 pub(crate) fn quick_gelu(x: &Tensor, slope: bool) -> Result<Option<(Tensor, Option<Tensor>)>> {
-    let Some(xv) = view(x) else {
-        return Ok(None);
-    };
-    let dims = x.dims();
-    by_dtype!(x.dtype(), T => {
-        let x = xv.slice::<T>();
-        let chunk = CHUNK_ROWS * dims.last().copied().unwrap_or(1).max(1);
-        let mut y = vec![T::zero(); x.len()];
-        let mut d = if slope { vec![T::zero(); x.len()] } else { Vec::new() };
-        if slope {
-            let units = y.chunks_mut(chunk).zip(d.chunks_mut(chunk)).zip(x.chunks(chunk));
-            map_units(units, x.len(), |((y, d), x)| quick_gelu_simd(x, y, Some(d)));
-        } else {
-            let units = y.chunks_mut(chunk).zip(x.chunks(chunk));
-            map_units(units, x.len(), |(y, x)| quick_gelu_simd(x, y, None));
-        }
-        let d = if slope { Some(tensor(d, dims)?) } else { None };
-        Ok(Some((tensor(y, dims)?, d)))
-    })
+    activation(x, slope, false)
 }
 
 /// Exact GELU `y = x Φ(x)`, `Φ(x) = (1 + erf(x/√2))/2`, and, when `slope` is asked for,
 /// `dy/dx = Φ(x) + x φ(x)`.
 pub(crate) fn gelu(x: &Tensor, slope: bool) -> Result<Option<(Tensor, Option<Tensor>)>> {
+    activation(x, slope, true)
+}
+
+/// [`gelu`] (`exact`) or [`quick_gelu`], in chunks of rows.
+fn activation(x: &Tensor, slope: bool, exact: bool) -> Result<Option<(Tensor, Option<Tensor>)>> {
     let Some(xv) = view(x) else {
         return Ok(None);
     };
     let dims = x.dims();
     by_dtype!(x.dtype(), T => {
+        let span: fn(&[T], &mut [T], Option<&mut [T]>) =
+            if exact { gelu_simd::<T> } else { quick_gelu_simd::<T> };
         let x = xv.slice::<T>();
         let chunk = CHUNK_ROWS * dims.last().copied().unwrap_or(1).max(1);
         let mut y = vec![T::zero(); x.len()];
         let mut d = if slope { vec![T::zero(); x.len()] } else { Vec::new() };
         if slope {
             let units = y.chunks_mut(chunk).zip(d.chunks_mut(chunk)).zip(x.chunks(chunk));
-            map_units(units, x.len(), |((y, d), x)| gelu_simd(x, y, Some(d)));
+            map_units(units, x.len(), |((y, d), x)| span(x, y, Some(d)));
         } else {
             let units = y.chunks_mut(chunk).zip(x.chunks(chunk));
-            map_units(units, x.len(), |(y, x)| gelu_simd(x, y, None));
+            map_units(units, x.len(), |(y, x)| span(x, y, None));
         }
         let d = if slope { Some(tensor(d, dims)?) } else { None };
         Ok(Some((tensor(y, dims)?, d)))

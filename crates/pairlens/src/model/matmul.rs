@@ -151,7 +151,8 @@ unsafe fn row_block(
         } else {
             packed.resize(m * stride, 0.0);
             for i in 0..m {
-                packed[i * stride..i * stride + kc].copy_from_slice(&x[i * k + k0..i * k + k0 + kc]);
+                packed[i * stride..i * stride + kc]
+                    .copy_from_slice(&x[i * k + k0..i * k + k0 + kc]);
             }
             (packed.as_ptr(), stride)
         };
@@ -163,7 +164,8 @@ unsafe fn row_block(
         while j < cols.end {
             let nr = NR.min(cols.end - j);
             let wp = w.as_ptr().add(j * k + k0);
-            let next = (j + NR < cols.end).then(|| (w.as_ptr().add((j + NR) * k + k0), NR.min(cols.end - j - NR)));
+            let next = (j + NR < cols.end)
+                .then(|| (w.as_ptr().add((j + NR) * k + k0), NR.min(cols.end - j - NR)));
             let mut i = 0;
             while i < m {
                 if let Some((np, nrows)) = next {
@@ -172,7 +174,9 @@ unsafe fn row_block(
                         for r in 0..nrows {
                             // (a hint only: an address past the end is never dereferenced)
                             let p = np.wrapping_add(r * k + line * 16);
-                            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p as *const i8);
+                            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                                p as *const i8,
+                            );
                         }
                     }
                 }
@@ -330,7 +334,11 @@ unsafe fn run_main(t: &Tile) {
     let mut l = 0;
     while l < t.kc {
         // A full vector, or the last partial one through a mask (reads only `kc % 16`).
-        let mask: __mmask16 = if t.kc - l >= 16 { 0xffff } else { ((1u32 << (t.kc - l)) - 1) as u16 };
+        let mask: __mmask16 = if t.kc - l >= 16 {
+            0xffff
+        } else {
+            ((1u32 << (t.kc - l)) - 1) as u16
+        };
         let ld = |p: *const f32| _mm512_maskz_loadu_ps(mask, p.add(l));
         let (w0, w1, w2) = (ld(w), ld(w.add(ws)), ld(w.add(2 * ws)));
         let (w3, w4, w5) = (ld(w.add(3 * ws)), ld(w.add(4 * ws)), ld(w.add(5 * ws)));
@@ -354,7 +362,9 @@ unsafe fn run_main(t: &Tile) {
     let first = [
         c00, c01, c02, c03, c04, c05, c10, c11, c12, c13, c14, c15, c20, c21, c22, c23,
     ];
-    let second = [c24, c25, c30, c31, c32, c33, c34, c35, z, z, z, z, z, z, z, z];
+    let second = [
+        c24, c25, c30, c31, c32, c33, c34, c35, z, z, z, z, z, z, z, z,
+    ];
     let mut sums = [0f32; 32];
     _mm512_storeu_ps(sums.as_mut_ptr(), hsum16(&first));
     _mm512_storeu_ps(sums.as_mut_ptr().add(16), hsum16(&second));
@@ -406,8 +416,14 @@ unsafe fn hsum16(v: &[std::arch::x86_64::__m512; 16]) -> std::arch::x86_64::__m5
     );
     // Block q, lane i: the sum of v[4i + q].
     _mm512_add_ps(
-        _mm512_castpd_ps(_mm512_unpacklo_pd(_mm512_castps_pd(t0), _mm512_castps_pd(t1))),
-        _mm512_castpd_ps(_mm512_unpackhi_pd(_mm512_castps_pd(t0), _mm512_castps_pd(t1))),
+        _mm512_castpd_ps(_mm512_unpacklo_pd(
+            _mm512_castps_pd(t0),
+            _mm512_castps_pd(t1),
+        )),
+        _mm512_castpd_ps(_mm512_unpackhi_pd(
+            _mm512_castps_pd(t0),
+            _mm512_castps_pd(t1),
+        )),
     )
 }
 
@@ -416,10 +432,14 @@ mod tests {
     use super::*;
 
     fn values(len: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let mut s = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (0..len)
             .map(|_| {
-                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
             })
             .collect()
@@ -427,14 +447,21 @@ mod tests {
 
     /// Every output within f32 rounding of the f64 dot product: `|err| ≤ 1e-6 Σ|x w|`.
     fn check(m: usize, n: usize, k: usize) {
-        let (x, w) = (values(m * k, (m * 31 + k) as u64), values(n * k, (n * 17 + k) as u64));
+        let (x, w) = (
+            values(m * k, (m * 31 + k) as u64),
+            values(n * k, (n * 17 + k) as u64),
+        );
         let mut out = vec![0f32; m * n];
         gemm_wt(&x, &w, &mut out, m, n, k);
         for i in 0..m {
             for j in 0..n {
                 let (xr, wr) = (&x[i * k..(i + 1) * k], &w[j * k..(j + 1) * k]);
                 let exact: f64 = xr.iter().zip(wr).map(|(&a, &b)| a as f64 * b as f64).sum();
-                let scale: f64 = xr.iter().zip(wr).map(|(&a, &b)| (a as f64 * b as f64).abs()).sum();
+                let scale: f64 = xr
+                    .iter()
+                    .zip(wr)
+                    .map(|(&a, &b)| (a as f64 * b as f64).abs())
+                    .sum();
                 let err = (out[i * n + j] as f64 - exact).abs();
                 assert!(
                     err <= 1e-6 * scale.max(1e-30),
@@ -459,7 +486,13 @@ mod tests {
             }
         }
         // Several passes over `in` (with and without a partial one) and threads sharing columns.
-        for (m, n, k) in [(100, 130, 768), (30, 64, 2048), (7, 20, 3072), (50, 37, 1600), (3, 600, 900)] {
+        for (m, n, k) in [
+            (100, 130, 768),
+            (30, 64, 2048),
+            (7, 20, 3072),
+            (50, 37, 1600),
+            (3, 600, 900),
+        ] {
             check(m, n, k);
         }
     }
@@ -478,8 +511,12 @@ mod tests {
         }
         // f64, a strided view and a tracked tensor are left to candle.
         let x64 = x.to_dtype(DType::F64).unwrap();
-        assert!(matmul_wt(&x64, &w.to_dtype(DType::F64).unwrap()).unwrap().is_none());
-        assert!(matmul_wt(&x.t().unwrap(), &w.narrow(1, 0, 10).unwrap()).unwrap().is_none());
+        assert!(matmul_wt(&x64, &w.to_dtype(DType::F64).unwrap())
+            .unwrap()
+            .is_none());
+        assert!(matmul_wt(&x.t().unwrap(), &w.narrow(1, 0, 10).unwrap())
+            .unwrap()
+            .is_none());
         let var = candle_core::Var::from_tensor(&x).unwrap();
         assert!(matmul_wt(var.as_tensor(), &w).unwrap().is_none());
     }
