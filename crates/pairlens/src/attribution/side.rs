@@ -1,5 +1,6 @@
 //! One tower's half of the explanation: the contraction of its integrated Jacobian with the
-//! input difference, one column per token (`U` for text, `V` for the image), by batched JVPs.
+//! input difference, one column per token (`U` for text, `V` for the image), by batched JVPs,
+//! or in closed form ([`super::last_block`]) when the split is the tower's last block.
 
 use super::last_block::{self, LastBlock};
 use super::settings::{ImageReference, Mode, Settings};
@@ -97,7 +98,8 @@ fn text_side_by(
         };
         // Causal attention: the pooled row sees rows up to itself only.
         let (x, r) = (x.narrow(0, 0, pool + 1)?, r.narrow(0, 0, pool + 1)?);
-        let c = last_block::integrate(&last, &x, &r, pool, pool + 1, "text tokens", settings, progress)?;
+        let label = "text tokens";
+        let c = last_block::integrate(&last, &x, &r, pool, pool + 1, label, settings, progress)?;
         return Ok(TowerSide {
             contributions: c.contributions,
             embedding: c.embedding,
@@ -166,7 +168,8 @@ fn image_side_by(
             final_ln: &w.ln_post,
             projection: &w.projection,
         };
-        let c = last_block::integrate(&last, &x, &r, 0, tokens, "image tokens", settings, progress)?;
+        let label = "image tokens";
+        let c = last_block::integrate(&last, &x, &r, 0, tokens, label, settings, progress)?;
         return Ok(TowerSide {
             contributions: c.contributions,
             embedding: c.embedding,
