@@ -38,7 +38,7 @@ fn map_units<U: Send, R: Send>(
     }
 }
 
-trait Real: WithDType + Float {
+pub(super) trait Real: WithDType + Float {
     /// `eˣ`: [`exp_f32`] in f32 (vectorises), the standard library's in f64 (reference checks).
     fn exp_(self) -> Self;
     /// `erf x`: [`erf_f32`] in f32 (vectorises), libm's in f64 (reference checks).
@@ -163,14 +163,14 @@ macro_rules! vectorised {
 }
 
 /// A contiguous CPU tensor's values, borrowed for the kernel's duration.
-struct View<'a> {
+pub(super) struct View<'a> {
     guard: StorageRef<'a>,
     start: usize,
     len: usize,
 }
 
 impl View<'_> {
-    fn slice<T: Real>(&self) -> &[T] {
+    pub(super) fn slice<T: Real>(&self) -> &[T] {
         match &*self.guard {
             Storage::Cpu(c) => &c.as_slice::<T>().expect("dtype checked by the caller")
                 [self.start..self.start + self.len],
@@ -181,7 +181,7 @@ impl View<'_> {
 
 /// `t`'s values when a kernel may replace the plain ops: on the CPU, not tracked by autograd,
 /// contiguous (else `None`, and the caller takes the plain path).
-fn view(t: &Tensor) -> Option<View<'_>> {
+pub(super) fn view(t: &Tensor) -> Option<View<'_>> {
     if !t.device().is_cpu() || t.track_op() {
         return None;
     }

@@ -12,7 +12,9 @@
 //!
 //! On other CPUs, other dtypes, or tensors tracked by autograd the caller uses candle's matmul.
 
-use candle_core::{DType, Device, Storage, Tensor};
+use candle_core::{DType, Device, Tensor};
+
+use super::kernels::view;
 
 use crate::Result;
 
@@ -31,34 +33,19 @@ const PAR_MIN_MACS: usize = 1 << 20;
 /// `x Wᵀ` for `x [m, k]` and `w [n, k]` (both contiguous f32 on the CPU, not tracked by
 /// autograd) when this CPU has AVX-512; `None` otherwise (the caller falls back).
 pub(crate) fn matmul_wt(x: &Tensor, w: &Tensor) -> Result<Option<Tensor>> {
-    if !available()
-        || x.dtype() != DType::F32
-        || w.dtype() != DType::F32
-        || !x.device().is_cpu()
-        || !w.device().is_cpu()
-        || x.track_op()
-        || w.track_op()
-    {
+    if !available() || x.dtype() != DType::F32 || w.dtype() != DType::F32 {
         return Ok(None);
     }
     let ((m, k), (n, kw)) = (x.dims2()?, w.dims2()?);
     if k != kw || k == 0 {
         return Ok(None);
     }
-    let (xg, xl) = x.storage_and_layout();
-    let (wg, wl) = w.storage_and_layout();
-    let (Some((x0, x1)), Some((w0, w1))) = (xl.contiguous_offsets(), wl.contiguous_offsets())
-    else {
+    let (Some(xv), Some(wv)) = (view(x), view(w)) else {
         return Ok(None);
     };
-    let (Storage::Cpu(xs), Storage::Cpu(ws)) = (&*xg, &*wg) else {
-        return Ok(None);
-    };
-    let xs = &xs.as_slice::<f32>()?[x0..x1];
-    let ws = &ws.as_slice::<f32>()?[w0..w1];
     let mut out = vec![0f32; m * n];
-    gemm_wt(xs, ws, &mut out, m, n, k);
-    drop((xg, wg));
+    gemm_wt(xv.slice::<f32>(), wv.slice::<f32>(), &mut out, m, n, k);
+    drop((xv, wv));
     Ok(Some(Tensor::from_vec(out, (m, n), &Device::Cpu)?))
 }
 
