@@ -12,7 +12,11 @@ mod cmd;
 static ALLOCATOR: pairlens::io::mapped::MappingAllocator = pairlens::io::mapped::MappingAllocator;
 
 #[derive(Parser)]
-#[command(name = "pairlens", version, about = "Second-order token x patch attributions for CLIP-style dual encoders")]
+#[command(
+    name = "pairlens",
+    version,
+    about = "Second-order token x patch attributions for CLIP-style dual encoders"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

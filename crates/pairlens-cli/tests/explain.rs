@@ -12,22 +12,37 @@ fn model() -> String {
 }
 
 fn image() -> String {
-    fixtures().join("images/gradient_44x30.png").display().to_string()
+    fixtures()
+        .join("images/gradient_44x30.png")
+        .display()
+        .to_string()
 }
 
 fn pairlens(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_pairlens")).args(args).output().expect("run pairlens")
+    Command::new(env!("CARGO_BIN_EXE_pairlens"))
+        .args(args)
+        .output()
+        .expect("run pairlens")
 }
 
 fn ok_json(args: &[&str]) -> serde_json::Value {
     let out = pairlens(args);
-    assert!(out.status.success(), "pairlens failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "pairlens failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).expect("one JSON object")
 }
 
 fn error_of(args: &[&str]) -> String {
     let out = pairlens(args);
-    assert_eq!(out.status.code(), Some(1), "expected failure, got {:?}", out.status);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "expected failure, got {:?}",
+        out.status
+    );
     let err = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(err.starts_with("error: "), "{err}");
     assert!(!err.contains("panicked"), "{err}");
@@ -45,16 +60,38 @@ fn temp_dir(name: &str) -> PathBuf {
 fn json_summary_queries_and_conservation() {
     let (m, i) = (model(), image());
     let j = ok_json(&[
-        "explain", "--model", &m, "--image", &i, "--caption", "a dog on a red car", "--caption", "a cat",
-        "--span", "1:3", "--box", "0,0,20,15", "--steps", "4", "--json",
+        "explain",
+        "--model",
+        &m,
+        "--image",
+        &i,
+        "--caption",
+        "a dog on a red car",
+        "--caption",
+        "a cat",
+        "--span",
+        "1:3",
+        "--box",
+        "0,0,20,15",
+        "--steps",
+        "4",
+        "--json",
     ]);
     let caps = j["captions"].as_array().unwrap();
     assert_eq!(caps.len(), 2);
     let grid = j["settings"]["grid"].as_array().unwrap();
-    let (gh, gw) = (grid[0].as_u64().unwrap() as usize, grid[1].as_u64().unwrap() as usize);
+    let (gh, gw) = (
+        grid[0].as_u64().unwrap() as usize,
+        grid[1].as_u64().unwrap() as usize,
+    );
     for c in caps {
         let tokens = c["tokens"].as_array().unwrap();
-        let totals: Vec<f64> = c["token_totals"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+        let totals: Vec<f64> = c["token_totals"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
         assert_eq!(totals.len(), tokens.len());
         // score = Σ A + f(x)·g(r) + f̃(r)·g(y) − f̃(r)·g(r) + residual, by definition.
         let r = &c["reference_terms"];
@@ -84,11 +121,28 @@ fn writes_safetensors_and_pngs_without_overwriting() {
     let png = dir.join("png").display().to_string();
     let (m, i) = (model(), image());
     let args = [
-        "explain", "--model", &m, "--image", &i, "--caption", "a dog", "--span", "1:2", "--box", "5,5,30,25",
-        "--out", &out, "--png", &png,
+        "explain",
+        "--model",
+        &m,
+        "--image",
+        &i,
+        "--caption",
+        "a dog",
+        "--span",
+        "1:2",
+        "--box",
+        "5,5,30,25",
+        "--out",
+        &out,
+        "--png",
+        &png,
     ];
     let run = pairlens(&args);
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
     let text = String::from_utf8_lossy(&run.stdout);
     assert!(text.contains("residual"), "{text}");
     let tensors = candle_core::safetensors::load(&out, &candle_core::Device::Cpu).unwrap();
@@ -101,7 +155,10 @@ fn writes_safetensors_and_pngs_without_overwriting() {
     }
     // A second run must not replace what the first wrote…
     let err = error_of(&args);
-    assert!(err.contains("already exists") && err.contains("--force"), "{err}");
+    assert!(
+        err.contains("already exists") && err.contains("--force"),
+        "{err}"
+    );
     // …unless asked to.
     let mut forced = args.to_vec();
     forced.push("--force");
@@ -130,10 +187,29 @@ fn bad_input_gives_clear_errors() {
     let e = base(&["--caption", "a dog", "--steps", "0"]);
     assert!(e.contains("steps"), "{e}");
     let missing = fixtures().join("nope.png").display().to_string();
-    let e = error_of(&["explain", "--model", &m, "--image", &missing, "--caption", "a dog"]);
+    let e = error_of(&[
+        "explain",
+        "--model",
+        &m,
+        "--image",
+        &missing,
+        "--caption",
+        "a dog",
+    ]);
     assert!(e.contains("nope.png"), "{e}");
-    let not_image = fixtures().join("hf-tiny-quickgelu/config.json").display().to_string();
-    let e = error_of(&["explain", "--model", &m, "--image", &not_image, "--caption", "a dog"]);
+    let not_image = fixtures()
+        .join("hf-tiny-quickgelu/config.json")
+        .display()
+        .to_string();
+    let e = error_of(&[
+        "explain",
+        "--model",
+        &m,
+        "--image",
+        &not_image,
+        "--caption",
+        "a dog",
+    ]);
     assert!(e.contains("config.json"), "{e}");
 }
 
@@ -142,7 +218,12 @@ fn bad_input_gives_clear_errors() {
 #[test]
 fn a_nan_weight_is_named() {
     let dir = temp_dir("nan-weight");
-    for f in ["config.json", "model.safetensors", "preprocessor_config.json", "tokenizer.json"] {
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "preprocessor_config.json",
+        "tokenizer.json",
+    ] {
         std::fs::copy(fixtures().join("hf-tiny-quickgelu").join(f), dir.join(f)).unwrap();
     }
     let file = dir.join("model.safetensors");
@@ -155,7 +236,18 @@ fn a_nan_weight_is_named() {
     tensors.insert(name.to_string(), bad);
     candle_core::safetensors::save(&tensors, &file).unwrap();
     let (m, i) = (dir.display().to_string(), image());
-    let e = error_of(&["explain", "--model", &m, "--image", &i, "--caption", "a dog"]);
-    assert!(e.contains(&format!("`{name}`")) && e.contains("non-finite value NaN at flat index 7"), "{e}");
+    let e = error_of(&[
+        "explain",
+        "--model",
+        &m,
+        "--image",
+        &i,
+        "--caption",
+        "a dog",
+    ]);
+    assert!(
+        e.contains(&format!("`{name}`")) && e.contains("non-finite value NaN at flat index 7"),
+        "{e}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -8,11 +8,17 @@ fn fixtures() -> PathBuf {
 }
 
 fn pairlens(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_pairlens")).args(args).output().expect("run pairlens")
+    Command::new(env!("CARGO_BIN_EXE_pairlens"))
+        .args(args)
+        .output()
+        .expect("run pairlens")
 }
 
 fn temp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("pairlens-explain-html-{name}-{}", std::process::id()));
+    let d = std::env::temp_dir().join(format!(
+        "pairlens-explain-html-{name}-{}",
+        std::process::id()
+    ));
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
@@ -24,7 +30,10 @@ fn writes_a_self_contained_report_and_refuses_to_overwrite_it() {
     let report = dir.join("report.html");
     let (m, i, r) = (
         fixtures().join("hf-tiny-quickgelu").display().to_string(),
-        fixtures().join("images/gradient_44x30.png").display().to_string(),
+        fixtures()
+            .join("images/gradient_44x30.png")
+            .display()
+            .to_string(),
         report.display().to_string(),
     );
     let args = [
@@ -48,10 +57,17 @@ fn writes_a_self_contained_report_and_refuses_to_overwrite_it() {
         &r,
     ];
     let out = pairlens(&args);
-    assert!(out.status.success(), "pairlens failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "pairlens failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let html = std::fs::read_to_string(&report).unwrap();
     assert!(html.starts_with("<!DOCTYPE html>") && html.trim_end().ends_with("</html>"));
-    assert!(!html.contains("http://") && !html.contains("https://"), "the report must not fetch anything");
+    assert!(
+        !html.contains("http://") && !html.contains("https://"),
+        "the report must not fetch anything"
+    );
     let srcs: Vec<&str> = html.split("src=\"").skip(1).collect();
     // Per caption: original, whole caption, one span, one box thumbnail.
     assert_eq!(srcs.len(), 2 * 4);
@@ -62,7 +78,12 @@ fn writes_a_self_contained_report_and_refuses_to_overwrite_it() {
     // The numbers printed in the JSON summary appear in the report.
     let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     for c in j["captions"].as_array().unwrap() {
-        for v in [&c["score"], &c["sum"], &c["residual"], &c["reference_terms"]["reference_vs_reference"]] {
+        for v in [
+            &c["score"],
+            &c["sum"],
+            &c["residual"],
+            &c["reference_terms"]["reference_vs_reference"],
+        ] {
             let n = v.as_f64().unwrap() as f32;
             assert!(html.contains(&format!("{n:+.6}")), "missing {n:+.6}");
         }
@@ -72,7 +93,10 @@ fn writes_a_self_contained_report_and_refuses_to_overwrite_it() {
     let again = pairlens(&args);
     assert_eq!(again.status.code(), Some(1));
     let err = String::from_utf8_lossy(&again.stderr);
-    assert!(err.contains("already exists") && err.contains("--force") && err.contains("report.html"), "{err}");
+    assert!(
+        err.contains("already exists") && err.contains("--force") && err.contains("report.html"),
+        "{err}"
+    );
     assert_eq!(std::fs::read_to_string(&report).unwrap(), html);
     let mut forced = args.to_vec();
     forced.push("--force");

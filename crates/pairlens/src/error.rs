@@ -24,13 +24,26 @@ pub enum Error {
     BadConfig { path: PathBuf, msg: String },
 
     #[error("{path}: missing tensor `{name}` (expected shape {expected:?})")]
-    MissingTensor { path: PathBuf, name: String, expected: Vec<usize> },
+    MissingTensor {
+        path: PathBuf,
+        name: String,
+        expected: Vec<usize>,
+    },
 
     #[error("{path}: tensor `{name}` has shape {got:?}, expected {expected:?}")]
-    TensorShape { path: PathBuf, name: String, expected: Vec<usize>, got: Vec<usize> },
+    TensorShape {
+        path: PathBuf,
+        name: String,
+        expected: Vec<usize>,
+        got: Vec<usize>,
+    },
 
     #[error("{path}: tensor `{name}`: {msg}")]
-    BadTensor { path: PathBuf, name: String, msg: String },
+    BadTensor {
+        path: PathBuf,
+        name: String,
+        msg: String,
+    },
 
     #[error("tokenizer: {0}")]
     Tokenizer(String),
@@ -60,9 +73,15 @@ pub enum Error {
 
 impl Error {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { path: path.into(), source }
+        Error::Io {
+            path: path.into(),
+            source,
+        }
     }
     pub fn bad_config(path: impl Into<PathBuf>, msg: impl Into<String>) -> Self {
-        Error::BadConfig { path: path.into(), msg: msg.into() }
+        Error::BadConfig {
+            path: path.into(),
+            msg: msg.into(),
+        }
     }
 }

@@ -29,9 +29,16 @@ fn fixture(name: &str) -> Fixture {
         .model;
     let base = fixtures().join("exclip");
     let tensors =
-        candle_core::safetensors::load(base.join(format!("{name}.safetensors")), &Device::Cpu).unwrap();
-    let meta = serde_json::from_str(&std::fs::read_to_string(base.join(format!("{name}.json"))).unwrap()).unwrap();
-    Fixture { model, tensors, meta }
+        candle_core::safetensors::load(base.join(format!("{name}.safetensors")), &Device::Cpu)
+            .unwrap();
+    let meta =
+        serde_json::from_str(&std::fs::read_to_string(base.join(format!("{name}.json"))).unwrap())
+            .unwrap();
+    Fixture {
+        model,
+        tensors,
+        meta,
+    }
 }
 
 impl Fixture {
@@ -47,7 +54,15 @@ impl Fixture {
         Encoded { ids, len, tokens }
     }
 
-    fn explain(&self, cap: usize, img: usize, tl: usize, il: usize, n: usize, mode: Mode) -> Explanation {
+    fn explain(
+        &self,
+        cap: usize,
+        img: usize,
+        tl: usize,
+        il: usize,
+        n: usize,
+        mode: Mode,
+    ) -> Explanation {
         let settings = Settings {
             text_layer: tl,
             image_layer: il,
@@ -60,15 +75,26 @@ impl Fixture {
         let caption = self.ids(&format!("cap{cap}_ids"));
         let reference = self.ids("txt_ref_ids");
         let pixels = &self.tensors[&format!("img{img}_pixels")];
-        let mut out =
-            attribution::explain(&self.model, pixels, &[caption], &reference, &settings, &mut NoProgress)
-                .unwrap();
+        let mut out = attribution::explain(
+            &self.model,
+            pixels,
+            &[caption],
+            &reference,
+            &settings,
+            &mut NoProgress,
+        )
+        .unwrap();
         out.remove(0)
     }
 }
 
 fn max_abs(t: &Tensor) -> f32 {
-    t.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap()
+    t.abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
 }
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
@@ -102,19 +128,38 @@ fn interactions_match_exclip() {
             let e = f.explain(c, i, tl, il, n, Mode::Exclip);
             let expected = &f.tensors[case];
             let (rows, gh, gw) = expected.dims3().unwrap();
-            let ours = e.interactions.narrow(1, 1, gh * gw).unwrap().reshape((rows, gh, gw)).unwrap();
+            let ours = e
+                .interactions
+                .narrow(1, 1, gh * gw)
+                .unwrap()
+                .reshape((rows, gh, gw))
+                .unwrap();
             let rel = max_abs_diff(&ours, expected) / max_abs(expected);
             worst = worst.max(rel);
-            assert!(rel < 1e-4, "{name} {case}: relative max-abs difference {rel:e}");
+            assert!(
+                rel < 1e-4,
+                "{name} {case}: relative max-abs difference {rel:e}"
+            );
             // exclip's lhs terms: (score, cos(f(x), g(0)), cos(f(r_own), g(y)), cos(f(r_own), g(0))).
             let lhs = f.tensors[&format!("{case}_lhs")].to_vec1::<f32>().unwrap();
             let t = e.exclip_terms;
-            let ours = [t.score, t.text_vs_image_reference, t.text_reference_vs_image, t.reference_vs_reference];
+            let ours = [
+                t.score,
+                t.text_vs_image_reference,
+                t.text_reference_vs_image,
+                t.reference_vs_reference,
+            ];
             for (k, (a, b)) in ours.iter().zip(&lhs).enumerate() {
-                assert!((a - b).abs() < 1e-5, "{name} {case}: lhs term {k}: {a} vs exclip {b}");
+                assert!(
+                    (a - b).abs() < 1e-5,
+                    "{name} {case}: lhs term {k}: {a} vs exclip {b}"
+                );
             }
         }
-        eprintln!("{name}: worst relative difference to exclip {worst:e} over {} cases", cases.len());
+        eprintln!(
+            "{name}: worst relative difference to exclip {worst:e} over {} cases",
+            cases.len()
+        );
     }
 }
 
@@ -131,13 +176,26 @@ fn full_quantities_match_autograd() {
                 let e = f.explain(c, i, tl, il, n, mode);
                 let expected = &f.tensors[&format!("{case}_{label}_A")];
                 let rel = max_abs_diff(&e.interactions, expected) / max_abs(expected);
-                assert!(rel < 1e-4, "{name} {case} {label}: A differs by {rel:e} of max-abs");
+                assert!(
+                    rel < 1e-4,
+                    "{name} {case} {label}: A differs by {rel:e} of max-abs"
+                );
                 // (score, f̃(r)·g(y), f(x)·g(r), f̃(r)·g(r)) in the mode's normalisation.
-                let terms = f.tensors[&format!("{case}_{label}_terms")].to_vec1::<f32>().unwrap();
+                let terms = f.tensors[&format!("{case}_{label}_terms")]
+                    .to_vec1::<f32>()
+                    .unwrap();
                 let r = e.reference_terms;
-                let ours = [e.score, r.text_reference_vs_image, r.text_vs_image_reference, r.reference_vs_reference];
+                let ours = [
+                    e.score,
+                    r.text_reference_vs_image,
+                    r.text_vs_image_reference,
+                    r.reference_vs_reference,
+                ];
                 for (k, (a, b)) in ours.iter().zip(&terms).enumerate() {
-                    assert!((a - b).abs() < 1e-5, "{name} {case} {label}: term {k}: {a} vs {b}");
+                    assert!(
+                        (a - b).abs() < 1e-5,
+                        "{name} {case} {label}: term {k}: {a} vs {b}"
+                    );
                 }
             }
         }
@@ -152,7 +210,12 @@ fn full_quantities_match_autograd() {
 fn residual_shrinks_with_steps() {
     let f = fixture(MODELS[0]);
     let sweep = &f.meta["sweep"];
-    let case = sweep["case"].as_str().unwrap().strip_prefix("sweep_").unwrap().to_string();
+    let case = sweep["case"]
+        .as_str()
+        .unwrap()
+        .strip_prefix("sweep_")
+        .unwrap()
+        .to_string();
     let [c, i, tl, il, _] = parse_case(&format!("{case}_n0"));
     for (mode, label) in [(Mode::Exclip, "exclip"), (Mode::Cosine, "cosine")] {
         let sums = sweep["sumA"][label].as_array().unwrap();
@@ -161,16 +224,32 @@ fn residual_shrinks_with_steps() {
             let e = f.explain(c, i, tl, il, n, mode);
             let total = e.total().unwrap();
             let expected = sums[k].as_f64().unwrap() as f32;
-            assert!((total - expected).abs() < 1e-4, "{label} N={n}: ΣA {total} vs {expected}");
-            eprintln!("{label} N={n}: ΣA = {total:.6}, residual = {:+.3e}", e.residual);
+            assert!(
+                (total - expected).abs() < 1e-4,
+                "{label} N={n}: ΣA {total} vs {expected}"
+            );
+            eprintln!(
+                "{label} N={n}: ΣA = {total:.6}, residual = {:+.3e}",
+                e.residual
+            );
             residuals.push(e.residual.abs());
         }
         let from = if mode == Mode::Exclip { 0 } else { 1 };
         for w in residuals[from..].windows(2) {
-            assert!(w[1] < w[0], "{label}: residuals {residuals:?} do not shrink");
+            assert!(
+                w[1] < w[0],
+                "{label}: residuals {residuals:?} do not shrink"
+            );
         }
-        assert!(residuals[3] < residuals[0] / 5.0, "{label}: residuals {residuals:?}");
-        assert!(residuals[3] < 0.01, "{label}: residual at N=64 still {}", residuals[3]);
+        assert!(
+            residuals[3] < residuals[0] / 5.0,
+            "{label}: residuals {residuals:?}"
+        );
+        assert!(
+            residuals[3] < 0.01,
+            "{label}: residual at N=64 still {}",
+            residuals[3]
+        );
     }
 }
 
@@ -185,10 +264,17 @@ fn forward_mode_sides_match_reverse_mode() {
             let case = case.as_str().unwrap();
             let [c, i, tl, il, n] = parse_case(case.strip_prefix("full_").unwrap());
             for (mode, label) in [(Mode::Exclip, "exclip"), (Mode::Cosine, "cosine")] {
-                let settings = Settings { text_layer: tl, image_layer: il, steps: n, mode, ..Settings::default() };
+                let settings = Settings {
+                    text_layer: tl,
+                    image_layer: il,
+                    steps: n,
+                    mode,
+                    ..Settings::default()
+                };
                 let caption = f.ids(&format!("cap{c}_ids"));
                 let reference = f.ids("txt_ref_ids");
-                let text = text_side(&f.model, &caption, &reference, &settings, &mut NoProgress).unwrap();
+                let text =
+                    text_side(&f.model, &caption, &reference, &settings, &mut NoProgress).unwrap();
                 let pixels = &f.tensors[&format!("img{i}_pixels")];
                 let image = image_side(&f.model, pixels, &settings, &mut NoProgress).unwrap();
                 for (ours, key) in [(&text.contributions, "U"), (&image.contributions, "V")] {

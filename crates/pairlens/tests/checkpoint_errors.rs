@@ -388,7 +388,13 @@ fn vocab_mismatch() {
             .unwrap();
         t.insert("text_model.embeddings.token_embedding.weight".into(), e);
     });
-    expect_err(&s.0, &["tokenizer.json", "tokens but the model's token embedding has only 100 rows"]);
+    expect_err(
+        &s.0,
+        &[
+            "tokenizer.json",
+            "tokens but the model's token embedding has only 100 rows",
+        ],
+    );
 }
 
 // Layout variants that must load (and their own failure modes).

@@ -148,7 +148,11 @@ fn check_model(name: &'static str, format: CheckpointFormat) {
     let m = &c.loaded.model;
     assert_eq!(c.loaded.format, format);
     let block = &m.vision.weights.blocks[0];
-    for (what, t) in [("fc1", &block.fc1.weight), ("q", &block.q.weight), ("k bias", block.k.bias.as_ref().unwrap())] {
+    for (what, t) in [
+        ("fc1", &block.fc1.weight),
+        ("q", &block.q.weight),
+        ("k bias", block.k.bias.as_ref().unwrap()),
+    ] {
         assert!(file_backed(t), "{name}: {what} was copied, not mapped");
     }
     let lscale = c.meta["logit_scale"].as_f64().unwrap() as f32;

@@ -111,12 +111,18 @@ fn false_caption_negatives_leave_out_true_captions_of_other_images() {
     let (mut truth, _, _) = setup(48);
     truth.negatives = pairlens::train::NegativePairs::FalseCaption;
     let (a, b) = (words.batch(2).unwrap(), truth.batch(2).unwrap());
-    assert_eq!(a.ids.to_vec2::<u32>().unwrap(), b.ids.to_vec2::<u32>().unwrap());
+    assert_eq!(
+        a.ids.to_vec2::<u32>().unwrap(),
+        b.ids.to_vec2::<u32>().unwrap()
+    );
     let ones = |m: &Option<candle_core::Tensor>| -> Vec<Vec<f32>> {
-        m.as_ref().map_or(vec![vec![0.0; 48]; 48], |m| m.to_vec2().unwrap())
+        m.as_ref()
+            .map_or(vec![vec![0.0; 48]; 48], |m| m.to_vec2().unwrap())
     };
     let (same_words, true_of) = (ones(&a.excluded), ones(&b.excluded));
-    let mosaics: Vec<_> = (0..48).map(|i| truth.generator.mosaic(2 * 48 + i)).collect();
+    let mosaics: Vec<_> = (0..48)
+        .map(|i| truth.generator.mosaic(2 * 48 + i))
+        .collect();
     let mut extra = 0;
     for i in 0..48 {
         assert_eq!(true_of[i][i], 0.0, "the positive stays in");
@@ -127,7 +133,11 @@ fn false_caption_negatives_leave_out_true_captions_of_other_images() {
                 && mosaics[j].items.len() == 1
                 && mosaics[i].items[0].class == mosaics[j].items[0].class;
             if i != j && lone_same_class {
-                assert_eq!(true_of[i][j], 1.0, "{:?} / {:?}", mosaics[i].caption, mosaics[j].caption);
+                assert_eq!(
+                    true_of[i][j], 1.0,
+                    "{:?} / {:?}",
+                    mosaics[i].caption, mosaics[j].caption
+                );
             }
             let classes = |m: &pairlens::data::Mosaic| {
                 let mut c: Vec<u8> = m.items.iter().map(|it| it.class).collect();
@@ -140,5 +150,8 @@ fn false_caption_negatives_leave_out_true_captions_of_other_images() {
             extra += (true_of[i][j] > same_words[i][j]) as usize;
         }
     }
-    assert!(extra > 0, "differently worded true captions exist in a batch of 48");
+    assert!(
+        extra > 0,
+        "differently worded true captions exist in a batch of 48"
+    );
 }

@@ -7,16 +7,18 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
+use candle_core::Device;
 use image::RgbImage;
 use pairlens::attribution::explanation::{patch_weights, SpanHeatmap};
 use pairlens::attribution::side::NoProgress;
-use pairlens::attribution::{export, image_side, text_side, Explanation, Mode, Progress, Settings, TowerSide};
-use pairlens::model::ClipModel;
-use candle_core::Device;
+use pairlens::attribution::{
+    export, image_side, text_side, Explanation, Mode, Progress, Settings, TowerSide,
+};
 use pairlens::io::checkpoint::{Checkpoint, ValueCheck};
 use pairlens::io::image::decode_file;
-use pairlens::io::tokenizer::{ClipTokenizer, Encoded};
 use pairlens::io::preprocess::{preprocess, Geometry};
+use pairlens::io::tokenizer::{ClipTokenizer, Encoded};
+use pairlens::model::ClipModel;
 use pairlens::render;
 
 use super::method::MethodArgs;
@@ -63,11 +65,19 @@ pub struct Args {
 }
 
 fn parse_span(s: &str) -> Result<(usize, usize), String> {
-    let (a, b) = s.split_once(':').ok_or_else(|| format!("span {s:?}: expected I:J, e.g. 1:3"))?;
-    let parse = |v: &str| v.trim().parse::<usize>().map_err(|_| format!("span {s:?}: {v:?} is not a token index"));
+    let (a, b) = s
+        .split_once(':')
+        .ok_or_else(|| format!("span {s:?}: expected I:J, e.g. 1:3"))?;
+    let parse = |v: &str| {
+        v.trim()
+            .parse::<usize>()
+            .map_err(|_| format!("span {s:?}: {v:?} is not a token index"))
+    };
     let (a, b) = (parse(a)?, parse(b)?);
     if a >= b {
-        return Err(format!("span {s:?}: expected I < J (half-open range of tokens)"));
+        return Err(format!(
+            "span {s:?}: expected I < J (half-open range of tokens)"
+        ));
     }
     Ok((a, b))
 }
@@ -75,10 +85,16 @@ fn parse_span(s: &str) -> Result<(usize, usize), String> {
 fn parse_box(s: &str) -> Result<[f32; 4], String> {
     let v: Vec<f32> = s
         .split(',')
-        .map(|v| v.trim().parse::<f32>().map_err(|_| format!("box {s:?}: {v:?} is not a number")))
+        .map(|v| {
+            v.trim()
+                .parse::<f32>()
+                .map_err(|_| format!("box {s:?}: {v:?} is not a number"))
+        })
         .collect::<Result<_, _>>()?;
     match v.as_slice() {
-        [x0, y0, x1, y1] if x0 < x1 && y0 < y1 && v.iter().all(|c| c.is_finite()) => Ok([*x0, *y0, *x1, *y1]),
+        [x0, y0, x1, y1] if x0 < x1 && y0 < y1 && v.iter().all(|c| c.is_finite()) => {
+            Ok([*x0, *y0, *x1, *y1])
+        }
         [_, _, _, _] => Err(format!("box {s:?}: expected X0 < X1 and Y0 < Y1")),
         _ => Err(format!("box {s:?}: expected four numbers X0,Y0,X1,Y1")),
     }
@@ -87,7 +103,10 @@ fn parse_box(s: &str) -> Result<[f32; 4], String> {
 /// Refuse to replace a file the user already has, unless `--force`.
 fn check_writable(path: &Path, force: bool) -> Result<()> {
     if path.exists() && !force {
-        bail!("{} already exists; pass --force to overwrite it", path.display());
+        bail!(
+            "{} already exists; pass --force to overwrite it",
+            path.display()
+        );
     }
     Ok(())
 }
@@ -135,9 +154,16 @@ pub fn run(args: Args) -> Result<()> {
         let text_job = scope.spawn(move || -> Result<TextJob> {
             let loading = || format!("loading {what_ref}");
             let tokenizer = checkpoint_ref.tokenizer().with_context(loading)?;
-            checkpoint_ref.check_tokenizer(&tokenizer).with_context(loading)?;
+            checkpoint_ref
+                .check_tokenizer(&tokenizer)
+                .with_context(loading)?;
             let encoded = encode(&tokenizer, args_ref)?;
-            let mut job = TextJob { tokenizer, encoded, sides: None, seconds: 0.0 };
+            let mut job = TextJob {
+                tokenizer,
+                encoded,
+                sides: None,
+                seconds: 0.0,
+            };
             if quick {
                 job.run(model_ref, settings_ref, &mut NoProgress, checkpoint_ref)?;
             }
@@ -146,7 +172,9 @@ pub fn run(args: Args) -> Result<()> {
         let join = |job: std::thread::ScopedJoinHandle<'_, Result<TextJob>>| {
             job.join().unwrap_or_else(|e| std::panic::resume_unwind(e))
         };
-        let pp = checkpoint.preprocess().with_context(|| format!("loading {what}"))?;
+        let pp = checkpoint
+            .preprocess()
+            .with_context(|| format!("loading {what}"))?;
         let load_s = started.elapsed().as_secs_f64();
         let decoded = decode_file(&args.image)?;
         let pre = preprocess(&decoded, &pp)
@@ -172,7 +200,12 @@ pub fn run(args: Args) -> Result<()> {
         }
         anyhow::Ok((pp, pre, decoded, image, text, load_s, image_s))
     })?;
-    let TextJob { tokenizer, encoded, sides, seconds: text_s } = text;
+    let TextJob {
+        tokenizer,
+        encoded,
+        sides,
+        seconds: text_s,
+    } = text;
     let loaded = checkpoint
         .finish(model, tokenizer, pp)
         .with_context(|| format!("loading {what}"))?;
@@ -180,7 +213,13 @@ pub fn run(args: Args) -> Result<()> {
         .iter()
         .zip(sides.expect("the text side ran"))
         .map(|(caption, text)| {
-            Explanation::combine(&text, &image, caption.tokens.clone(), &loaded.model, &settings)
+            Explanation::combine(
+                &text,
+                &image,
+                caption.tokens.clone(),
+                &loaded.model,
+                &settings,
+            )
         })
         .collect::<pairlens::Result<Vec<_>>>();
     let explanations = with_named_bad_value(&checkpoint, explanations)?;
@@ -199,19 +238,52 @@ pub fn run(args: Args) -> Result<()> {
         export::save(&explanations, out, meta)?;
     }
     if let Some(dir) = &args.png {
-        write_pngs(dir, &png_files, &args, &decoded.to_rgb(), (decoded.width, decoded.height), &pre.geometry, &explanations, &queries)?;
+        write_pngs(
+            dir,
+            &png_files,
+            &args,
+            &decoded.to_rgb(),
+            (decoded.width, decoded.height),
+            &pre.geometry,
+            &explanations,
+            &queries,
+        )?;
     }
     let timings = serde_json::json!({
         "load_s": load_s, "image_side_s": image_s, "text_side_s": text_s,
         "total_s": started.elapsed().as_secs_f64(),
     });
     if let Some(path) = &args.html {
-        write_html(path, &args, &decoded, &pre.geometry, &explanations, &queries, &timings)?;
+        write_html(
+            path,
+            &args,
+            &decoded,
+            &pre.geometry,
+            &explanations,
+            &queries,
+            &timings,
+        )?;
     }
     let text = if args.json {
-        serde_json::to_string(&summary_json(&args, &loaded, &settings, &pre.geometry, &explanations, &queries, timings))? + "\n"
+        serde_json::to_string(&summary_json(
+            &args,
+            &loaded,
+            &settings,
+            &pre.geometry,
+            &explanations,
+            &queries,
+            timings,
+        ))? + "\n"
     } else {
-        summary_text(&args, &loaded, &settings, &pre.geometry, &explanations, &queries, &timings)?
+        summary_text(
+            &args,
+            &loaded,
+            &settings,
+            &pre.geometry,
+            &explanations,
+            &queries,
+            &timings,
+        )?
     };
     super::print(&text)
 }
@@ -288,7 +360,11 @@ fn query(e: &Explanation, args: &Args, geometry: &Geometry, patch: usize) -> Res
             Ok(e.region_token_scores(&weights)?)
         })
         .collect::<Result<Vec<_>>>()?;
-    Ok(Query { span_heatmaps, box_scores, whole })
+    Ok(Query {
+        span_heatmaps,
+        box_scores,
+        whole,
+    })
 }
 
 fn png_names(args: &Args) -> Vec<String> {
@@ -317,19 +393,46 @@ fn write_pngs(
     queries: &[Query],
 ) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let original = RgbImage::from_raw(w as u32, h as u32, rgb.to_vec()).context("decoded image buffer")?;
+    let original =
+        RgbImage::from_raw(w as u32, h as u32, rgb.to_vec()).context("decoded image buffer")?;
     let to_input = |x: f32, y: f32| geometry.to_input(x, y);
     let mut names = names.iter();
     for (e, q) in explanations.iter().zip(queries) {
         let mut save = |img: RgbImage| -> Result<()> {
             let path = dir.join(names.next().expect("one name per picture"));
-            img.save(&path).with_context(|| format!("writing {}", path.display()))
+            img.save(&path)
+                .with_context(|| format!("writing {}", path.display()))
         };
-        let title = |what: &str| format!("{what}  score {:.3}  {} L{}/{} N={}", e.score, mode_name(e.mode), e.text_layer, e.image_layer, e.steps);
-        save(render::heatmap_overlay(&original, &to_input, geometry.input, e.grid, &q.whole.patches, None, &title("whole caption")))?;
+        let title = |what: &str| {
+            format!(
+                "{what}  score {:.3}  {} L{}/{} N={}",
+                e.score,
+                mode_name(e.mode),
+                e.text_layer,
+                e.image_layer,
+                e.steps
+            )
+        };
+        save(render::heatmap_overlay(
+            &original,
+            &to_input,
+            geometry.input,
+            e.grid,
+            &q.whole.patches,
+            None,
+            &title("whole caption"),
+        ))?;
         for ((a, b), hm) in args.spans.iter().zip(&q.span_heatmaps) {
             let words = e.tokens[*a..*b].join(" ");
-            save(render::heatmap_overlay(&original, &to_input, geometry.input, e.grid, &hm.patches, None, &title(&format!("\"{words}\""))))?;
+            save(render::heatmap_overlay(
+                &original,
+                &to_input,
+                geometry.input,
+                e.grid,
+                &hm.patches,
+                None,
+                &title(&format!("\"{words}\"")),
+            ))?;
         }
         for (bx, scores) in args.boxes.iter().zip(&q.box_scores) {
             let t = format!("box {},{},{},{}: token scores", bx[0], bx[1], bx[2], bx[3]);
@@ -437,11 +540,31 @@ fn summary_text(
         writeln!(s, "\ncaption {caption:?}")?;
         writeln!(s, "  score (cosine)          {:+.6}", e.score)?;
         writeln!(s, "  sum of interactions     {:+.6}", e.total()?)?;
-        writeln!(s, "  f(x)·g(r_y)             {:+.6}", r.text_vs_image_reference)?;
-        writeln!(s, "  f(r_x)·g(y)             {:+.6}", r.text_reference_vs_image)?;
-        writeln!(s, "  f(r_x)·g(r_y)           {:+.6}", r.reference_vs_reference)?;
-        writeln!(s, "  residual                {:+.6}  (score − Σ − f·g(r) − f(r)·g + f(r)·g(r))", e.residual)?;
-        writeln!(s, "  {:>3}  {:<16} {:>11} {:>11}  strongest patch (row, col)", "#", "token", "total", "CLS")?;
+        writeln!(
+            s,
+            "  f(x)·g(r_y)             {:+.6}",
+            r.text_vs_image_reference
+        )?;
+        writeln!(
+            s,
+            "  f(r_x)·g(y)             {:+.6}",
+            r.text_reference_vs_image
+        )?;
+        writeln!(
+            s,
+            "  f(r_x)·g(r_y)           {:+.6}",
+            r.reference_vs_reference
+        )?;
+        writeln!(
+            s,
+            "  residual                {:+.6}  (score − Σ − f·g(r) − f(r)·g + f(r)·g(r))",
+            e.residual
+        )?;
+        writeln!(
+            s,
+            "  {:>3}  {:<16} {:>11} {:>11}  strongest patch (row, col)",
+            "#", "token", "total", "CLS"
+        )?;
         let m = e.matrix()?;
         for (i, (tok, row)) in e.tokens.iter().zip(&m).enumerate() {
             let total: f32 = row.iter().sum();
@@ -451,10 +574,22 @@ fn summary_text(
                 .max_by(|a, b| a.1.abs().total_cmp(&b.1.abs()))
                 .map(|(k, v)| (k, *v))
                 .unwrap_or((0, 0.0));
-            writeln!(s, "  {i:>3}  {:<16} {total:>+11.4e} {:>+11.4e}  ({}, {}) {v:+.3e}", tok, row[0], best / gw, best % gw)?;
+            writeln!(
+                s,
+                "  {i:>3}  {:<16} {total:>+11.4e} {:>+11.4e}  ({}, {}) {v:+.3e}",
+                tok,
+                row[0],
+                best / gw,
+                best % gw
+            )?;
         }
         for ((a, b), h) in args.spans.iter().zip(&q.span_heatmaps) {
-            writeln!(s, "  span {a}:{b} {:?}: heatmap over {gh}×{gw} patches (CLS {:+.3e})", e.tokens[*a..*b].join(" "), h.cls)?;
+            writeln!(
+                s,
+                "  span {a}:{b} {:?}: heatmap over {gh}×{gw} patches (CLS {:+.3e})",
+                e.tokens[*a..*b].join(" "),
+                h.cls
+            )?;
             for row in h.patches.chunks(gw) {
                 let cells: Vec<String> = row.iter().map(|v| format!("{v:+.2e}")).collect();
                 writeln!(s, "    {}", cells.join(" "))?;
@@ -505,8 +640,25 @@ fn write_html(
         .map(|((e, q), caption)| CaptionReport {
             caption,
             explanation: e,
-            spans: args.spans.iter().zip(&q.span_heatmaps).map(|(&(start, end), heatmap)| SpanReport { start, end, heatmap }).collect(),
-            boxes: args.boxes.iter().zip(&q.box_scores).map(|(&bbox, s)| BoxReport { bbox, token_scores: s }).collect(),
+            spans: args
+                .spans
+                .iter()
+                .zip(&q.span_heatmaps)
+                .map(|(&(start, end), heatmap)| SpanReport {
+                    start,
+                    end,
+                    heatmap,
+                })
+                .collect(),
+            boxes: args
+                .boxes
+                .iter()
+                .zip(&q.box_scores)
+                .map(|(&bbox, s)| BoxReport {
+                    bbox,
+                    token_scores: s,
+                })
+                .collect(),
         })
         .collect();
     let secs = |k: &str| timings[k].as_f64().unwrap_or(0.0);
@@ -525,6 +677,7 @@ fn write_html(
             ("total".into(), secs("total_s")),
         ],
     };
-    let html = report(&input).with_context(|| format!("building the HTML report {}", path.display()))?;
+    let html =
+        report(&input).with_context(|| format!("building the HTML report {}", path.display()))?;
     std::fs::write(path, html).with_context(|| format!("writing {}", path.display()))
 }

@@ -8,9 +8,9 @@ pub mod explain;
 pub mod finetune;
 mod method;
 pub mod mosaics;
+mod progress;
 pub mod serve;
 pub mod train;
-mod progress;
 
 use std::path::Path;
 

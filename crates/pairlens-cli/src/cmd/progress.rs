@@ -16,15 +16,23 @@ pub struct DelayedBar {
 
 impl DelayedBar {
     pub fn new() -> Self {
-        DelayedBar { started: Instant::now(), bar: None, label: String::new(), total: 0, done: 0 }
+        DelayedBar {
+            started: Instant::now(),
+            bar: None,
+            label: String::new(),
+            total: 0,
+            done: 0,
+        }
     }
 
     fn show(&mut self) {
         let bar = ProgressBar::with_draw_target(Some(self.total), ProgressDrawTarget::stderr());
         bar.set_style(
-            ProgressStyle::with_template("{prefix:>14} [{bar:32}] {pos}/{len} JVPs {elapsed_precise} ETA {eta}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> "),
+            ProgressStyle::with_template(
+                "{prefix:>14} [{bar:32}] {pos}/{len} JVPs {elapsed_precise} ETA {eta}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
         );
         bar.set_prefix(self.label.clone());
         bar.set_position(self.done);

@@ -108,7 +108,8 @@ impl Explanation {
         let score = cosine(fx, gy)?;
         let total = interactions.sum_all()?.to_scalar::<f32>()?;
         let residual = score
-            - (total + reference_terms.text_vs_image_reference
+            - (total
+                + reference_terms.text_vs_image_reference
                 + reference_terms.text_reference_vs_image
                 - reference_terms.reference_vs_reference);
         let exclip_terms = ExclipTerms {
@@ -171,7 +172,11 @@ impl Explanation {
     /// patches: a heatmap `[grid rows × grid cols]` row-major, CLS excluded (returned apart).
     pub fn span_heatmap(&self, start: usize, end: usize) -> Result<SpanHeatmap> {
         let rows = span_rows(&self.interactions, start, end)?;
-        Ok(SpanHeatmap { cls: rows[0], patches: rows[1..].to_vec(), grid: self.grid })
+        Ok(SpanHeatmap {
+            cls: rows[0],
+            patches: rows[1..].to_vec(),
+            grid: self.grid,
+        })
     }
 
     /// Token scores for an image region given as weights over the patches (row-major, see
@@ -191,7 +196,10 @@ pub fn span_rows(matrix: &Tensor, start: usize, end: usize) -> Result<Vec<f32>> 
             n.saturating_sub(1)
         )));
     }
-    Ok(matrix.narrow(0, start, end - start)?.sum(0)?.to_vec1::<f32>()?)
+    Ok(matrix
+        .narrow(0, start, end - start)?
+        .sum(0)?
+        .to_vec1::<f32>()?)
 }
 
 /// `Σ_t w_t M[s, 1 + t]` for every token s of a token × image-token matrix: the region query.

@@ -11,11 +11,19 @@ use safetensors::tensor::{Dtype, TensorView};
 use std::collections::HashMap;
 use std::path::Path;
 
-pub fn save(explanations: &[Explanation], path: &Path, extra: HashMap<String, String>) -> Result<()> {
+pub fn save(
+    explanations: &[Explanation],
+    path: &Path,
+    extra: HashMap<String, String>,
+) -> Result<()> {
     let mut named: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
     let mut metadata = extra;
     for (c, e) in explanations.iter().enumerate() {
-        let prefix = if explanations.len() == 1 { String::new() } else { format!("caption{c}/") };
+        let prefix = if explanations.len() == 1 {
+            String::new()
+        } else {
+            format!("caption{c}/")
+        };
         let dims = e.interactions.dims().to_vec();
         let values: Vec<f32> = e.interactions.flatten_all()?.to_vec1()?;
         let r = e.reference_terms;
@@ -30,14 +38,26 @@ pub fn save(explanations: &[Explanation], path: &Path, extra: HashMap<String, St
         push(
             "reference_terms",
             vec![3],
-            &[r.text_vs_image_reference, r.text_reference_vs_image, r.reference_vs_reference],
+            &[
+                r.text_vs_image_reference,
+                r.text_reference_vs_image,
+                r.reference_vs_reference,
+            ],
         );
         push(
             "exclip_terms",
             vec![4],
-            &[x.score, x.text_vs_image_reference, x.text_reference_vs_image, x.reference_vs_reference],
+            &[
+                x.score,
+                x.text_vs_image_reference,
+                x.text_reference_vs_image,
+                x.reference_vs_reference,
+            ],
         );
-        metadata.insert(format!("{prefix}tokens"), serde_json::to_string(&e.tokens).unwrap_or_default());
+        metadata.insert(
+            format!("{prefix}tokens"),
+            serde_json::to_string(&e.tokens).unwrap_or_default(),
+        );
         metadata.insert(
             format!("{prefix}settings"),
             serde_json::json!({

@@ -288,7 +288,7 @@ pub(crate) fn integrate(
     let g3 = &tower.final_ln.weight;
     let pg = |t: &Tensor| ops::linear_tangent(&t.broadcast_mul(g3)?, tower.projection);
     let pg_one = pg(&g3.ones_like()?.unsqueeze(0)?)?; // [1, E]
-    // (as a product: candle sums over a leading axis in a slow strided loop)
+                                                      // (as a product: candle sums over a leading axis in a slow strided loop)
     let fc2_sum = Tensor::ones((1, width), dt, dev)?.matmul(&w.fc2.weight)?; // [1, F]
     let g2 = &w.ln_2.weight;
     let fc1_g2 = ops::linear_tangent(&g2.unsqueeze(0)?, &w.fc1)?; // [1, F]
@@ -318,8 +318,8 @@ pub(crate) fn integrate(
         let keep = (col.broadcast_mul(&kappa)?.affine(-1.0, 1.0)? * &inv)?;
         let drop = (&kappa * &inv)?;
         let (keep_h, drop_h, inv_h) = (keep.unsqueeze(1)?, drop.unsqueeze(1)?, inv.unsqueeze(1)?); // [n, 1, T]
-        // δ_s = scale q·k̇_s, k̇_s = keep Wγb_s − drop Wγa_s; coefficients of each token's
-        // attention-output tangent on (Wγa_s, Wγb_s, v0, o) per head: [n, H, T].
+                                                                                                   // δ_s = scale q·k̇_s, k̇_s = keep Wγb_s − drop Wγa_s; coefficients of each token's
+                                                                                                   // attention-output tangent on (Wγa_s, Wγb_s, v0, o) per head: [n, H, T].
         let (qka, qkb) = (pts.qka.narrow(2, 0, tokens)?, pts.qkb.narrow(2, 0, tokens)?);
         let delta = (qkb.broadcast_mul(&keep_h)? - qka.broadcast_mul(&drop_h)?)?;
         let ps = pts.p.narrow(2, 0, tokens)?;
@@ -355,9 +355,9 @@ pub(crate) fn integrate(
             .unsqueeze(3)?
             .broadcast_mul(&e.v0.unsqueeze(0)?.broadcast_sub(&pts.o)?)?)?;
         let own = ops::linear_tangent(&own.reshape((n, width))?, &w.out)?; // [n, D]
-        // ẋ1 = out-projection of the attention tangent (+ d on the pooled row): per token,
-        // (c_a, c_b) against the projected value parts; per point, (P δ, −P δ, pooled-row hit)
-        // against the projected v0, o and the pooled row's extra.
+                                                                           // ẋ1 = out-projection of the attention tangent (+ d on the pooled row): per token,
+                                                                           // (c_a, c_b) against the projected value parts; per point, (P δ, −P δ, pooled-row hit)
+                                                                           // against the projected v0, o and the pooled row's extra.
         let per_token = Tensor::cat(&[&c_a, &c_b], 1)?
             .permute((2, 0, 1))?
             .contiguous()?; // [T, n, 2H]
@@ -387,7 +387,7 @@ pub(crate) fn integrate(
         // fc1(γ ⊙ x̂2) (x̂2·ẋ1)/D, all over σ2; then the slope.
         let z = ops::linear_tangent(&x1d.broadcast_mul(g2)?, &w.fc1)?; // [n, T, F]
         let fc1_x2 = ops::linear_tangent(&pts.xhat2.broadcast_mul(g2)?, &w.fc1)?; // [n, F]
-        // Dot products of ẋ1 with fixed vectors per point: 1, x̂2, x̂3 (and Pγᵀê): [n, T, k].
+                                                                                  // Dot products of ẋ1 with fixed vectors per point: 1, x̂2, x̂3 (and Pγᵀê): [n, T, k].
         let cosine = settings.mode == Mode::Cosine;
         let norm = pts.emb.sqr()?.sum_keepdim(1)?.sqrt()?; // [n, 1]
         let unit = pts.emb.broadcast_div(&norm)?;
@@ -403,8 +403,8 @@ pub(crate) fn integrate(
         let xdots = x1d.matmul(&Tensor::stack(&vecs, 2)?)?; // [n, T, k]
         let mu = (xdots.narrow(2, 0, 1)?.squeeze(2)? / width as f64)?; // mean(ẋ1)
         let t = (xdots.narrow(2, 1, 1)?.squeeze(2)? / width as f64)?; // x̂2·ẋ1/D
-        // ṁ = s ⊙ (Z − fc1(γ) μ − fc1(γx̂2) t)/σ2; its dot products with fixed vectors u:
-        // u'·Z − (u'·fc1(γ)) μ − (u'·fc1(γx̂2)) t, u' = u ⊙ s/σ2.
+                                                                      // ṁ = s ⊙ (Z − fc1(γ) μ − fc1(γx̂2) t)/σ2; its dot products with fixed vectors u:
+                                                                      // u'·Z − (u'·fc1(γ)) μ − (u'·fc1(γx̂2)) t, u' = u ⊙ s/σ2.
         let sl = pts.slope.broadcast_mul(&pts.inv2)?; // [n, F]
         let mut us = vec![
             fc2_sum.broadcast_as((n, mlp))?.contiguous()?,

@@ -137,7 +137,13 @@ mod tests {
 
     #[test]
     fn path_points_follow_torch_arange() {
-        let alphas = |steps| Settings { steps, ..Settings::default() }.alphas();
+        let alphas = |steps| {
+            Settings {
+                steps,
+                ..Settings::default()
+            }
+            .alphas()
+        };
         assert_eq!(alphas(1), vec![1.0]);
         assert_eq!(alphas(4), vec![1.0, 0.75, 0.5, 0.25]);
         assert_eq!(alphas(10).len(), 10);

@@ -48,7 +48,14 @@ pub fn text_side(
     settings: &Settings,
     progress: &mut dyn Progress,
 ) -> Result<TowerSide> {
-    text_side_by(model, caption, reference, settings, progress, Route::ClosedForm)
+    text_side_by(
+        model,
+        caption,
+        reference,
+        settings,
+        progress,
+        Route::ClosedForm,
+    )
 }
 
 /// How a split at the last block is integrated: [`last_block`]'s closed form, or batched JVPs as
@@ -79,7 +86,10 @@ fn text_side_by(
     let seq = pool.max(ref_pool) + 1;
     let device = model.text.weights.token_embedding.device();
     let ids = Tensor::from_iter(
-        caption.ids[..seq].iter().chain(&reference.ids[..seq]).copied(),
+        caption.ids[..seq]
+            .iter()
+            .chain(&reference.ids[..seq])
+            .copied(),
         device,
     )?
     .reshape((2, seq))?;
@@ -87,7 +97,9 @@ fn text_side_by(
     let (x, r) = (hidden.get(0)?, hidden.get(1)?);
     let layer = settings.text_layer;
     let tower = &model.text;
-    let reference_own = tower.embed_from(layer, &r.unsqueeze(0)?, &[ref_pool])?.get(0)?;
+    let reference_own = tower
+        .embed_from(layer, &r.unsqueeze(0)?, &[ref_pool])?
+        .get(0)?;
     if layer + 1 == cfg.transformer.layers && route == Route::ClosedForm {
         let w = &tower.weights;
         let last = LastBlock {
@@ -238,13 +250,19 @@ fn integrate(
         for p0 in (0..steps).step_by(path_chunk) {
             let p1 = (p0 + path_chunk).min(steps);
             let p = p1 - p0;
-            let alpha = Tensor::from_slice(&alphas[p0..p1], (p, 1, 1), x.device())?.to_dtype(x.dtype())?;
-            let primal = alpha.broadcast_mul(&delta.unsqueeze(0)?)?.broadcast_add(&r.unsqueeze(0)?)?;
+            let alpha =
+                Tensor::from_slice(&alphas[p0..p1], (p, 1, 1), x.device())?.to_dtype(x.dtype())?;
+            let primal = alpha
+                .broadcast_mul(&delta.unsqueeze(0)?)?
+                .broadcast_add(&r.unsqueeze(0)?)?;
             let values = row_values
                 .unsqueeze(1)?
                 .broadcast_as((row1 - row0, p, width))?
                 .contiguous()?;
-            let tangents = Tangents::SingleRow { rows: row_ids.clone(), values };
+            let tangents = Tangents::SingleRow {
+                rows: row_ids.clone(),
+                values,
+            };
             let (emb, demb) = jvp(&primal, &tangents)?; // [p, proj], [t, p, proj]
             let demb = match settings.mode {
                 Mode::Exclip => demb,
@@ -292,10 +310,19 @@ mod tests {
 
     fn model(dtype: DType) -> ClipModel {
         let config = ClipConfig::tiny();
-        let w = ClipWeights::random(&config, 11).unwrap().to_dtype(dtype).unwrap();
+        let w = ClipWeights::random(&config, 11)
+            .unwrap()
+            .to_dtype(dtype)
+            .unwrap();
         ClipModel {
-            text: TextTower { config: config.text.clone(), weights: w.text },
-            vision: VisionTower { config: config.vision.clone(), weights: w.vision },
+            text: TextTower {
+                config: config.text.clone(),
+                weights: w.text,
+            },
+            vision: VisionTower {
+                config: config.vision.clone(),
+                weights: w.vision,
+            },
             config,
             logit_scale: w.logit_scale,
         }
@@ -304,12 +331,29 @@ mod tests {
     fn encoded(ids: &[u32], context: usize) -> Encoded {
         let mut all = ids.to_vec();
         all.resize(context, 0);
-        Encoded { ids: all, len: ids.len(), tokens: ids.iter().map(|i| i.to_string()).collect() }
+        Encoded {
+            ids: all,
+            len: ids.len(),
+            tokens: ids.iter().map(|i| i.to_string()).collect(),
+        }
     }
 
     fn rel(a: &Tensor, b: &Tensor) -> f64 {
-        let d = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_dtype(DType::F64).unwrap();
-        let m = b.abs().unwrap().max_all().unwrap().to_dtype(DType::F64).unwrap();
+        let d = (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_dtype(DType::F64)
+            .unwrap();
+        let m = b
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_dtype(DType::F64)
+            .unwrap();
         d.to_scalar::<f64>().unwrap() / m.to_scalar::<f64>().unwrap().max(1e-30)
     }
 
@@ -323,7 +367,11 @@ mod tests {
             let caption = encoded(&[38, 5, 17, 3, 39], 8);
             let reference = encoded(&[38, 0, 39], 8);
             let mut rng = crate::model::random::Rng::new(3);
-            let pixels = rng.tensor(&[3, 8, 12], 0.0, 1.0).unwrap().to_dtype(dtype).unwrap();
+            let pixels = rng
+                .tensor(&[3, 8, 12], 0.0, 1.0)
+                .unwrap()
+                .to_dtype(dtype)
+                .unwrap();
             for mode in [Mode::Exclip, Mode::Cosine] {
                 for (steps, budget) in [(1, 8 << 20), (7, 8 << 20), (10, 1500)] {
                     let settings = Settings {
@@ -335,8 +383,17 @@ mod tests {
                         ..Settings::default()
                     };
                     let sides = |route| {
-                        let t = text_side_by(&m, &caption, &reference, &settings, &mut NoProgress, route).unwrap();
-                        let i = image_side_by(&m, &pixels, &settings, &mut NoProgress, route).unwrap();
+                        let t = text_side_by(
+                            &m,
+                            &caption,
+                            &reference,
+                            &settings,
+                            &mut NoProgress,
+                            route,
+                        )
+                        .unwrap();
+                        let i =
+                            image_side_by(&m, &pixels, &settings, &mut NoProgress, route).unwrap();
                         (t, i)
                     };
                     let (fast, slow) = (sides(Route::ClosedForm), sides(Route::Jvp));

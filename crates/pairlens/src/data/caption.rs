@@ -390,9 +390,17 @@ mod tests {
         let items = [(4, LEFT), (8, RIGHT)];
         for seed in 0..50 {
             let d = caption(&items, seed);
-            assert!(caption_fits(&d.phrases, &d.relations, &items), "{}", d.caption);
+            assert!(
+                caption_fits(&d.phrases, &d.relations, &items),
+                "{}",
+                d.caption
+            );
             // The same content with the boxes listed in the other order.
-            assert!(caption_fits(&d.phrases, &d.relations, &[items[1], items[0]]));
+            assert!(caption_fits(
+                &d.phrases,
+                &d.relations,
+                &[items[1], items[0]]
+            ));
         }
     }
 
@@ -401,8 +409,16 @@ mod tests {
         let d = caption(&[(4, LEFT)], 0);
         assert!(caption_fits(&d.phrases, &d.relations, &[(4, RIGHT)]));
         assert!(!caption_fits(&d.phrases, &d.relations, &[(6, LEFT)]));
-        assert!(!caption_fits(&d.phrases, &d.relations, &[(4, LEFT), (4, RIGHT)]));
-        assert!(!caption_fits(&d.phrases, &d.relations, &[(4, LEFT), (8, RIGHT)]));
+        assert!(!caption_fits(
+            &d.phrases,
+            &d.relations,
+            &[(4, LEFT), (4, RIGHT)]
+        ));
+        assert!(!caption_fits(
+            &d.phrases,
+            &d.relations,
+            &[(4, LEFT), (8, RIGHT)]
+        ));
         let two = caption(&[(4, LEFT), (4, RIGHT)], 0);
         assert!(!caption_fits(&two.phrases, &two.relations, &[(4, LEFT)]));
     }
@@ -427,6 +443,10 @@ mod tests {
             .map(|s| caption(&[(4, TOP), (8, LEFT)], s))
             .find(|d| d.relations.iter().any(|r| r.kind == RelationKind::Above))
             .expect("some seed says `above`");
-        assert!(!caption_fits(&d.phrases, &d.relations, &[(4, LEFT), (8, RIGHT)]));
+        assert!(!caption_fits(
+            &d.phrases,
+            &d.relations,
+            &[(4, LEFT), (8, RIGHT)]
+        ));
     }
 }

@@ -14,7 +14,8 @@ pub mod mosaic;
 pub mod rng;
 
 pub use caption::{
-    caption_fits, max_caption_words, vocabulary, word_level_tokenizer_json, Phrase, Relation, RelationKind,
+    caption_fits, max_caption_words, vocabulary, word_level_tokenizer_json, Phrase, Relation,
+    RelationKind,
 };
 pub use export::export;
 pub use idx::{FashionMnist, Split, CLASS_KEYS, CLASS_NAMES};

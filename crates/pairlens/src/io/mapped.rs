@@ -43,9 +43,7 @@ pub fn installed() -> bool {
 pub fn is_file_backed(ptr: *const u8) -> bool {
     let p = ptr as usize;
     let n = COUNT.load(Ordering::Acquire);
-    (0..n).any(|i| {
-        STARTS[i].load(Ordering::Relaxed) <= p && p < ENDS[i].load(Ordering::Relaxed)
-    })
+    (0..n).any(|i| STARTS[i].load(Ordering::Relaxed) <= p && p < ENDS[i].load(Ordering::Relaxed))
 }
 
 /// Records that allocations come through [`MappingAllocator`] (a read first: the flag's cache
@@ -149,7 +147,10 @@ impl MappedFile {
             return None;
         }
         let mut taken = self.taken.lock().ok()?;
-        if taken.iter().any(|r| r.start < bytes.end && bytes.start < r.end) {
+        if taken
+            .iter()
+            .any(|r| r.start < bytes.end && bytes.start < r.end)
+        {
             return None;
         }
         taken.push(bytes);
@@ -174,7 +175,8 @@ mod tests {
     use super::*;
 
     fn scratch_file(tag: &str, values: &[f32]) -> (std::path::PathBuf, std::fs::File) {
-        let path = std::env::temp_dir().join(format!("pairlens-mapped-{tag}-{}", std::process::id()));
+        let path =
+            std::env::temp_dir().join(format!("pairlens-mapped-{tag}-{}", std::process::id()));
         let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
         std::fs::write(&path, bytes).unwrap();
         let file = std::fs::File::open(&path).unwrap();

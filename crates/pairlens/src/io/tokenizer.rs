@@ -327,10 +327,7 @@ fn readable_bytes(bytes: &[u8]) -> String {
 /// that gives the same tokenizer — every added token already in the vocabulary under its own id,
 /// as in CLIP's files — and anything else the usual way. `tests/tokenizer_parity.rs` checks the
 /// results against transformers and open_clip.
-fn tokenizer_from_json(
-    json: &[u8],
-    sections: &Sections,
-) -> std::result::Result<Tokenizer, String> {
+fn tokenizer_from_json(json: &[u8], sections: &Sections) -> std::result::Result<Tokenizer, String> {
     match bpe_tokenizer_from_json(json, sections) {
         Some(tok) => Ok(tok),
         None => Tokenizer::from_bytes(json).map_err(|e| e.to_string()),
@@ -401,8 +398,12 @@ mod bpe_section {
                     }
                 }
                 fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Merge, A::Error> {
-                    let a = seq.next_element()?.ok_or_else(|| de::Error::invalid_length(0, &self))?;
-                    let b = seq.next_element()?.ok_or_else(|| de::Error::invalid_length(1, &self))?;
+                    let a = seq
+                        .next_element()?
+                        .ok_or_else(|| de::Error::invalid_length(0, &self))?;
+                    let b = seq
+                        .next_element()?
+                        .ok_or_else(|| de::Error::invalid_length(1, &self))?;
                     if seq.next_element::<de::IgnoredAny>()?.is_some() {
                         return Err(de::Error::invalid_length(3, &self));
                     }
@@ -542,7 +543,10 @@ fn bundled_vocabulary() -> Result<&'static Bundled> {
         let head: Head = serde_json::from_str(BUNDLED_HEAD).map_err(|e| bad(&e.to_string()))?;
         let sections: Sections =
             serde_json::from_value(head.tokenizer).map_err(|e| bad(&e.to_string()))?;
-        let suffix = sections.model.as_ref().and_then(|m| m.end_of_word_suffix.as_str());
+        let suffix = sections
+            .model
+            .as_ref()
+            .and_then(|m| m.end_of_word_suffix.as_str());
         let bpe = ClipBpe::from_tables(
             BUNDLED_MERGES,
             head.base,
@@ -553,7 +557,11 @@ fn bundled_vocabulary() -> Result<&'static Bundled> {
         .ok_or_else(|| bad("inconsistent merge tables"))?;
         let shell = shell_tokenizer(&sections, |c| bpe.base_id(c))
             .ok_or_else(|| bad("added tokens do not match the vocabulary"))?;
-        Ok(Bundled { head: sections.head(), shell, bpe })
+        Ok(Bundled {
+            head: sections.head(),
+            shell,
+            bpe,
+        })
     })
     .as_ref()
     .map_err(|e| Error::Tokenizer(e.clone()))
@@ -646,10 +654,28 @@ impl ClipTokenizer {
         if cleaning == TextCleaning::OpenClip {
             let b = bundled_vocabulary()?;
             let (tok, head) = (b.shell.clone(), &b.head);
-            return Self::build(tok, head, source, cleaning, context_length, pad_id, None, Some(&b.bpe));
+            return Self::build(
+                tok,
+                head,
+                source,
+                cleaning,
+                context_length,
+                pad_id,
+                None,
+                Some(&b.bpe),
+            );
         }
         let (tok, json) = bundled_tokenizer()?;
-        Self::build(tok.clone(), json, source, cleaning, context_length, pad_id, None, None)
+        Self::build(
+            tok.clone(),
+            json,
+            source,
+            cleaning,
+            context_length,
+            pad_id,
+            None,
+            None,
+        )
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -696,7 +722,10 @@ impl ClipTokenizer {
         let pad = pad_id.or(info.pad_id).unwrap_or(eot);
         let vocab = clip_bpe.map_or_else(|| vocab_size_with_added(&tok), |b| b.len());
         for (what, id) in [("start", sot), ("end", eot), ("pad", pad)] {
-            if id as usize >= vocab && tok.id_to_token(id).is_none() && clip_bpe.and_then(|b| b.token(id)).is_none() {
+            if id as usize >= vocab
+                && tok.id_to_token(id).is_none()
+                && clip_bpe.and_then(|b| b.token(id)).is_none()
+            {
                 return Err(bad(format!(
                     "{what} token id {id} is outside the vocabulary of {vocab}"
                 )));
@@ -941,8 +970,13 @@ mod tests {
                     mississippi antidisestablishmentarianism <|endoftext|> x_y-z !!! ...";
         for word in text.split(' ').filter(|w| !w.is_empty()) {
             let symbols: String = word.bytes().map(|b| enc[b as usize]).collect();
-            let want: Vec<u32> =
-                full.get_model().tokenize(&symbols).unwrap().iter().map(|t| t.id).collect();
+            let want: Vec<u32> = full
+                .get_model()
+                .tokenize(&symbols)
+                .unwrap()
+                .iter()
+                .map(|t| t.id)
+                .collect();
             assert_eq!(bpe.tokenize(word.as_bytes()), want, "{word:?}");
         }
     }
@@ -977,7 +1011,10 @@ mod tests {
                 "<|startoftext|>Hello, WORLD!! naïve café 123<|endoftext|>",
                 "  multiple   spaces and a very_long-compound word  ",
             ] {
-                let (f, s) = (fast.encode(text, true).unwrap(), slow.encode(text, true).unwrap());
+                let (f, s) = (
+                    fast.encode(text, true).unwrap(),
+                    slow.encode(text, true).unwrap(),
+                );
                 assert_eq!(f.get_ids(), s.get_ids(), "{text:?}");
                 assert_eq!(f.get_tokens(), s.get_tokens(), "{text:?}");
             }

@@ -572,7 +572,10 @@ mod tests {
             for act in [Activation::QuickGelu, Activation::Gelu] {
                 let (a, s) = ops::activation_with_slope(&x, act).unwrap();
                 let (a0, s0) = ops::activation_with_slope_plain(&x, act).unwrap();
-                assert!(rel(&a, &a0) < tol && rel(&s, &s0) < tol, "{act:?} {dtype:?}");
+                assert!(
+                    rel(&a, &a0) < tol && rel(&s, &s0) < tol,
+                    "{act:?} {dtype:?}"
+                );
                 let a1 = ops::activation(&x, act).unwrap();
                 assert!(rel(&a1, &a0) < tol);
             }
@@ -586,7 +589,11 @@ mod tests {
 
             let w = rand(&[3, 24], 8, dtype);
             let s = weighted_sum(&x, &w).unwrap().unwrap();
-            let s0 = x.broadcast_mul(&w.unsqueeze(1).unwrap()).unwrap().sum(0).unwrap();
+            let s0 = x
+                .broadcast_mul(&w.unsqueeze(1).unwrap())
+                .unwrap()
+                .sum(0)
+                .unwrap();
             assert!(rel(&s, &s0) < tol, "{dtype:?}");
         }
     }

@@ -11,7 +11,11 @@ const ANCHORS: [[f32; 3]; 5] = [
 
 /// Colour of `value` on the symmetric range `[-limit, limit]` (values outside are clamped).
 pub fn diverging(value: f32, limit: f32) -> [u8; 3] {
-    let t = if limit > 0.0 && value.is_finite() { (value / limit).clamp(-1.0, 1.0) } else { 0.0 };
+    let t = if limit > 0.0 && value.is_finite() {
+        (value / limit).clamp(-1.0, 1.0)
+    } else {
+        0.0
+    };
     let pos = (t + 1.0) * 0.5 * (ANCHORS.len() - 1) as f32;
     let i = (pos.floor() as usize).min(ANCHORS.len() - 2);
     let f = pos - i as f32;
@@ -24,8 +28,15 @@ pub fn diverging(value: f32, limit: f32) -> [u8; 3] {
 
 /// The symmetric range that shows every value: max |v| (or 1 if all are zero).
 pub fn symmetric_limit(values: &[f32]) -> f32 {
-    let m = values.iter().filter(|v| v.is_finite()).fold(0.0f32, |m, v| m.max(v.abs()));
-    if m > 0.0 { m } else { 1.0 }
+    let m = values
+        .iter()
+        .filter(|v| v.is_finite())
+        .fold(0.0f32, |m, v| m.max(v.abs()));
+    if m > 0.0 {
+        m
+    } else {
+        1.0
+    }
 }
 
 #[cfg(test)]

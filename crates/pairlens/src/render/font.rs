@@ -31,7 +31,11 @@ pub fn draw_text(img: &mut RgbImage, x: i64, y: i64, text: &str, scale: u32, col
                     for dx in 0..s {
                         let px = x + (k as i64 * 8 + gx) * s + dx;
                         let py = y + gy as i64 * s + dy;
-                        if px >= 0 && py >= 0 && (px as u32) < img.width() && (py as u32) < img.height() {
+                        if px >= 0
+                            && py >= 0
+                            && (px as u32) < img.width()
+                            && (py as u32) < img.height()
+                        {
                             img.put_pixel(px as u32, py as u32, Rgb(colour));
                         }
                     }
@@ -43,6 +47,11 @@ pub fn draw_text(img: &mut RgbImage, x: i64, y: i64, text: &str, scale: u32, col
 
 /// Black or white, whichever reads better on `background`.
 pub fn ink_for(background: [u8; 3]) -> [u8; 3] {
-    let luma = 0.299 * background[0] as f32 + 0.587 * background[1] as f32 + 0.114 * background[2] as f32;
-    if luma > 140.0 { [0, 0, 0] } else { [255, 255, 255] }
+    let luma =
+        0.299 * background[0] as f32 + 0.587 * background[1] as f32 + 0.114 * background[2] as f32;
+    if luma > 140.0 {
+        [0, 0, 0]
+    } else {
+        [255, 255, 255]
+    }
 }

@@ -35,14 +35,18 @@ pub fn heatmap_overlay(
     let width = (iw + BAR_W).max(text_width(title, 2) + 16);
     let mut out = RgbImage::from_pixel(width, TITLE_H + ih + 8, Rgb([255, 255, 255]));
     draw_text(&mut out, 8, 6, title, 2, [0, 0, 0]);
-    let (pw, ph) = (input_size.0 as f32 / grid.1 as f32, input_size.1 as f32 / grid.0 as f32);
+    let (pw, ph) = (
+        input_size.0 as f32 / grid.1 as f32,
+        input_size.1 as f32 / grid.0 as f32,
+    );
     for y in 0..ih {
         for x in 0..iw {
             let src = original.get_pixel(x / s, y / s).0;
             // Centre of the displayed pixel in original coordinates.
             let (ox, oy) = ((x as f32 + 0.5) / s as f32, (y as f32 + 0.5) / s as f32);
             let (ix, iy) = to_input(ox, oy);
-            let inside = ix >= 0.0 && iy >= 0.0 && ix < input_size.0 as f32 && iy < input_size.1 as f32;
+            let inside =
+                ix >= 0.0 && iy >= 0.0 && ix < input_size.0 as f32 && iy < input_size.1 as f32;
             let px = if inside {
                 let col = ((ix / pw) as usize).min(grid.1 - 1);
                 let row = ((iy / ph) as usize).min(grid.0 - 1);
@@ -90,8 +94,22 @@ pub fn colour_bar(img: &mut RgbImage, x: u32, y: u32, height: u32, limit: f32) {
     }
     let label = |v: f32| format!("{v:+.2e}");
     draw_text(img, x as i64, y as i64, &label(limit), 1, [0, 0, 0]);
-    draw_text(img, x as i64, (bar_top + bar_h + 2) as i64, &label(-limit), 1, [0, 0, 0]);
-    draw_text(img, (x + 18) as i64, (bar_top + bar_h / 2 - 4) as i64, "0", 1, [0, 0, 0]);
+    draw_text(
+        img,
+        x as i64,
+        (bar_top + bar_h + 2) as i64,
+        &label(-limit),
+        1,
+        [0, 0, 0],
+    );
+    draw_text(
+        img,
+        (x + 18) as i64,
+        (bar_top + bar_h / 2 - 4) as i64,
+        "0",
+        1,
+        [0, 0, 0],
+    );
 }
 
 #[cfg(test)]
@@ -103,11 +121,22 @@ mod tests {
         // 4×4 original, identity mapping onto a 4×4 input with a 2×2 grid of 2-pixel patches.
         let original = RgbImage::from_pixel(4, 4, Rgb([128, 128, 128]));
         let id = |x: f32, y: f32| (x, y);
-        let img = heatmap_overlay(&original, &id, (4, 4), (2, 2), &[1.0, 0.0, 0.0, -1.0], None, "t");
+        let img = heatmap_overlay(
+            &original,
+            &id,
+            (4, 4),
+            (2, 2),
+            &[1.0, 0.0, 0.0, -1.0],
+            None,
+            "t",
+        );
         let s = display_scale(4, 4);
         let top_left = img.get_pixel(0, TITLE_H).0;
         let bottom_right = img.get_pixel(4 * s - 1, TITLE_H + 4 * s - 1).0;
         assert!(top_left[0] > top_left[2], "positive is red: {top_left:?}");
-        assert!(bottom_right[2] > bottom_right[0], "negative is blue: {bottom_right:?}");
+        assert!(
+            bottom_right[2] > bottom_right[0],
+            "negative is blue: {bottom_right:?}"
+        );
     }
 }

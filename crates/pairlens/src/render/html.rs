@@ -61,7 +61,10 @@ pub struct BoxReport<'a> {
 pub fn report(input: &ReportInput) -> Result<String> {
     let (ow, oh) = input.original.dimensions();
     if ow == 0 || oh == 0 {
-        return Err(Error::InvalidArgument(format!("HTML report: the image {} is empty", input.image_name)));
+        return Err(Error::InvalidArgument(format!(
+            "HTML report: the image {} is empty",
+            input.image_name
+        )));
     }
     let mut h = String::with_capacity(1 << 16);
     let title = escape(input.title);
@@ -85,14 +88,24 @@ pub fn report(input: &ReportInput) -> Result<String> {
         caption_section(&mut h, input, c, k, &original_uri)?;
     }
     if !input.timings.is_empty() {
-        let parts: Vec<String> = input.timings.iter().map(|(name, s)| format!("{} {s:.2} s", escape(name))).collect();
+        let parts: Vec<String> = input
+            .timings
+            .iter()
+            .map(|(name, s)| format!("{} {s:.2} s", escape(name)))
+            .collect();
         let _ = writeln!(h, "<p class=\"meta\">time: {}</p>", parts.join(" · "));
     }
     h.push_str("<footer>made by pairlens</footer>\n</main>\n</body>\n</html>\n");
     Ok(h)
 }
 
-fn caption_section(h: &mut String, input: &ReportInput, c: &CaptionReport, k: usize, original_uri: &str) -> Result<()> {
+fn caption_section(
+    h: &mut String,
+    input: &ReportInput,
+    c: &CaptionReport,
+    k: usize,
+    original_uri: &str,
+) -> Result<()> {
     let e = c.explanation;
     let n = e.tokens.len();
     let patches = e.grid.0 * e.grid.1;
@@ -108,10 +121,23 @@ fn caption_section(h: &mut String, input: &ReportInput, c: &CaptionReport, k: us
     let whole = e.span_heatmap(0, n)?;
     let overlay = |values: &[f32], what: &str| -> Result<String> {
         let title = format!("{what}  score {:.3}", e.score);
-        png_data_uri(&heatmap_overlay(input.original, input.to_input, input.input_size, e.grid, values, None, &title))
+        png_data_uri(&heatmap_overlay(
+            input.original,
+            input.to_input,
+            input.input_size,
+            e.grid,
+            values,
+            None,
+            &title,
+        ))
     };
 
-    let _ = writeln!(h, "<section class=\"caption\">\n<h2>caption {}: “{}”</h2>", k + 1, escape(c.caption));
+    let _ = writeln!(
+        h,
+        "<section class=\"caption\">\n<h2>caption {}: “{}”</h2>",
+        k + 1,
+        escape(c.caption)
+    );
     // Tokens coloured by their total interaction (CLS column included), with a colour bar.
     let _ =
         writeln!(h, "<h3>tokens, coloured by their total interaction Σ<sub>t</sub> A[s, t]</h3>\n<div class=\"row\">");
@@ -184,8 +210,12 @@ fn caption_section(h: &mut String, input: &ReportInput, c: &CaptionReport, k: us
             png_data_uri(&box_thumbnail(input.original, b.bbox))?,
             j + 1
         );
-        let tips: Vec<String> =
-            b.token_scores.iter().enumerate().map(|(i, v)| format!("#{i} with the box {v:+.4e}")).collect();
+        let tips: Vec<String> = b
+            .token_scores
+            .iter()
+            .enumerate()
+            .map(|(i, v)| format!("#{i} with the box {v:+.4e}"))
+            .collect();
         token_strip(h, &e.tokens, b.token_scores, &tips);
         colour_bar(h, symmetric_limit(b.token_scores));
         h.push_str("</div>\n");
@@ -208,15 +238,43 @@ fn numbers(h: &mut String, e: &Explanation, totals: &[f32]) {
     h.push_str("<div class=\"tables\">\n<table>\n<caption>conservation</caption>\n");
     h.push_str(&row("score", e.score, "cosine of the two embeddings"));
     h.push_str(&row("Σ A", sum, "all token × image-token interactions"));
-    h.push_str(&row("f(x)·g(r<sub>y</sub>)", r.text_vs_image_reference, "caption vs image reference"));
-    h.push_str(&row("f(r<sub>x</sub>)·g(y)", r.text_reference_vs_image, "text reference vs image"));
-    h.push_str(&row("f(r<sub>x</sub>)·g(r<sub>y</sub>)", r.reference_vs_reference, "reference vs reference"));
-    h.push_str(&row("residual", e.residual, "score − Σ A − f·g(r) − f(r)·g + f(r)·g(r)"));
+    h.push_str(&row(
+        "f(x)·g(r<sub>y</sub>)",
+        r.text_vs_image_reference,
+        "caption vs image reference",
+    ));
+    h.push_str(&row(
+        "f(r<sub>x</sub>)·g(y)",
+        r.text_reference_vs_image,
+        "text reference vs image",
+    ));
+    h.push_str(&row(
+        "f(r<sub>x</sub>)·g(r<sub>y</sub>)",
+        r.reference_vs_reference,
+        "reference vs reference",
+    ));
+    h.push_str(&row(
+        "residual",
+        e.residual,
+        "score − Σ A − f·g(r) − f(r)·g + f(r)·g(r)",
+    ));
     h.push_str("</table>\n<table>\n<caption>exclip's lhs terms (cosines)</caption>\n");
     h.push_str(&row("cos(f(x), g(y))", x.score, "score"));
-    h.push_str(&row("cos(f(x), g(r<sub>y</sub>))", x.text_vs_image_reference, "txt_ref_sim"));
-    h.push_str(&row("cos(f(r<sub>x</sub>), g(y))", x.text_reference_vs_image, "img_ref_sim"));
-    h.push_str(&row("cos(f(r<sub>x</sub>), g(r<sub>y</sub>))", x.reference_vs_reference, "ref_ref_sim"));
+    h.push_str(&row(
+        "cos(f(x), g(r<sub>y</sub>))",
+        x.text_vs_image_reference,
+        "txt_ref_sim",
+    ));
+    h.push_str(&row(
+        "cos(f(r<sub>x</sub>), g(y))",
+        x.text_reference_vs_image,
+        "img_ref_sim",
+    ));
+    h.push_str(&row(
+        "cos(f(r<sub>x</sub>), g(r<sub>y</sub>))",
+        x.reference_vs_reference,
+        "ref_ref_sim",
+    ));
     h.push_str("</table>\n<table>\n<caption>settings</caption>\n");
     let _ = write!(
         h,
@@ -252,7 +310,11 @@ fn colour_bar(h: &mut String, limit: f32) {
     let stops: Vec<String> = (0..=8)
         .map(|i| {
             let t = i as f32 / 8.0;
-            format!("{} {:.1}%", css(diverging(limit * (1.0 - 2.0 * t), limit)), t * 100.0)
+            format!(
+                "{} {:.1}%",
+                css(diverging(limit * (1.0 - 2.0 * t), limit)),
+                t * 100.0
+            )
         })
         .collect();
     let _ = write!(
@@ -276,10 +338,15 @@ fn display_copy(img: &RgbImage, max_side: u32) -> RgbImage {
     let (w, h) = img.dimensions();
     if w.max(h) > max_side {
         let f = max_side as f32 / w.max(h) as f32;
-        let (nw, nh) = (((w as f32 * f).round() as u32).max(1), ((h as f32 * f).round() as u32).max(1));
+        let (nw, nh) = (
+            ((w as f32 * f).round() as u32).max(1),
+            ((h as f32 * f).round() as u32).max(1),
+        );
         imageops::resize(img, nw, nh, imageops::FilterType::Triangle)
     } else {
-        let s = (128 / w.min(h).max(1)).clamp(1, 16).min((max_side / w.max(h)).max(1));
+        let s = (128 / w.min(h).max(1))
+            .clamp(1, 16)
+            .min((max_side / w.max(h)).max(1));
         imageops::resize(img, w * s, h * s, imageops::FilterType::Nearest)
     }
 }
@@ -293,7 +360,12 @@ fn box_thumbnail(original: &RgbImage, [x0, y0, x1, y1]: [f32; 4]) -> RgbImage {
     let clamp_y = |v: f32| ((v * f).round() as i64).clamp(0, h as i64 - 1);
     let (ax, ay, bx, by) = (clamp_x(x0), clamp_y(y0), clamp_x(x1) - 1, clamp_y(y1) - 1);
     let (bx, by) = (bx.max(ax), by.max(ay));
-    for (inset, colour) in [(0i64, [0u8, 0, 0]), (1, [255, 214, 0]), (2, [255, 214, 0]), (3, [0, 0, 0])] {
+    for (inset, colour) in [
+        (0i64, [0u8, 0, 0]),
+        (1, [255, 214, 0]),
+        (2, [255, 214, 0]),
+        (3, [0, 0, 0]),
+    ] {
         let (l, t, r, b) = (ax + inset, ay + inset, bx - inset, by - inset);
         if l > r || t > b {
             break;
@@ -312,8 +384,9 @@ fn box_thumbnail(original: &RgbImage, [x0, y0, x1, y1]: [f32; 4]) -> RgbImage {
 
 fn png_data_uri(img: &RgbImage) -> Result<String> {
     let mut bytes = Cursor::new(Vec::new());
-    img.write_to(&mut bytes, ImageFormat::Png)
-        .map_err(|e| Error::InvalidArgument(format!("HTML report: encoding a picture as PNG: {e}")))?;
+    img.write_to(&mut bytes, ImageFormat::Png).map_err(|e| {
+        Error::InvalidArgument(format!("HTML report: encoding a picture as PNG: {e}"))
+    })?;
     Ok(format!("data:image/png;base64,{}", base64(bytes.get_ref())))
 }
 
@@ -322,7 +395,11 @@ fn base64(data: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for chunk in data.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
         for k in 0..4 {
             if k <= chunk.len() {
@@ -412,7 +489,12 @@ mod tests {
         // 4 tokens × (1 CLS + 2×2 patches).
         let values: Vec<f32> = (0..20).map(|i| (i as f32 - 9.5) * 1e-3).collect();
         Explanation {
-            tokens: vec!["<start_of_text>".into(), "<script>".into(), "a&b".into(), "<end_of_text>".into()],
+            tokens: vec![
+                "<start_of_text>".into(),
+                "<script>".into(),
+                "a&b".into(),
+                "<end_of_text>".into(),
+            ],
             interactions: Tensor::from_vec(values, (4, 5), &Device::Cpu).unwrap(),
             grid: (2, 2),
             score: 0.271828,
@@ -437,7 +519,13 @@ mod tests {
 
     #[test]
     fn base64_matches_rfc4648() {
-        for (raw, enc) in [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foobar", "Zm9vYmFy")] {
+        for (raw, enc) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foobar", "Zm9vYmFy"),
+        ] {
             assert_eq!(base64(raw.as_bytes()), enc);
         }
     }
@@ -459,8 +547,15 @@ mod tests {
             captions: vec![CaptionReport {
                 caption: "a dog <script>alert('x')</script> & a cat",
                 explanation: &e,
-                spans: vec![SpanReport { start: 1, end: 3, heatmap: &span }],
-                boxes: vec![BoxReport { bbox: [1.0, 1.0, 5.0, 4.0], token_scores: &scores }],
+                spans: vec![SpanReport {
+                    start: 1,
+                    end: 3,
+                    heatmap: &span,
+                }],
+                boxes: vec![BoxReport {
+                    bbox: [1.0, 1.0, 5.0, 4.0],
+                    token_scores: &scores,
+                }],
             }],
             timings: vec![("total".into(), 1.5)],
         };
@@ -468,16 +563,34 @@ mod tests {
         // No user text reaches the page unescaped.
         assert!(!html.contains("<script"), "unescaped script tag");
         assert!(html.contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; a cat"));
-        assert!(html.contains("a&amp;b") && html.contains("img&lt;1&gt;.png") && html.contains("&quot;quoted&quot;"));
+        assert!(
+            html.contains("a&amp;b")
+                && html.contains("img&lt;1&gt;.png")
+                && html.contains("&quot;quoted&quot;")
+        );
         assert!(!html.contains("<b>report</b>"));
         // Every image is inlined; nothing is fetched.
         let srcs: Vec<&str> = html.split("src=\"").skip(1).collect();
-        assert_eq!(srcs.len(), 4, "original, whole caption, span, box thumbnail");
+        assert_eq!(
+            srcs.len(),
+            4,
+            "original, whole caption, span, box thumbnail"
+        );
         assert!(srcs.iter().all(|s| s.starts_with("data:image/png;base64,")));
         assert!(!html.contains("http://") && !html.contains("https://") && !html.contains("url("));
         // The numbers.
         let sum: f32 = (0..20).map(|i| (i as f32 - 9.5) * 1e-3).sum();
-        for n in [0.271828f32, 0.125, -0.0625, 0.03125, 0.000321, 0.111111, 0.222222, 0.333333, sum] {
+        for n in [
+            0.271828f32,
+            0.125,
+            -0.0625,
+            0.03125,
+            0.000321,
+            0.111111,
+            0.222222,
+            0.333333,
+            sum,
+        ] {
             assert!(html.contains(&format!("{n:+.6}")), "missing {n:+.6}");
         }
         assert!(html.contains(">cosine<") && html.contains(">7<") && html.contains("1.50 s"));
@@ -501,7 +614,11 @@ mod tests {
             captions: vec![CaptionReport {
                 caption: "c",
                 explanation: &e,
-                spans: vec![SpanReport { start: 2, end: 9, heatmap: &span }],
+                spans: vec![SpanReport {
+                    start: 2,
+                    end: 9,
+                    heatmap: &span,
+                }],
                 boxes: vec![],
             }],
             timings: vec![],

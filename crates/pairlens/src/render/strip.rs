@@ -40,8 +40,22 @@ pub fn token_strip(tokens: &[String], scores: &[f32], title: &str, max_width: u3
                 img.put_pixel(bx + dx, y + dy, Rgb(bg));
             }
         }
-        draw_text(&mut img, (bx + PAD) as i64, (y + PAD) as i64, tok, 2, ink_for(bg));
-        draw_text(&mut img, (bx + PAD) as i64, (y + LINE_H + 3) as i64, &label, 1, [60, 60, 60]);
+        draw_text(
+            &mut img,
+            (bx + PAD) as i64,
+            (y + PAD) as i64,
+            tok,
+            2,
+            ink_for(bg),
+        );
+        draw_text(
+            &mut img,
+            (bx + PAD) as i64,
+            (y + LINE_H + 3) as i64,
+            &label,
+            1,
+            [60, 60, 60],
+        );
     }
     let bar_h = img.height() - title_h;
     colour_bar(&mut img, max_width + 16, title_h, bar_h, limit);

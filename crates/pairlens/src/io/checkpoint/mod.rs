@@ -17,8 +17,8 @@ use crate::io::preprocess::{PreprocessConfig, ResizeMode};
 use crate::io::tokenizer::{ClipTokenizer, TextCleaning};
 use crate::model::{ClipConfig, ClipModel, ClipWeights, LayerNorm, Linear, TextPooling};
 use crate::{Error, Result};
-use tensors::TensorStore;
 pub use save::save_hf;
+use tensors::TensorStore;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CheckpointFormat {

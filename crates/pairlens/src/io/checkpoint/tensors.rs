@@ -243,7 +243,12 @@ impl TensorStore {
     }
 
     /// `out` through [`check_finite`] when values are checked.
-    fn checked(&self, out: Vec<f32>, start: usize, bad: impl Fn(String) -> Error) -> Result<Vec<f32>> {
+    fn checked(
+        &self,
+        out: Vec<f32>,
+        start: usize,
+        bad: impl Fn(String) -> Error,
+    ) -> Result<Vec<f32>> {
         match self.check_values {
             true => check_finite(out, start, bad),
             false => Ok(out),
@@ -300,12 +305,18 @@ fn check_finite(out: Vec<f32>, start: usize, bad: impl Fn(String) -> Error) -> R
     // A branch-free pass first (vectorises; the scan covers every weight), the position only
     // when something is wrong.
     const EXP: u32 = 0x7f80_0000;
-    let any_bad = out.iter().fold(false, |acc, v| acc | (v.to_bits() & EXP == EXP));
+    let any_bad = out
+        .iter()
+        .fold(false, |acc, v| acc | (v.to_bits() & EXP == EXP));
     if !any_bad {
         return Ok(out);
     }
     match out.iter().position(|v| !v.is_finite()) {
-        Some(i) => Err(bad(format!("non-finite value {} at flat index {}", out[i], start + i))),
+        Some(i) => Err(bad(format!(
+            "non-finite value {} at flat index {}",
+            out[i],
+            start + i
+        ))),
         None => Ok(out),
     }
 }
