@@ -4,8 +4,7 @@ use std::path::PathBuf;
 
 use candle_core::{DType, Tensor};
 
-use super::config::TransformerConfig;
-use super::weights::{Block, LayerNorm, Linear};
+use super::params::{MapFn, TowerConfig};
 use crate::{Error, Result};
 
 /// Where a shape error points: weights are validated after loading, so no file is known here.
@@ -49,51 +48,41 @@ impl Checker {
         Ok(())
     }
 
-    pub fn linear(&mut self, name: &str, l: &Linear, out: usize, inp: usize) -> Result<()> {
-        self.tensor(&format!("{name}.weight"), &l.weight, &[out, inp])?;
-        if let Some(b) = &l.bias {
-            self.tensor(&format!("{name}.bias"), b, &[out])?;
-        }
-        Ok(())
-    }
-
-    pub fn layer_norm(&mut self, name: &str, ln: &LayerNorm, width: usize) -> Result<()> {
-        self.tensor(&format!("{name}.weight"), &ln.weight, &[width])?;
-        self.tensor(&format!("{name}.bias"), &ln.bias, &[width])
-    }
-
-    pub fn blocks(
+    /// Every parameter of a tower against the shape its geometry gives it, after checking that
+    /// the tower has as many blocks as the geometry says.
+    pub fn tower(
         &mut self,
-        prefix: &str,
-        blocks: &[Block],
-        cfg: &TransformerConfig,
+        tower: TowerConfig,
+        blocks: usize,
+        projection_dim: usize,
+        map: impl FnOnce(&mut MapFn) -> Result<()>,
     ) -> Result<()> {
+        let (name, cfg) = match tower {
+            TowerConfig::Text(c) => ("text", &c.transformer),
+            TowerConfig::Vision(c) => ("vision", &c.transformer),
+        };
         let w = cfg.width;
         if cfg.heads == 0 || !w.is_multiple_of(cfg.heads) {
             return Err(Error::InvalidArgument(format!(
-                "{prefix}: width {w} is not a multiple of heads {}",
+                "{name}: width {w} is not a multiple of heads {}",
                 cfg.heads
             )));
         }
-        if blocks.len() != cfg.layers {
+        if blocks != cfg.layers {
             return Err(Error::BadTensor {
                 path: PathBuf::from(SOURCE),
-                name: format!("{prefix}.blocks"),
-                msg: format!("{} blocks, config says {} layers", blocks.len(), cfg.layers),
+                name: format!("{name}.blocks"),
+                msg: format!("{blocks} blocks, config says {} layers", cfg.layers),
             });
         }
-        for (i, b) in blocks.iter().enumerate() {
-            let p = format!("{prefix}.blocks.{i}");
-            self.layer_norm(&format!("{p}.ln_1"), &b.ln_1, w)?;
-            self.linear(&format!("{p}.q"), &b.q, w, w)?;
-            self.linear(&format!("{p}.k"), &b.k, w, w)?;
-            self.linear(&format!("{p}.v"), &b.v, w, w)?;
-            self.linear(&format!("{p}.out"), &b.out, w, w)?;
-            self.layer_norm(&format!("{p}.ln_2"), &b.ln_2, w)?;
-            self.linear(&format!("{p}.fc1"), &b.fc1, cfg.mlp_dim, w)?;
-            self.linear(&format!("{p}.fc2"), &b.fc2, w, cfg.mlp_dim)?;
-        }
-        Ok(())
+        map(&mut |param, t| {
+            self.tensor(
+                &param.to_string(),
+                t,
+                &param.shape_in(tower, projection_dim),
+            )?;
+            Ok(t.clone())
+        })
     }
 }
 

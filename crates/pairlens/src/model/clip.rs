@@ -4,6 +4,7 @@ use candle_core::DType;
 
 use super::check::Checker;
 use super::config::ClipConfig;
+use super::params::{Param, Tower};
 use super::text::TextTower;
 use super::vision::VisionTower;
 use super::weights::ClipWeights;
@@ -40,17 +41,13 @@ impl ClipModel {
         };
         text.check_weights(&mut c)?;
         vision.check_weights(&mut c)?;
-        let proj = config.projection_dim;
-        c.tensor(
-            "text.projection.weight",
-            &text.weights.projection.weight,
-            &[proj, config.text.transformer.width],
-        )?;
-        c.tensor(
-            "vision.projection.weight",
-            &vision.weights.projection.weight,
-            &[proj, config.vision.transformer.width],
-        )?;
+        for (tower, w) in [
+            (Tower::Text, &text.weights.projection.weight),
+            (Tower::Vision, &vision.weights.projection.weight),
+        ] {
+            let param = Param::Projection(tower);
+            c.tensor(&param.to_string(), w, &param.shape(&config))?;
+        }
         Ok(ClipModel {
             config,
             text,

@@ -9,6 +9,7 @@ pub mod config;
 mod kernels;
 mod matmul;
 pub mod ops;
+pub mod params;
 pub mod random;
 pub mod tangents;
 pub mod text;

@@ -8,6 +8,7 @@ use super::block::{BlockTape, Stack};
 use super::check::{self, invalid, Checker};
 use super::config::TextConfig;
 use super::ops::{self, LnCache};
+use super::params::TowerConfig;
 use super::tangents::Tangents;
 use super::weights::TextWeights;
 use crate::Result;
@@ -41,22 +42,11 @@ impl TextTower {
     }
 
     pub(crate) fn check_weights(&self, c: &mut Checker) -> Result<()> {
-        let (cfg, w) = (&self.config, &self.weights);
-        let width = cfg.transformer.width;
-        c.tensor(
-            "text.token_embedding",
-            &w.token_embedding,
-            &[cfg.vocab_size, width],
-        )?;
-        c.tensor(
-            "text.positional_embedding",
-            &w.positional_embedding,
-            &[cfg.context_length, width],
-        )?;
-        c.blocks("text", &w.blocks, &cfg.transformer)?;
-        c.layer_norm("text.ln_final", &w.ln_final, width)?;
-        let proj = w.projection.weight.dim(0)?;
-        c.linear("text.projection", &w.projection, proj, width)
+        let w = &self.weights;
+        let tower = TowerConfig::Text(&self.config);
+        c.tower(tower, w.blocks.len(), self.projection_dim(), |f| {
+            w.map_params(f).map(|_| ())
+        })
     }
 
     fn stack(&self) -> Stack<'_> {

@@ -8,6 +8,7 @@ use super::block::{BlockTape, Stack};
 use super::check::{self, invalid, Checker};
 use super::config::VisionConfig;
 use super::ops::{self, LnCache};
+use super::params::TowerConfig;
 use super::tangents::Tangents;
 use super::text::project;
 use super::weights::VisionWeights;
@@ -41,8 +42,7 @@ impl VisionTower {
     }
 
     pub(crate) fn check_weights(&self, c: &mut Checker) -> Result<()> {
-        let (cfg, w) = (&self.config, &self.weights);
-        let width = cfg.transformer.width;
+        let cfg = &self.config;
         let p = cfg.patch_size;
         let (gh, gw) = cfg.grid();
         if p == 0 || gh == 0 || gw == 0 {
@@ -51,22 +51,11 @@ impl VisionTower {
                 cfg.image_size
             ));
         }
-        c.tensor(
-            "vision.patch_embedding",
-            &w.patch_embedding,
-            &[width, 3, p, p],
-        )?;
-        c.tensor("vision.class_embedding", &w.class_embedding, &[width])?;
-        c.tensor(
-            "vision.positional_embedding",
-            &w.positional_embedding,
-            &[cfg.seq_len(), width],
-        )?;
-        c.layer_norm("vision.ln_pre", &w.ln_pre, width)?;
-        c.blocks("vision", &w.blocks, &cfg.transformer)?;
-        c.layer_norm("vision.ln_post", &w.ln_post, width)?;
-        let proj = w.projection.weight.dim(0)?;
-        c.linear("vision.projection", &w.projection, proj, width)
+        let w = &self.weights;
+        let tower = TowerConfig::Vision(&self.config);
+        c.tower(tower, w.blocks.len(), self.projection_dim(), |f| {
+            w.map_params(f).map(|_| ())
+        })
     }
 
     fn stack(&self) -> Stack<'_> {

@@ -2,17 +2,15 @@
 //! `tokenizer.json`, optional `preprocessor_config.json`.
 //! Defaults and pooling follow transformers' `CLIPConfig` / `CLIPTextTransformer` (5.x).
 
-use rayon::prelude::*;
 use std::path::Path;
 
 use candle_core::Device;
 
 use super::json::{read_json, Section};
 use super::tensors::TensorStore;
-use super::{layer_norm, linear};
+use crate::model::params::{BlockLayer, Param, Tower};
 use crate::model::{
-    Activation, Block, ClipConfig, ClipWeights, TextConfig, TextPooling, TextWeights,
-    TransformerConfig, VisionConfig, VisionWeights,
+    Activation, ClipConfig, ClipWeights, TextConfig, TextPooling, TransformerConfig, VisionConfig,
 };
 use crate::{Error, Result};
 
@@ -172,18 +170,48 @@ pub(crate) fn open_weights(dir: &Path) -> Result<TensorStore> {
     })
 }
 
-fn block(st: &TensorStore, p: &str, t: &TransformerConfig, dev: &Device) -> Result<Block> {
-    let (w, m, eps) = (t.width, t.mlp_dim, t.layer_norm_eps);
-    Ok(Block {
-        ln_1: layer_norm(st, &format!("{p}layer_norm1"), w, eps, dev)?,
-        q: linear(st, &format!("{p}self_attn.q_proj"), w, w, true, dev)?,
-        k: linear(st, &format!("{p}self_attn.k_proj"), w, w, true, dev)?,
-        v: linear(st, &format!("{p}self_attn.v_proj"), w, w, true, dev)?,
-        out: linear(st, &format!("{p}self_attn.out_proj"), w, w, true, dev)?,
-        ln_2: layer_norm(st, &format!("{p}layer_norm2"), w, eps, dev)?,
-        fc1: linear(st, &format!("{p}mlp.fc1"), m, w, true, dev)?,
-        fc2: linear(st, &format!("{p}mlp.fc2"), w, m, true, dev)?,
-    })
+/// Where every parameter lives in a transformers `CLIPModel` state dict: the one table that
+/// [`read_weights`], the writer ([`super::save`]) and the trainer's parameter names share.
+pub(crate) fn name(param: Param) -> String {
+    let tower = |t| match t {
+        Tower::Text => "text_model",
+        Tower::Vision => "vision_model",
+    };
+    match param {
+        Param::TokenEmbedding => "text_model.embeddings.token_embedding.weight".into(),
+        Param::PositionEmbedding(t) => format!("{}.embeddings.position_embedding.weight", tower(t)),
+        Param::PatchEmbedding => "vision_model.embeddings.patch_embedding.weight".into(),
+        Param::ClassEmbedding => "vision_model.embeddings.class_embedding".into(),
+        Param::PreNorm(a) => format!("vision_model.pre_layrnorm.{}", a.as_str()),
+        Param::Block {
+            tower: t,
+            layer,
+            part,
+            affine,
+        } => {
+            let part = match part {
+                BlockLayer::Ln1 => "layer_norm1",
+                BlockLayer::Q => "self_attn.q_proj",
+                BlockLayer::K => "self_attn.k_proj",
+                BlockLayer::V => "self_attn.v_proj",
+                BlockLayer::Out => "self_attn.out_proj",
+                BlockLayer::Ln2 => "layer_norm2",
+                BlockLayer::Fc1 => "mlp.fc1",
+                BlockLayer::Fc2 => "mlp.fc2",
+            };
+            format!(
+                "{}.encoder.layers.{layer}.{part}.{}",
+                tower(t),
+                affine.as_str()
+            )
+        }
+        Param::FinalNorm(Tower::Text, a) => format!("text_model.final_layer_norm.{}", a.as_str()),
+        Param::FinalNorm(Tower::Vision, a) => {
+            format!("vision_model.post_layernorm.{}", a.as_str())
+        }
+        Param::Projection(Tower::Text) => "text_projection.weight".into(),
+        Param::Projection(Tower::Vision) => "visual_projection.weight".into(),
+    }
 }
 
 pub(crate) fn read_weights(
@@ -191,64 +219,6 @@ pub(crate) fn read_weights(
     cfg: &ClipConfig,
     dev: &Device,
 ) -> Result<ClipWeights> {
-    let tc = &cfg.text.transformer;
-    let vc = &cfg.vision.transformer;
-    let (tw, vw, proj) = (tc.width, vc.width, cfg.projection_dim);
-    let p = cfg.vision.patch_size;
-
-    let text = TextWeights {
-        token_embedding: st.tensor(
-            "text_model.embeddings.token_embedding.weight",
-            &[cfg.text.vocab_size, tw],
-            dev,
-        )?,
-        positional_embedding: st.tensor(
-            "text_model.embeddings.position_embedding.weight",
-            &[cfg.text.context_length, tw],
-            dev,
-        )?,
-        blocks: (0..tc.layers)
-            .into_par_iter()
-            .map(|i| block(st, &format!("text_model.encoder.layers.{i}."), tc, dev))
-            .collect::<Result<_>>()?,
-        ln_final: layer_norm(
-            st,
-            "text_model.final_layer_norm",
-            tw,
-            tc.layer_norm_eps,
-            dev,
-        )?,
-        projection: linear(st, "text_projection", proj, tw, false, dev)?,
-    };
-    let vision = VisionWeights {
-        patch_embedding: st.tensor(
-            "vision_model.embeddings.patch_embedding.weight",
-            &[vw, 3, p, p],
-            dev,
-        )?,
-        class_embedding: st.tensor("vision_model.embeddings.class_embedding", &[vw], dev)?,
-        positional_embedding: st.tensor(
-            "vision_model.embeddings.position_embedding.weight",
-            &[cfg.vision.seq_len(), vw],
-            dev,
-        )?,
-        ln_pre: layer_norm(st, "vision_model.pre_layrnorm", vw, vc.layer_norm_eps, dev)?,
-        blocks: (0..vc.layers)
-            .into_par_iter()
-            .map(|i| block(st, &format!("vision_model.encoder.layers.{i}."), vc, dev))
-            .collect::<Result<_>>()?,
-        ln_post: layer_norm(
-            st,
-            "vision_model.post_layernorm",
-            vw,
-            vc.layer_norm_eps,
-            dev,
-        )?,
-        projection: linear(st, "visual_projection", proj, vw, false, dev)?,
-    };
-    Ok(ClipWeights {
-        text,
-        vision,
-        logit_scale: st.scalar("logit_scale")?,
-    })
+    let read = |p: Param| st.tensor(&name(p), &p.shape(cfg), dev);
+    ClipWeights::from_params(cfg, &read, st.scalar("logit_scale")?)
 }

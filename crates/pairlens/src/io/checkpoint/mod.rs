@@ -15,10 +15,9 @@ use candle_core::Device;
 
 use crate::io::preprocess::{PreprocessConfig, ResizeMode};
 use crate::io::tokenizer::{ClipTokenizer, TextCleaning};
-use crate::model::{ClipConfig, ClipModel, ClipWeights, LayerNorm, Linear, TextPooling};
+use crate::model::{ClipConfig, ClipModel, ClipWeights, TextPooling};
 use crate::{Error, Result};
 pub use save::save_hf;
-use tensors::TensorStore;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CheckpointFormat {
@@ -319,36 +318,4 @@ pub fn load_weights(
         }
     };
     Ok((format, config, weights))
-}
-
-fn layer_norm(
-    st: &TensorStore,
-    p: &str,
-    width: usize,
-    eps: f64,
-    dev: &Device,
-) -> Result<LayerNorm> {
-    Ok(LayerNorm {
-        weight: st.tensor(&format!("{p}.weight"), &[width], dev)?,
-        bias: st.tensor(&format!("{p}.bias"), &[width], dev)?,
-        eps,
-    })
-}
-
-fn linear(
-    st: &TensorStore,
-    p: &str,
-    out: usize,
-    inp: usize,
-    bias: bool,
-    dev: &Device,
-) -> Result<Linear> {
-    Ok(Linear {
-        weight: st.tensor(&format!("{p}.weight"), &[out, inp], dev)?,
-        bias: if bias {
-            Some(st.tensor(&format!("{p}.bias"), &[out], dev)?)
-        } else {
-            None
-        },
-    })
 }

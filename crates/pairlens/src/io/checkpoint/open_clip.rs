@@ -3,17 +3,15 @@
 //! Only the plain ViT + text-transformer `CLIP` is read; every option that changes the math and is
 //! not implemented is refused by name (see open_clip/model.py `CLIPVisionCfg`/`CLIPTextCfg`).
 
-use rayon::prelude::*;
 use std::path::Path;
 
 use candle_core::Device;
 
 use super::json::{read_json, Section};
 use super::tensors::TensorStore;
-use super::{layer_norm, linear};
+use crate::model::params::{BlockLayer, Param, Tower};
 use crate::model::{
-    Activation, Block, ClipConfig, ClipWeights, Linear, TextConfig, TextPooling, TextWeights,
-    TransformerConfig, VisionConfig, VisionWeights,
+    Activation, ClipConfig, ClipWeights, TextConfig, TextPooling, TransformerConfig, VisionConfig,
 };
 use crate::{Error, Result};
 
@@ -389,29 +387,63 @@ pub(crate) fn open_weights(dir: &Path) -> Result<TensorStore> {
     })
 }
 
-/// A residual block; `in_proj_weight` `[3w, w]` packs Q, K, V by rows.
-fn block(st: &TensorStore, p: &str, t: &TransformerConfig, dev: &Device) -> Result<Block> {
-    let (w, m, eps) = (t.width, t.mlp_dim, t.layer_norm_eps);
-    let (iw, ib) = (
-        format!("{p}attn.in_proj_weight"),
-        format!("{p}attn.in_proj_bias"),
-    );
-    let qkv = |i: usize| -> Result<Linear> {
-        Ok(Linear {
-            weight: st.rows(&iw, &[3 * w, w], i * w..(i + 1) * w, dev)?,
-            bias: Some(st.rows(&ib, &[3 * w], i * w..(i + 1) * w, dev)?),
-        })
+/// Where a parameter is stored in an open_clip state dict.
+enum Source {
+    /// A tensor of the parameter's shape.
+    Tensor(String),
+    /// Part `index` (Q, K, V = 0, 1, 2) of attention's packed `in_proj_weight` `[3w, w]` or
+    /// `in_proj_bias` `[3w]`, by rows.
+    Packed(String, usize),
+    /// A `[width, embed]` matrix used as `x @ P`: the transpose of the parameter.
+    Transposed(String),
+}
+
+/// Where every parameter lives in an open_clip `CLIP` state dict (`text_prefix` is `"text."` for
+/// `CustomTextCLIP`); `has` tells which of two layouts a converted checkpoint uses.
+fn source(param: Param, text_prefix: &str, has: impl Fn(&str) -> bool) -> Source {
+    let tower = |t| match t {
+        Tower::Text => text_prefix.to_string(),
+        Tower::Vision => "visual.".to_string(),
     };
-    Ok(Block {
-        ln_1: layer_norm(st, &format!("{p}ln_1"), w, eps, dev)?,
-        q: qkv(0)?,
-        k: qkv(1)?,
-        v: qkv(2)?,
-        out: linear(st, &format!("{p}attn.out_proj"), w, w, true, dev)?,
-        ln_2: layer_norm(st, &format!("{p}ln_2"), w, eps, dev)?,
-        fc1: linear(st, &format!("{p}mlp.c_fc"), m, w, true, dev)?,
-        fc2: linear(st, &format!("{p}mlp.c_proj"), w, m, true, dev)?,
-    })
+    let tensor = |name: String| Source::Tensor(name);
+    match param {
+        Param::TokenEmbedding => tensor(format!("{text_prefix}token_embedding.weight")),
+        Param::PositionEmbedding(t) => tensor(format!("{}positional_embedding", tower(t))),
+        Param::PatchEmbedding => tensor("visual.conv1.weight".into()),
+        Param::ClassEmbedding => tensor("visual.class_embedding".into()),
+        Param::PreNorm(a) => tensor(format!("visual.ln_pre.{}", a.as_str())),
+        Param::Block {
+            tower: t,
+            layer,
+            part,
+            affine,
+        } => {
+            let p = format!("{}transformer.resblocks.{layer}.", tower(t));
+            let a = affine.as_str();
+            let packed = |i| Source::Packed(format!("{p}attn.in_proj_{a}"), i);
+            match part {
+                BlockLayer::Ln1 => tensor(format!("{p}ln_1.{a}")),
+                BlockLayer::Q => packed(0),
+                BlockLayer::K => packed(1),
+                BlockLayer::V => packed(2),
+                BlockLayer::Out => tensor(format!("{p}attn.out_proj.{a}")),
+                BlockLayer::Ln2 => tensor(format!("{p}ln_2.{a}")),
+                BlockLayer::Fc1 => tensor(format!("{p}mlp.c_fc.{a}")),
+                BlockLayer::Fc2 => tensor(format!("{p}mlp.c_proj.{a}")),
+            }
+        }
+        Param::FinalNorm(Tower::Text, a) => tensor(format!("{text_prefix}ln_final.{}", a.as_str())),
+        Param::FinalNorm(Tower::Vision, a) => tensor(format!("visual.ln_post.{}", a.as_str())),
+        // Converted checkpoints may carry the text projection as an `nn.Linear` weight.
+        Param::Projection(Tower::Text) => {
+            let linear = format!("{text_prefix}text_projection.weight");
+            match has(&linear) {
+                true => tensor(linear),
+                false => Source::Transposed(format!("{text_prefix}text_projection")),
+            }
+        }
+        Param::Projection(Tower::Vision) => Source::Transposed("visual.proj".into()),
+    }
 }
 
 pub(crate) fn read_weights(
@@ -420,62 +452,18 @@ pub(crate) fn read_weights(
     extra: &OpenClipExtra,
     dev: &Device,
 ) -> Result<ClipWeights> {
-    let tc = &cfg.text.transformer;
-    let vc = &cfg.vision.transformer;
-    let (tw, vw, proj) = (tc.width, vc.width, cfg.projection_dim);
-    let p = cfg.vision.patch_size;
-    let tp = extra.text_prefix;
-
-    // `text_projection` is a `[width, embed]` parameter used as x @ P; converted checkpoints may
-    // carry it as an `nn.Linear` weight `[embed, width]` instead.
-    let text_projection = if st.contains(&format!("{tp}text_projection.weight")) {
-        linear(st, &format!("{tp}text_projection"), proj, tw, false, dev)?
-    } else {
-        Linear {
-            weight: st.transposed(&format!("{tp}text_projection"), [tw, proj], dev)?,
-            bias: None,
+    let read = |p: Param| {
+        let shape = p.shape(cfg);
+        match source(p, extra.text_prefix, |n| st.contains(n)) {
+            Source::Tensor(name) => st.tensor(&name, &shape, dev),
+            Source::Packed(name, i) => {
+                let n = shape[0];
+                let mut packed = shape.clone();
+                packed[0] = 3 * n;
+                st.rows(&name, &packed, i * n..(i + 1) * n, dev)
+            }
+            Source::Transposed(name) => st.transposed(&name, [shape[1], shape[0]], dev),
         }
     };
-    let text = TextWeights {
-        token_embedding: st.tensor(
-            &format!("{tp}token_embedding.weight"),
-            &[cfg.text.vocab_size, tw],
-            dev,
-        )?,
-        positional_embedding: st.tensor(
-            &format!("{tp}positional_embedding"),
-            &[cfg.text.context_length, tw],
-            dev,
-        )?,
-        blocks: (0..tc.layers)
-            .into_par_iter()
-            .map(|i| block(st, &format!("{tp}transformer.resblocks.{i}."), tc, dev))
-            .collect::<Result<_>>()?,
-        ln_final: layer_norm(st, &format!("{tp}ln_final"), tw, tc.layer_norm_eps, dev)?,
-        projection: text_projection,
-    };
-    let vision = VisionWeights {
-        patch_embedding: st.tensor("visual.conv1.weight", &[vw, 3, p, p], dev)?,
-        class_embedding: st.tensor("visual.class_embedding", &[vw], dev)?,
-        positional_embedding: st.tensor(
-            "visual.positional_embedding",
-            &[cfg.vision.seq_len(), vw],
-            dev,
-        )?,
-        ln_pre: layer_norm(st, "visual.ln_pre", vw, vc.layer_norm_eps, dev)?,
-        blocks: (0..vc.layers)
-            .into_par_iter()
-            .map(|i| block(st, &format!("visual.transformer.resblocks.{i}."), vc, dev))
-            .collect::<Result<_>>()?,
-        ln_post: layer_norm(st, "visual.ln_post", vw, vc.layer_norm_eps, dev)?,
-        projection: Linear {
-            weight: st.transposed("visual.proj", [vw, proj], dev)?,
-            bias: None,
-        },
-    };
-    Ok(ClipWeights {
-        text,
-        vision,
-        logit_scale: st.scalar("logit_scale")?,
-    })
+    ClipWeights::from_params(cfg, &read, st.scalar("logit_scale")?)
 }

@@ -10,10 +10,7 @@ use candle_core::{DType, Tensor};
 use serde_json::{json, Value};
 
 use crate::io::tokenizer::{ClipTokenizer, TextCleaning};
-use crate::model::{
-    Activation, Block, ClipConfig, ClipWeights, LayerNorm, Linear, TextPooling, TextWeights,
-    TransformerConfig, VisionWeights,
-};
+use crate::model::{Activation, ClipConfig, ClipWeights, TextPooling, TransformerConfig};
 use crate::{Error, Result};
 
 /// Files a checkpoint directory written by [`save_hf`] holds.
@@ -30,81 +27,7 @@ pub fn map_hf_tensors(
     weights: &ClipWeights,
     mut f: impl FnMut(&str, &Tensor) -> Result<Tensor>,
 ) -> Result<ClipWeights> {
-    let f = &mut f;
-    let ln = |f: &mut dyn FnMut(&str, &Tensor) -> Result<Tensor>, p: &str, l: &LayerNorm| {
-        Ok::<_, Error>(LayerNorm {
-            weight: f(&format!("{p}.weight"), &l.weight)?,
-            bias: f(&format!("{p}.bias"), &l.bias)?,
-            eps: l.eps,
-        })
-    };
-    let lin = |f: &mut dyn FnMut(&str, &Tensor) -> Result<Tensor>, p: &str, l: &Linear| {
-        Ok::<_, Error>(Linear {
-            weight: f(&format!("{p}.weight"), &l.weight)?,
-            bias: match &l.bias {
-                Some(b) => Some(f(&format!("{p}.bias"), b)?),
-                None => None,
-            },
-        })
-    };
-    let blocks = |f: &mut dyn FnMut(&str, &Tensor) -> Result<Tensor>,
-                  tower: &str,
-                  bs: &[Block]|
-     -> Result<Vec<Block>> {
-        bs.iter()
-            .enumerate()
-            .map(|(i, b)| {
-                let p = format!("{tower}.encoder.layers.{i}");
-                Ok(Block {
-                    ln_1: ln(f, &format!("{p}.layer_norm1"), &b.ln_1)?,
-                    q: lin(f, &format!("{p}.self_attn.q_proj"), &b.q)?,
-                    k: lin(f, &format!("{p}.self_attn.k_proj"), &b.k)?,
-                    v: lin(f, &format!("{p}.self_attn.v_proj"), &b.v)?,
-                    out: lin(f, &format!("{p}.self_attn.out_proj"), &b.out)?,
-                    ln_2: ln(f, &format!("{p}.layer_norm2"), &b.ln_2)?,
-                    fc1: lin(f, &format!("{p}.mlp.fc1"), &b.fc1)?,
-                    fc2: lin(f, &format!("{p}.mlp.fc2"), &b.fc2)?,
-                })
-            })
-            .collect()
-    };
-    let (t, v) = (&weights.text, &weights.vision);
-    let text = TextWeights {
-        token_embedding: f(
-            "text_model.embeddings.token_embedding.weight",
-            &t.token_embedding,
-        )?,
-        positional_embedding: f(
-            "text_model.embeddings.position_embedding.weight",
-            &t.positional_embedding,
-        )?,
-        blocks: blocks(f, "text_model", &t.blocks)?,
-        ln_final: ln(f, "text_model.final_layer_norm", &t.ln_final)?,
-        projection: lin(f, "text_projection", &t.projection)?,
-    };
-    let vision = VisionWeights {
-        class_embedding: f(
-            "vision_model.embeddings.class_embedding",
-            &v.class_embedding,
-        )?,
-        patch_embedding: f(
-            "vision_model.embeddings.patch_embedding.weight",
-            &v.patch_embedding,
-        )?,
-        positional_embedding: f(
-            "vision_model.embeddings.position_embedding.weight",
-            &v.positional_embedding,
-        )?,
-        ln_pre: ln(f, "vision_model.pre_layrnorm", &v.ln_pre)?,
-        blocks: blocks(f, "vision_model", &v.blocks)?,
-        ln_post: ln(f, "vision_model.post_layernorm", &v.ln_post)?,
-        projection: lin(f, "visual_projection", &v.projection)?,
-    };
-    Ok(ClipWeights {
-        text,
-        vision,
-        logit_scale: weights.logit_scale,
-    })
+    weights.map_params(|param, t| f(&super::hf::name(param), t))
 }
 
 /// Every tensor of `weights` under its transformers name (without `logit_scale`).
