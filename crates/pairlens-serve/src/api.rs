@@ -10,13 +10,12 @@ use axum::extract::{FromRequest, Request, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use pairlens::attribution::explanation::patch_weights;
 use pairlens::attribution::ReferenceTerms;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::error::ApiError;
-use crate::state::{mode_name, AppState, CachedExplanation, MAX_CAPTIONS, MAX_CAPTION_CHARS};
+use crate::state::{AppState, CachedExplanation, MAX_CAPTIONS, MAX_CAPTION_CHARS};
 
 type Shared = State<Arc<AppState>>;
 
@@ -81,7 +80,7 @@ pub struct ExampleOut {
 }
 
 pub async fn info(State(state): Shared) -> Json<Info> {
-    let cfg = &state.loaded.model.config;
+    let cfg = &state.explainer.model().config;
     let d = state
         .settings(None, None, None, None)
         .expect("the model's default settings are valid");
@@ -98,7 +97,7 @@ pub async fn info(State(state): Shared) -> Json<Info> {
             text_layer: d.text_layer,
             image_layer: d.image_layer,
             steps: d.steps,
-            mode: mode_name(d.mode).into(),
+            mode: d.mode.to_string(),
         },
         examples: state
             .examples
@@ -288,7 +287,7 @@ pub async fn explain(
         text_layer: settings.text_layer,
         image_layer: settings.image_layer,
         steps: settings.steps,
-        mode: mode_name(settings.mode).into(),
+        mode: settings.mode.to_string(),
     };
     let explained = state.explain(image, &req.captions, settings).await?;
     Ok(Json(ExplainResponse {
@@ -354,32 +353,10 @@ pub struct BoxResponse {
     pub tokens: Vec<String>,
 }
 
-/// Clip the box to the image, map it to network-input pixels and weigh patches by covered
-/// area, as `pairlens explain --box` does.
+/// Every token's interaction with a box in original-image pixels, as `pairlens explain --box`
+/// computes it.
 pub fn box_scores(e: &CachedExplanation, b: [f32; 4]) -> Result<Vec<f32>, ApiError> {
-    let [x0, y0, x1, y1] = b;
-    if !b.iter().all(|v| v.is_finite()) {
-        return Err(ApiError::bad_request(format!(
-            "box {b:?}: coordinates must be finite numbers"
-        )));
-    }
-    if !(x0 < x1 && y0 < y1) {
-        return Err(ApiError::bad_request(format!(
-            "box {b:?} is empty: expected x0 < x1 and y0 < y1"
-        )));
-    }
-    let (w, h) = (e.geometry.original.0 as f32, e.geometry.original.1 as f32);
-    let (cx0, cy0, cx1, cy1) = (x0.max(0.0), y0.max(0.0), x1.min(w), y1.min(h));
-    if !(cx0 < cx1 && cy0 < cy1) {
-        return Err(ApiError::bad_request(format!(
-            "box {b:?} lies outside the image ({w}×{h} pixels)"
-        )));
-    }
-    let (ix0, iy0) = e.geometry.to_input(cx0, cy0);
-    let (ix1, iy1) = e.geometry.to_input(cx1, cy1);
-    let weights = patch_weights(e.explanation.grid, e.patch_size, (ix0, iy0, ix1, iy1))
-        .map_err(|err| ApiError::bad_request(format!("box {b:?}: {err}")))?;
-    Ok(e.explanation.region_token_scores(&weights)?)
+    Ok(e.explanation.box_scores(&e.geometry, b)?)
 }
 
 pub async fn bbox(

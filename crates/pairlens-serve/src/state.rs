@@ -13,12 +13,11 @@ use std::time::Instant;
 
 use candle_core::Tensor;
 use pairlens::attribution::explanation::SpanHeatmap;
-use pairlens::attribution::side::NoProgress;
-use pairlens::attribution::{image_side, text_side, Explanation, Mode, Settings, TowerSide};
-use pairlens::io::checkpoint::LoadedModel;
+use pairlens::attribution::{Explanation, Settings};
 use pairlens::io::image::{decode_bytes, DecodedImage};
-use pairlens::io::preprocess::{preprocess, Geometry};
+use pairlens::io::preprocess::Geometry;
 use pairlens::io::tokenizer::Encoded;
+use pairlens::{Explainer, ImageSide, NoProgress};
 use sha2::{Digest, Sha256};
 
 use crate::cache::Lru;
@@ -87,7 +86,6 @@ pub struct CachedExplanation {
     pub explanation: Explanation,
     /// The image's geometry, to map boxes from original pixels to patches.
     pub geometry: Geometry,
-    pub patch_size: usize,
     /// Σ of all interactions, as `pairlens explain` reports it.
     pub sum: f32,
     /// Row sums: each token's total interaction.
@@ -110,14 +108,14 @@ struct Images {
 }
 
 pub struct AppState {
-    pub loaded: LoadedModel,
+    pub explainer: Explainer,
     /// "built-in" or the checkpoint directory, as `/api/info` reports it.
     pub model_name: String,
     pub config: Config,
     pub examples: Vec<Example>,
     images: Mutex<Images>,
     explanations: Mutex<Lru<String, Arc<CachedExplanation>>>,
-    image_sides: Mutex<Lru<String, Arc<TowerSide>>>,
+    image_sides: Mutex<Lru<String, ImageSide>>,
 }
 
 /// 16 hex digits of SHA-256: content-addressed ids, so the same file or request maps to the
@@ -134,13 +132,6 @@ fn short_hash(parts: &[&[u8]]) -> String {
         .collect()
 }
 
-pub fn mode_name(m: Mode) -> &'static str {
-    match m {
-        Mode::Exclip => "exclip",
-        Mode::Cosine => "cosine",
-    }
-}
-
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panic while holding one of these locks cannot leave the maps inconsistent (each
     // operation is a single insert or lookup), so a poisoned lock is still usable.
@@ -150,13 +141,13 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl AppState {
     /// Register the examples (decoded and preprocessed now, so a bad file fails at start).
     pub fn new(
-        loaded: LoadedModel,
+        explainer: Explainer,
         model_name: String,
         examples: Vec<ExampleFile>,
         config: Config,
     ) -> anyhow::Result<Self> {
         let mut state = AppState {
-            loaded,
+            explainer,
             model_name,
             images: Mutex::new(Images {
                 pinned: Default::default(),
@@ -211,7 +202,7 @@ impl AppState {
         }
         let decoded =
             decode_bytes(bytes, name).map_err(|e| ApiError::unsupported(e.to_string()))?;
-        let pre = preprocess(&decoded, &self.loaded.preprocess).map_err(|e| {
+        let pre = self.explainer.preprocess(&decoded).map_err(|e| {
             ApiError::bad_request(format!("{what}: cannot preprocess the image: {e}"))
         })?;
         let png = if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
@@ -262,8 +253,7 @@ impl AppState {
         steps: Option<usize>,
         mode: Option<&str>,
     ) -> Result<Settings, ApiError> {
-        let model = &self.loaded.model;
-        let mut s = Settings::for_model(model);
+        let mut s = self.explainer.default_settings();
         s.text_layer = text_layer.unwrap_or(s.text_layer);
         s.image_layer = image_layer.unwrap_or(s.image_layer);
         s.steps = steps.unwrap_or(s.steps);
@@ -278,7 +268,7 @@ impl AppState {
                 s.steps
             )));
         }
-        s.validate(model)?;
+        self.explainer.check_settings(&s)?;
         Ok(s)
     }
 
@@ -292,7 +282,7 @@ impl AppState {
     ) -> Result<Vec<Explained>, ApiError> {
         let encoded = captions
             .iter()
-            .map(|c| self.loaded.tokenizer.encode(c, false))
+            .map(|c| self.explainer.encode(c, false))
             .collect::<pairlens::Result<Vec<Encoded>>>()?;
         let ids: Vec<String> = captions
             .iter()
@@ -348,39 +338,35 @@ impl AppState {
             .collect())
     }
 
-    /// The same steps as `pairlens explain`: the image side once, then each caption's text side
-    /// combined with it.
+    /// What `pairlens explain` computes: the image side once (cached across requests), then
+    /// each caption against it.
     fn compute(
         &self,
         image: &StoredImage,
         jobs: Vec<(String, String, Encoded)>,
         settings: &Settings,
     ) -> Result<Vec<Arc<CachedExplanation>>, ApiError> {
-        let model = &self.loaded.model;
+        let ex = &self.explainer;
         let side_key = format!(
             "{}/{}/{}/{}",
-            image.id,
-            settings.image_layer,
-            settings.steps,
-            mode_name(settings.mode)
+            image.id, settings.image_layer, settings.steps, settings.mode
         );
         let cached_side = lock(&self.image_sides).get(&side_key);
         let (side, image_s) = match cached_side {
-            Some(side) => (side, 0.0),
+            Some(side) => (side.with_settings(settings)?, 0.0),
             None => {
-                let t = Instant::now();
-                let side = Arc::new(image_side(model, &image.pixels, settings, &mut NoProgress)?);
+                let side = ex.image(&image.pixels, settings)?;
                 lock(&self.image_sides).insert(side_key, side.clone(), 1);
-                (side, t.elapsed().as_secs_f64())
+                let seconds = side.seconds();
+                (side, seconds)
             }
         };
-        let reference = self.loaded.tokenizer.reference(settings.text_reference_len);
         jobs.into_iter()
             .map(|(id, caption, encoded)| {
                 let t = Instant::now();
-                let text = text_side(model, &encoded, &reference, settings, &mut NoProgress)?;
-                let explanation =
-                    Explanation::combine(&text, &side, encoded.tokens.clone(), model, settings)?;
+                let explanation = ex
+                    .explain_encoded(&side, std::slice::from_ref(&encoded), &mut NoProgress)?
+                    .remove(0);
                 let token_totals = explanation
                     .interactions
                     .sum(1)
@@ -394,7 +380,6 @@ impl AppState {
                     caption,
                     explanation,
                     geometry: image.geometry,
-                    patch_size: model.config.vision.patch_size,
                     sum,
                     token_totals,
                     whole,
@@ -409,11 +394,7 @@ impl AppState {
 pub fn explanation_id(image: &str, caption: &str, s: &Settings) -> String {
     let settings = format!(
         "{}/{}/{}/{}/{}",
-        s.text_layer,
-        s.image_layer,
-        s.steps,
-        mode_name(s.mode),
-        s.text_reference_len
+        s.text_layer, s.image_layer, s.steps, s.mode, s.text_reference_len
     );
     short_hash(&[image.as_bytes(), caption.as_bytes(), settings.as_bytes()])
 }

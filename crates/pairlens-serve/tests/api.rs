@@ -10,19 +10,18 @@ use axum::Router;
 use candle_core::Device;
 use http_body_util::BodyExt;
 use pairlens::attribution::explanation::patch_weights;
-use pairlens::attribution::side::NoProgress;
-use pairlens::attribution::{explain, Explanation, Mode, Settings};
-use pairlens::io::checkpoint::LoadedModel;
+use pairlens::attribution::{Explanation, Mode};
 use pairlens::io::image::decode_bytes;
-use pairlens::io::preprocess::{preprocess, Geometry};
+use pairlens::io::preprocess::Geometry;
+use pairlens::{Explainer, ModelSource};
 use pairlens_serve::{assets, examples, router, AppState, Config};
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
 const CAPTION: &str = "a running shoe next to a boot and a pair of trousers beside a blouse";
 
-fn load() -> LoadedModel {
-    pairlens::builtin::load(&Device::Cpu).expect("built-in model")
+fn load() -> Explainer {
+    Explainer::open(ModelSource::Builtin, &Device::Cpu).expect("built-in model")
 }
 
 fn app_with(config: Config) -> (Router, Arc<AppState>) {
@@ -143,7 +142,7 @@ fn assert_close(a: &[f32], b: &[f32], what: &str) {
 
 /// What `pairlens explain` computes for an image file's bytes and one caption.
 fn direct(
-    loaded: &LoadedModel,
+    ex: &Explainer,
     bytes: &[u8],
     caption: &str,
     layers: (usize, usize),
@@ -151,20 +150,11 @@ fn direct(
     mode: Mode,
 ) -> (Explanation, Geometry) {
     let decoded = decode_bytes(bytes, Path::new("x.png")).unwrap();
-    let pre = preprocess(&decoded, &loaded.preprocess).unwrap();
-    let mut s = Settings::for_model(&loaded.model);
+    let pre = ex.preprocess(&decoded).unwrap();
+    let mut s = ex.default_settings();
     (s.text_layer, s.image_layer, s.steps, s.mode) = (layers.0, layers.1, steps, mode);
-    let enc = loaded.tokenizer.encode(caption, false).unwrap();
-    let reference = loaded.tokenizer.reference(s.text_reference_len);
-    let mut e = explain(
-        &loaded.model,
-        &pre.pixels,
-        &[enc],
-        &reference,
-        &s,
-        &mut NoProgress,
-    )
-    .unwrap();
+    let image = ex.image(&pre.pixels, &s).unwrap();
+    let mut e = ex.explain(&image, &[caption]).unwrap();
     (e.remove(0), pre.geometry)
 }
 
@@ -288,7 +278,7 @@ async fn upload_png_and_jpeg() {
         json!({"image": id, "captions": ["a bag"]}),
     )
     .await);
-    let (e, _) = direct(&state.loaded, &jpeg, "a bag", (3, 3), 10, Mode::Exclip);
+    let (e, _) = direct(&state.explainer, &jpeg, "a bag", (3, 3), 10, Mode::Exclip);
     assert!((v["explanations"][0]["score"].as_f64().unwrap() as f32 - e.score).abs() <= 1e-6);
 }
 
@@ -349,7 +339,7 @@ async fn explain_equals_the_library_and_is_cached() {
     let (app, state) = app();
     let e1 = explain_example(&app, &state, 0, CAPTION).await;
     let (e, _) = direct(
-        &state.loaded,
+        &state.explainer,
         example_bytes(0),
         CAPTION,
         (1, 1),
@@ -420,7 +410,7 @@ async fn explain_equals_the_library_and_is_cached() {
         .iter()
         .all(|x| x["cached"] == false && x["id"] != e1["id"]));
     let (c, _) = direct(
-        &state.loaded,
+        &state.explainer,
         example_bytes(0),
         "a boot",
         (3, 3),
@@ -440,7 +430,7 @@ async fn span_equals_span_heatmap() {
     let e1 = explain_example(&app, &state, 0, CAPTION).await;
     let id = e1["id"].as_str().unwrap();
     let (e, _) = direct(
-        &state.loaded,
+        &state.explainer,
         example_bytes(0),
         CAPTION,
         (1, 1),
@@ -492,14 +482,14 @@ async fn box_equals_the_cli_path() {
     let e1 = explain_example(&app, &state, 0, CAPTION).await;
     let id = e1["id"].as_str().unwrap();
     let (e, geometry) = direct(
-        &state.loaded,
+        &state.explainer,
         example_bytes(0),
         CAPTION,
         (1, 1),
         10,
         Mode::Exclip,
     );
-    let patch = state.loaded.model.config.vision.patch_size;
+    let patch = state.explainer.model().config.vision.patch_size;
     // As crates/pairlens-cli/src/cmd/explain.rs maps a --box.
     let cli = |b: [f32; 4]| {
         let (x0, y0) = geometry.to_input(b[0], b[1]);
@@ -635,7 +625,7 @@ async fn concurrent_explains_both_succeed() {
         c["explanations"][0]["token_totals"]
     );
     let (e, _) = direct(
-        &state.loaded,
+        &state.explainer,
         example_bytes(3),
         "two shirts",
         (0, 2),

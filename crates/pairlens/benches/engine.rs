@@ -18,10 +18,11 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
-use pairlens::attribution::{image_side, side::NoProgress, text_side, Settings};
+use pairlens::attribution::{image_side, text_side, Settings};
 use pairlens::io::checkpoint;
 use pairlens::io::preprocess::preprocess_file;
 use pairlens::model::ops;
+use pairlens::NoProgress;
 
 /// As in the `pairlens` binary: weights are the checkpoint file's pages, not copies.
 #[global_allocator]

@@ -9,12 +9,19 @@
 pub mod attribution;
 pub mod builtin;
 pub mod data;
+mod device;
 pub mod error;
 pub mod eval;
 pub mod grounding;
 pub mod io;
 pub mod model;
+mod progress;
 pub mod render;
+mod session;
 pub mod train;
 
+pub use candle_core::Device;
+pub use device::parse_device;
 pub use error::{Error, Result};
+pub use progress::{NoProgress, Progress};
+pub use session::{Embeddings, Explained, Explainer, ImageSide, ModelSource};

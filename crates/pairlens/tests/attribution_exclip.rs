@@ -8,15 +8,16 @@ mod support;
 use std::collections::HashMap;
 
 use candle_core::{Device, Tensor};
-use pairlens::attribution::{self, side::NoProgress, Explanation, Mode, Settings};
-use pairlens::io::checkpoint;
+use pairlens::attribution::{Explanation, Mode, Settings};
 use pairlens::io::tokenizer::Encoded;
 use pairlens::model::ClipModel;
+use pairlens::{Explainer, ModelSource, NoProgress};
 use support::{fixtures, FixtureDir};
 
 const MODELS: [&str; 2] = ["openclip-a-quickgelu", "openclip-b-gelu"];
 
 struct Fixture {
+    explainer: Explainer,
     model: ClipModel,
     tensors: HashMap<String, Tensor>,
     meta: serde_json::Value,
@@ -24,9 +25,9 @@ struct Fixture {
 
 fn fixture(name: &str) -> Fixture {
     let dir = FixtureDir::new(name);
-    let model = checkpoint::load(&dir.path, &Device::Cpu)
-        .unwrap_or_else(|e| panic!("{name}: {e}"))
-        .model;
+    let explainer = Explainer::open(ModelSource::Dir(dir.path.clone()), &Device::Cpu)
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    let model = explainer.model().clone();
     let base = fixtures().join("exclip");
     let tensors =
         candle_core::safetensors::load(base.join(format!("{name}.safetensors")), &Device::Cpu)
@@ -35,6 +36,7 @@ fn fixture(name: &str) -> Fixture {
         serde_json::from_str(&std::fs::read_to_string(base.join(format!("{name}.json"))).unwrap())
             .unwrap();
     Fixture {
+        explainer,
         model,
         tensors,
         meta,
@@ -73,17 +75,17 @@ impl Fixture {
             ..Settings::default()
         };
         let caption = self.ids(&format!("cap{cap}_ids"));
+        // The explainer's text reference is exclip's.
         let reference = self.ids("txt_ref_ids");
-        let pixels = &self.tensors[&format!("img{img}_pixels")];
-        let mut out = attribution::explain(
-            &self.model,
-            pixels,
-            &[caption],
-            &reference,
-            &settings,
-            &mut NoProgress,
-        )
-        .unwrap();
+        let ours = self.explainer.tokenizer().unwrap().reference(1);
+        assert_eq!(ours.ids, reference.ids, "text reference");
+        let ex = &self.explainer;
+        let image = ex
+            .image(&self.tensors[&format!("img{img}_pixels")], &settings)
+            .unwrap();
+        let mut out = ex
+            .explain_encoded(&image, &[caption], &mut NoProgress)
+            .unwrap();
         out.remove(0)
     }
 }

@@ -4,8 +4,6 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
-use pairlens::attribution::side::NoProgress;
-use pairlens::attribution::Progress;
 use pairlens::data::export::encode_png_gray;
 use pairlens::data::{FashionMnist, MosaicConfig, MosaicGenerator, Split};
 use pairlens::eval::{
@@ -20,6 +18,7 @@ use pairlens::train::{
     builtin_config, builtin_preprocess_json, builtin_tokenizer, init_weights, Batches,
     MosaicBatches,
 };
+use pairlens::{NoProgress, Progress};
 
 fn sample_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/fashion_mnist_sample")

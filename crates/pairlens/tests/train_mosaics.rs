@@ -42,10 +42,7 @@ fn setup(batch: usize) -> (MosaicBatches, String, pairlens::model::ClipConfig) {
 #[test]
 fn mosaic_batches_are_laid_out_for_the_towers() {
     let (mut b, _, cfg) = setup(6);
-    assert_eq!(
-        cfg.text.pooling,
-        TextPooling::FirstId(cfg.text.eot_token_id)
-    );
+    assert_eq!(cfg.text.pooling, TextPooling::FirstId(b.tokenizer.eot_id()));
     let batch = b.batch(3).unwrap();
     assert_eq!(batch.pixels.dims(), &[6, 3, 64, 64]);
     let (n, s) = batch.ids.dims2().unwrap();
@@ -53,8 +50,8 @@ fn mosaic_batches_are_laid_out_for_the_towers() {
     assert!(s <= cfg.text.context_length);
     let ids: Vec<Vec<u32>> = batch.ids.to_vec2().unwrap();
     for (row, &p) in ids.iter().zip(&batch.pool) {
-        assert_eq!(row[0], cfg.text.sot_token_id);
-        assert_eq!(row[p], cfg.text.eot_token_id);
+        assert_eq!(row[0], b.tokenizer.sot_id());
+        assert_eq!(row[p], b.tokenizer.eot_id());
         assert_eq!(cfg.text.pooling.index(row), Some(p));
     }
     let px: Vec<f32> = batch.pixels.flatten_all().unwrap().to_vec1().unwrap();

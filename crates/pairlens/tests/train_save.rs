@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use candle_core::{DType, Device};
 use pairlens::io::checkpoint::{self, save::hf_tensors, save_hf};
-use pairlens::model::{ClipConfig, ClipModel, ClipWeights};
+use pairlens::model::{ClipConfig, ClipModel, ClipWeights, TextPooling};
 use pairlens::train::{
     AdamWConfig, Batches, CheckpointPlan, Observer, StepStats, SyntheticBatches, TrainConfig,
     Trainer,
@@ -172,14 +172,14 @@ fn refuses_to_overwrite_without_force() {
 #[test]
 fn mismatched_tokenizer_is_refused_and_leaves_nothing() {
     let mut cfg = ClipConfig::tiny();
-    cfg.text.sot_token_id = 37;
+    cfg.text.pooling = TextPooling::FirstId(37);
     let w = ClipWeights::random(&cfg, 2).unwrap();
     let dir = tmp("mismatch");
     let err = save_hf(&dir, &cfg, &w, &tiny_tokenizer_json(), None, false)
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("tokenizer.json") && err.contains("start id is 38"),
+        err.contains("tokenizer.json") && err.contains("end id is 39"),
         "{err}"
     );
     let left: Vec<_> = std::fs::read_dir(&dir)

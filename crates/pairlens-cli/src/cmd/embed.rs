@@ -3,9 +3,9 @@
 
 use std::path::PathBuf;
 
-use anyhow::{anyhow, Context, Result};
-use candle_core::{Device, Tensor};
-use pairlens::io::preprocess::preprocess_file;
+use anyhow::{Context, Result};
+use pairlens::io::image::decode_file;
+use pairlens::{Device, Explainer};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -25,6 +25,10 @@ pub struct Args {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Where the towers compute: cpu, cuda (the first GPU) or cuda:N (a build with
+    /// `--features cuda`).
+    #[arg(long, default_value = "cpu", value_parser = super::parse_device)]
+    pub device: Device,
 }
 
 pub struct Embedding {
@@ -35,65 +39,37 @@ pub struct Embedding {
     pub ids: Vec<u32>,
 }
 
-pub fn embed(args: &Args) -> Result<(pairlens::io::checkpoint::LoadedModel, Embedding)> {
-    let loaded = super::load_model(args.model.as_deref())?;
-    let model = &loaded.model;
-
-    let enc = loaded.tokenizer.encode(&args.caption, args.truncate)?;
-    let pool = model.config.text.pooling.index(&enc.ids).ok_or_else(|| {
-        anyhow!(
-            "caption {:?}: no token to pool ({:?}) in its ids",
-            args.caption,
-            model.config.text.pooling
-        )
-    })?;
-    let ids = Tensor::from_vec(enc.ids.clone(), (1, enc.ids.len()), &Device::Cpu)?;
-    let text = model.text.forward(&ids, &[pool]).context("text tower")?;
-
-    let pre = preprocess_file(&args.image, &loaded.preprocess)?;
-    let image = model
-        .vision
-        .forward(&pre.pixels.unsqueeze(0)?)
-        .context("vision tower")?;
-
-    let text: Vec<f32> = text.squeeze(0)?.to_vec1()?;
-    let image: Vec<f32> = image.squeeze(0)?.to_vec1()?;
-    let score = cosine(&image, &text);
-    let tokens = enc.tokens.clone();
-    let ids = enc.ids[..enc.len].to_vec();
-    Ok((
-        loaded,
-        Embedding {
-            image,
-            text,
-            score,
-            tokens,
-            ids,
-        },
-    ))
-}
-
-/// Cosine similarity, accumulated in f64.
-fn cosine(a: &[f32], b: &[f32]) -> f32 {
-    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
-    let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
-    let nb: f64 = b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
-    (dot / (na * nb).max(1e-12)) as f32
+pub fn embed(args: &Args) -> Result<(Explainer, Embedding)> {
+    let ex = super::open_explainer(args.model.as_deref(), &args.device)?;
+    let enc = ex.encode(&args.caption, args.truncate)?;
+    let decoded = decode_file(&args.image)?;
+    let pre = ex
+        .preprocess(&decoded)
+        .with_context(|| format!("preprocessing {}", args.image.display()))?;
+    let e = ex.embed(&pre.pixels, &enc)?;
+    let embedding = Embedding {
+        image: e.image,
+        text: e.text,
+        score: e.score,
+        tokens: enc.tokens,
+        ids: enc.ids[..enc.len].to_vec(),
+    };
+    Ok((ex, embedding))
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let (loaded, e) = embed(&args)?;
+    let (ex, e) = embed(&args)?;
     let mut text = String::new();
     if args.json {
         let out = serde_json::json!({
-            "model": loaded.dir,
-            "format": loaded.format.to_string(),
+            "model": ex.dir(),
+            "format": ex.format().to_string(),
             "image": args.image,
             "caption": args.caption,
             "image_embedding": e.image,
             "text_embedding": e.text,
             "score": e.score,
-            "logit_scale": loaded.model.logit_scale.exp(),
+            "logit_scale": ex.model().logit_scale.exp(),
             "tokens": e.tokens,
             "ids": e.ids,
         });
@@ -106,7 +82,7 @@ pub fn run(args: Args) -> Result<()> {
                 .collect::<Vec<_>>()
                 .join(" ")
         };
-        writeln!(text, "model: {} ({})", loaded.dir.display(), loaded.format)?;
+        writeln!(text, "model: {} ({})", ex.dir().display(), ex.format())?;
         writeln!(
             text,
             "tokens ({}): {}",

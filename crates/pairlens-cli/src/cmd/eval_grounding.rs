@@ -11,17 +11,17 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use candle_core::Tensor;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use pairlens::attribution::side::NoProgress;
-use pairlens::attribution::{image_side, text_side, Explanation, Settings, TowerSide};
+use pairlens::attribution::{cosine, Settings, TowerSide};
 use pairlens::grounding::baselines::{self, Method};
 use pairlens::grounding::report::{read_csv, CSV_HEADER};
 use pairlens::grounding::{
     align_items, box_mass, pointing_game, read_coco, read_flickr30k, read_jsonl, reverse_direction,
     union_weights, GroundingItem, PhraseResult, Skipped, Summary,
 };
-use pairlens::io::checkpoint::LoadedModel;
 use pairlens::io::image::decode_file;
-use pairlens::io::preprocess::{preprocess, Preprocessed};
+use pairlens::io::preprocess::Preprocessed;
+use pairlens::io::tokenizer::ClipTokenizer;
+use pairlens::{Device, ImageSide, NoProgress};
 use serde_json::{json, Value};
 
 use super::method::MethodArgs;
@@ -79,6 +79,10 @@ pub struct Args {
     /// Start over: discard an existing results.csv and run.json instead of resuming.
     #[arg(long)]
     pub force: bool,
+    /// Where the towers compute: cpu, cuda (the first GPU) or cuda:N (a build with
+    /// `--features cuda`).
+    #[arg(long, default_value = "cpu", value_parser = super::parse_device)]
+    pub device: Device,
 }
 
 fn absolute(p: &Path) -> String {
@@ -133,7 +137,7 @@ fn data_flags(args: &Args) -> Result<Value> {
 /// The pairs to evaluate, with token spans from the model's tokenizer.
 fn read_items(
     args: &Args,
-    loaded: &LoadedModel,
+    tokenizer: &ClipTokenizer,
     skipped: &mut Skipped,
 ) -> Result<Vec<GroundingItem>> {
     let need = |o: &Option<PathBuf>| o.clone().expect("checked by data_flags");
@@ -155,7 +159,7 @@ fn read_items(
                 &need(&args.images),
                 skipped,
             )?;
-            align_items(raw, &loaded.tokenizer, skipped)?
+            align_items(raw, tokenizer, skipped)?
         }
         Format::Flickr30k => {
             let (s, a, i) = (
@@ -169,7 +173,7 @@ fn read_items(
                 }
             }
             let raw = read_flickr30k(&s, &a, &i, args.ids.as_deref(), skipped)?;
-            align_items(raw, &loaded.tokenizer, skipped)?
+            align_items(raw, tokenizer, skipped)?
         }
     };
     Ok(items)
@@ -256,30 +260,24 @@ fn guard_run(out: &Path, csv_path: &Path, run: &Value, force: bool) -> Result<()
 
 /// What one image contributes, computed once for all its captions.
 enum ImageWork {
-    Pairlens(TowerSide),
+    Pairlens(ImageSide),
     Ig(TowerSide),
     Similarity { tokens: Tensor, embedding: Tensor },
 }
 
-fn cosine(a: &Tensor, b: &Tensor) -> Result<f32> {
-    let a = a.flatten_all()?;
-    let b = b.flatten_all()?;
-    let dot = (&a * &b)?.sum_all()?.to_scalar::<f32>()?;
-    let na = a.sqr()?.sum_all()?.to_scalar::<f32>()?.sqrt();
-    let nb = b.sqr()?.sum_all()?.to_scalar::<f32>()?.sqrt();
-    Ok(dot / (na * nb))
-}
-
 pub fn run(args: Args) -> Result<()> {
     let data = data_flags(&args)?;
-    let loaded = super::load_model(args.model.as_deref())?;
-    let model = &loaded.model;
-    let settings = args.settings.settings(model)?;
-    let reference = loaded.tokenizer.reference(settings.text_reference_len);
+    let ex = super::open_explainer(args.model.as_deref(), &args.device)?;
+    // A long run fails at start, not at its first image: the tokenizer and every weight now.
+    let loading = || format!("loading {}", ex.source());
+    let tokenizer = ex.tokenizer().with_context(loading)?;
+    ex.check_weights().with_context(loading)?;
+    let model = ex.model();
+    let settings = args.settings.settings(&ex)?;
     let patch = model.config.vision.patch_size;
     let method = args.method;
     let mut skipped = Skipped::new();
-    let mut items = read_items(&args, &loaded, &mut skipped)?;
+    let mut items = read_items(&args, tokenizer, &mut skipped)?;
     if let Some(k) = args.limit {
         items.truncate(k);
     }
@@ -337,31 +335,26 @@ pub fn run(args: Args) -> Result<()> {
                 bail!("{}: image file not found", at());
             }
             let decoded = decode_file(path)?;
-            let pre = preprocess(&decoded, &loaded.preprocess)
+            let pre = ex
+                .preprocess(&decoded)
                 .with_context(|| format!("preprocessing {}", path.display()))?;
+            let pixels = pre.pixels.to_device(ex.device())?;
             let work = match method {
-                Method::Pairlens => {
-                    ImageWork::Pairlens(image_side(model, &pre.pixels, &settings, &mut NoProgress)?)
-                }
-                Method::Ig => {
-                    ImageWork::Ig(baselines::ig_image_side(model, &pre.pixels, &settings)?)
-                }
+                Method::Pairlens => ImageWork::Pairlens(ex.image(&pixels, &settings)?),
+                Method::Ig => ImageWork::Ig(baselines::ig_image_side(model, &pixels, &settings)?),
                 Method::Similarity => ImageWork::Similarity {
                     tokens: baselines::image_token_embeddings(
                         model,
-                        &pre.pixels,
+                        &pixels,
                         settings.image_layer,
                     )?,
-                    embedding: model.vision.forward(&pre.pixels.unsqueeze(0)?)?,
+                    embedding: model.embed_image(&pixels)?,
                 },
             };
             cache = Some((path.clone(), pre, work));
         }
         let (_, pre, work) = cache.as_ref().expect("just filled");
-        let encoded = loaded
-            .tokenizer
-            .encode(&item.caption, false)
-            .with_context(at)?;
+        let encoded = tokenizer.encode(&item.caption, false).with_context(at)?;
         let n = encoded.tokens.len();
         let spans: Vec<(usize, usize)> = item.phrases.iter().map(|p| p.span).collect();
         if let Some((k, &(a, b))) = spans.iter().enumerate().find(|(_, &(_, b))| b > n) {
@@ -372,14 +365,9 @@ pub fn run(args: Args) -> Result<()> {
         let sim_map;
         let score = match work {
             ImageWork::Pairlens(image) => {
-                let text = text_side(model, &encoded, &reference, &settings, &mut NoProgress)?;
-                explanation = Some(Explanation::combine(
-                    &text,
-                    image,
-                    encoded.tokens.clone(),
-                    model,
-                    &settings,
-                )?);
+                let mut one =
+                    ex.explain_encoded(image, std::slice::from_ref(&encoded), &mut NoProgress)?;
+                explanation = Some(one.remove(0));
                 sim_map = None;
                 explanation.as_ref().expect("set").score
             }
@@ -388,7 +376,7 @@ pub fn run(args: Args) -> Result<()> {
                 sim_map = None;
                 cosine(
                     &baselines::text_embedding(model, &encoded)?,
-                    &image.embedding,
+                    &image.embedding.to_device(&Device::Cpu)?,
                 )?
             }
             ImageWork::Similarity { tokens, embedding } => {
@@ -399,7 +387,8 @@ pub fn run(args: Args) -> Result<()> {
                     settings.text_layer,
                     tokens,
                 )?);
-                cosine(&baselines::text_embedding(model, &encoded)?, embedding)?
+                let image = embedding.to_device(&Device::Cpu)?;
+                cosine(&baselines::text_embedding(model, &encoded)?, &image)?
             }
         };
         explained += 1;
@@ -411,11 +400,7 @@ pub fn run(args: Args) -> Result<()> {
             let boxes: Vec<(f32, f32, f32, f32)> = phrase
                 .boxes
                 .iter()
-                .map(|b| {
-                    let (x0, y0) = pre.geometry.to_input(b[0], b[1]);
-                    let (x1, y1) = pre.geometry.to_input(b[2], b[3]);
-                    (x0, y0, x1, y1)
-                })
+                .map(|&b| pre.geometry.box_to_input(b))
                 .collect();
             let grid = model.config.vision.grid();
             let weights = union_weights(grid, patch, &boxes)
@@ -433,8 +418,7 @@ pub fn run(args: Args) -> Result<()> {
                     )
                 }
                 ImageWork::Ig(image) => {
-                    let phrase_caption = loaded
-                        .tokenizer
+                    let phrase_caption = tokenizer
                         .encode(&text, true)
                         .with_context(|| format!("{}: phrase {k} as a caption", at()))?;
                     let t = baselines::text_embedding(model, &phrase_caption)?;
@@ -488,7 +472,7 @@ pub fn run(args: Args) -> Result<()> {
     let json = json!({
         "method": method,
         "settings": method_settings(method, &settings),
-        "model": loaded.dir,
+        "model": ex.dir(),
         "model_id": run_info["model"],
         "data": run_info["data"],
         "skipped_by_reader": skipped,

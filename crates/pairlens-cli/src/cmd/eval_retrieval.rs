@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use pairlens::attribution::Progress;
 use pairlens::data::{FashionMnist, MosaicConfig, MosaicGenerator, Split};
 use pairlens::eval::{evaluate_retrieval, evaluate_zero_shot, Placement, Recall};
+use pairlens::Progress;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -32,6 +32,10 @@ pub struct Args {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Where the towers compute: cpu, cuda (the first GPU) or cuda:N (a build with
+    /// `--features cuda`).
+    #[arg(long, default_value = "cpu", value_parser = super::parse_device)]
+    pub device: pairlens::Device,
 }
 
 /// A bar on stderr that appears once a phase has run for a second.
@@ -102,7 +106,7 @@ pub fn run(args: Args) -> Result<()> {
         bail!("--batch must be at least 1");
     }
     let started = Instant::now();
-    let loaded = super::load_model(args.model.as_deref())?;
+    let loaded = super::load_model(args.model.as_deref(), &args.device)?;
     let test = FashionMnist::load(&args.data, Split::Test)?;
     // The built-in model's mosaics, on the model's own canvas when it is square.
     let (h, w) = loaded.model.config.vision.image_size;

@@ -7,19 +7,13 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use candle_core::Device;
 use image::RgbImage;
-use pairlens::attribution::explanation::{patch_weights, SpanHeatmap};
-use pairlens::attribution::side::NoProgress;
-use pairlens::attribution::{
-    export, image_side, text_side, Explanation, Mode, Progress, Settings, TowerSide,
-};
-use pairlens::io::checkpoint::{Checkpoint, ValueCheck};
-use pairlens::io::image::decode_file;
-use pairlens::io::preprocess::{preprocess, Geometry};
-use pairlens::io::tokenizer::{ClipTokenizer, Encoded};
-use pairlens::model::ClipModel;
+use pairlens::attribution::explanation::SpanHeatmap;
+use pairlens::attribution::{export, Explanation, Settings};
+use pairlens::io::image::{decode_file, DecodedImage};
+use pairlens::io::preprocess::Geometry;
 use pairlens::render;
+use pairlens::{Device, Explainer};
 
 use super::method::MethodArgs;
 use super::progress::DelayedBar;
@@ -62,6 +56,10 @@ pub struct Args {
     /// Overwrite existing output files.
     #[arg(long)]
     pub force: bool,
+    /// Where the towers compute: cpu, cuda (the first GPU) or cuda:N (a build with
+    /// `--features cuda`).
+    #[arg(long, default_value = "cpu", value_parser = super::parse_device)]
+    pub device: Device,
 }
 
 fn parse_span(s: &str) -> Result<(usize, usize), String> {
@@ -122,8 +120,6 @@ pub fn run(args: Args) -> Result<()> {
     if args.captions.iter().any(|c| c.trim().is_empty()) {
         bail!("empty caption: every --caption needs some text");
     }
-    let (checkpoint, what) = super::open_checkpoint(args.model.as_deref())?;
-
     // Every output path is checked before the work starts.
     if let Some(out) = &args.out {
         check_writable(out, args.force)?;
@@ -138,101 +134,31 @@ pub fn run(args: Args) -> Result<()> {
         check_writable(html, args.force)?;
     }
 
-    // The weights are checked by their results: a NaN or infinite weight that is used makes
-    // the explanation non-finite, and only then is every weight read again to name it.
-    let model = checkpoint
-        .model(&Device::Cpu, ValueCheck::Deferred)
-        .with_context(|| format!("loading {what}"))?;
-    let settings = args.method.settings(&model)?;
-    // The tokenizer builds on its own thread while the image is decoded (a tokenizer.json of
-    // CLIP's 49k tokens takes ~40 ms through `tokenizers`). When the image side is quick (split
-    // at the last block), that thread goes on to the text side, beside the image side.
-    let quick = settings.image_layer + 1 == model.config.vision.transformer.layers;
-    let (model_ref, settings_ref, checkpoint_ref, what_ref, args_ref) =
-        (&model, &settings, &checkpoint, &what, &args);
-    let (pp, pre, decoded, image, text, load_s, image_s) = std::thread::scope(|scope| {
-        let text_job = scope.spawn(move || -> Result<TextJob> {
-            let loading = || format!("loading {what_ref}");
-            let tokenizer = checkpoint_ref.tokenizer().with_context(loading)?;
-            checkpoint_ref
-                .check_tokenizer(&tokenizer)
-                .with_context(loading)?;
-            let encoded = encode(&tokenizer, args_ref)?;
-            let mut job = TextJob {
-                tokenizer,
-                encoded,
-                sides: None,
-                seconds: 0.0,
-            };
-            if quick {
-                job.run(model_ref, settings_ref, &mut NoProgress, checkpoint_ref)?;
-            }
-            Ok(job)
-        });
-        let join = |job: std::thread::ScopedJoinHandle<'_, Result<TextJob>>| {
-            job.join().unwrap_or_else(|e| std::panic::resume_unwind(e))
-        };
-        let pp = checkpoint
-            .preprocess()
-            .with_context(|| format!("loading {what}"))?;
-        let load_s = started.elapsed().as_secs_f64();
-        let decoded = decode_file(&args.image)?;
-        let pre = preprocess(&decoded, &pp)
-            .with_context(|| format!("preprocessing {}", args.image.display()))?;
-        // A split below the last block takes seconds: meet the tokenizer first there, so that a
-        // caption it rejects is reported before that work.
-        let (early, pending) = match quick {
-            true => (None, Some(text_job)),
-            false => (Some(join(text_job)?), None),
-        };
-        let mut bar = DelayedBar::new();
-        let t = Instant::now();
-        let image = image_side(&model, &pre.pixels, &settings, &mut bar);
-        let image = with_named_bad_value(&checkpoint, image)?;
-        let image_s = t.elapsed().as_secs_f64();
-        let mut text = match (early, pending) {
-            (Some(job), _) => job,
-            (None, Some(job)) => join(job)?,
-            (None, None) => unreachable!("one of the two is set"),
-        };
-        if text.sides.is_none() {
-            text.run(&model, &settings, &mut bar, &checkpoint)?;
-        }
-        anyhow::Ok((pp, pre, decoded, image, text, load_s, image_s))
-    })?;
-    let TextJob {
-        tokenizer,
-        encoded,
-        sides,
-        seconds: text_s,
-    } = text;
-    let loaded = checkpoint
-        .finish(model, tokenizer, pp)
-        .with_context(|| format!("loading {what}"))?;
-    let explanations = encoded
-        .iter()
-        .zip(sides.expect("the text side ran"))
-        .map(|(caption, text)| {
-            Explanation::combine(
-                &text,
-                &image,
-                caption.tokens.clone(),
-                &loaded.model,
-                &settings,
-            )
-        })
-        .collect::<pairlens::Result<Vec<_>>>();
-    let explanations = with_named_bad_value(&checkpoint, explanations)?;
-
-    let patch = loaded.model.config.vision.patch_size;
+    let ex = super::open_explainer(args.model.as_deref(), &args.device)?;
+    let settings = args.method.settings(&ex)?;
+    let load_s = started.elapsed().as_secs_f64();
+    let decoded = decode_file(&args.image)?;
+    let pre = ex
+        .preprocess(&decoded)
+        .with_context(|| format!("preprocessing {}", args.image.display()))?;
+    let mut bar = DelayedBar::new();
+    let explained = ex.explain_image(
+        &pre.pixels,
+        &args.captions,
+        args.truncate,
+        &settings,
+        &mut bar,
+    )?;
+    drop(bar);
+    let explanations = explained.explanations;
     let queries = explanations
         .iter()
-        .map(|e| query(e, &args, &pre.geometry, patch))
+        .map(|e| query(e, &args, &pre.geometry))
         .collect::<Result<Vec<_>>>()?;
 
     if let Some(out) = &args.out {
         let mut meta = HashMap::new();
-        meta.insert("model".into(), loaded.dir.display().to_string());
+        meta.insert("model".into(), ex.dir().display().to_string());
         meta.insert("image".into(), args.image.display().to_string());
         meta.insert("captions".into(), serde_json::to_string(&args.captions)?);
         export::save(&explanations, out, meta)?;
@@ -242,16 +168,15 @@ pub fn run(args: Args) -> Result<()> {
             dir,
             &png_files,
             &args,
-            &decoded.to_rgb(),
-            (decoded.width, decoded.height),
+            &decoded,
             &pre.geometry,
             &explanations,
             &queries,
         )?;
     }
     let timings = serde_json::json!({
-        "load_s": load_s, "image_side_s": image_s, "text_side_s": text_s,
-        "total_s": started.elapsed().as_secs_f64(),
+        "load_s": load_s, "image_side_s": explained.image.seconds(),
+        "text_side_s": explained.text_seconds, "total_s": started.elapsed().as_secs_f64(),
     });
     if let Some(path) = &args.html {
         write_html(
@@ -267,7 +192,7 @@ pub fn run(args: Args) -> Result<()> {
     let text = if args.json {
         serde_json::to_string(&summary_json(
             &args,
-            &loaded,
+            &ex,
             &settings,
             &pre.geometry,
             &explanations,
@@ -277,7 +202,7 @@ pub fn run(args: Args) -> Result<()> {
     } else {
         summary_text(
             &args,
-            &loaded,
+            &ex,
             &settings,
             &pre.geometry,
             &explanations,
@@ -288,57 +213,7 @@ pub fn run(args: Args) -> Result<()> {
     super::print(&text)
 }
 
-/// The text side of every caption, with what it needs.
-struct TextJob {
-    tokenizer: ClipTokenizer,
-    encoded: Vec<Encoded>,
-    sides: Option<Vec<TowerSide>>,
-    seconds: f64,
-}
-
-impl TextJob {
-    fn run(
-        &mut self,
-        model: &ClipModel,
-        settings: &Settings,
-        progress: &mut dyn Progress,
-        checkpoint: &Checkpoint,
-    ) -> Result<()> {
-        let t = Instant::now();
-        let reference = self.tokenizer.reference(settings.text_reference_len);
-        let sides = self
-            .encoded
-            .iter()
-            .map(|caption| text_side(model, caption, &reference, settings, progress))
-            .collect::<pairlens::Result<Vec<_>>>();
-        self.sides = Some(with_named_bad_value(checkpoint, sides)?);
-        self.seconds = t.elapsed().as_secs_f64();
-        Ok(())
-    }
-}
-
-/// The captions encoded (too long without `--truncate` is an error naming the caption).
-fn encode(tokenizer: &ClipTokenizer, args: &Args) -> Result<Vec<Encoded>> {
-    Ok(args
-        .captions
-        .iter()
-        .map(|c| tokenizer.encode(c, args.truncate))
-        .collect::<pairlens::Result<Vec<_>>>()?)
-}
-
-/// A non-finite result from weights loaded unchecked: reads them again, checked, so the error
-/// names the bad tensor when there is one.
-fn with_named_bad_value<T>(checkpoint: &Checkpoint, r: pairlens::Result<T>) -> Result<T> {
-    match r {
-        Err(pairlens::Error::NonFinite(msg)) => {
-            checkpoint.find_bad_value()?;
-            bail!("{msg}")
-        }
-        r => Ok(r?),
-    }
-}
-
-fn query(e: &Explanation, args: &Args, geometry: &Geometry, patch: usize) -> Result<Query> {
+fn query(e: &Explanation, args: &Args, geometry: &Geometry) -> Result<Query> {
     let whole = e.span_heatmap(0, e.tokens.len())?;
     let span_heatmaps = args
         .spans
@@ -348,18 +223,8 @@ fn query(e: &Explanation, args: &Args, geometry: &Geometry, patch: usize) -> Res
     let box_scores = args
         .boxes
         .iter()
-        .map(|b| {
-            let (w, h) = geometry.original;
-            if b[0] >= w as f32 || b[1] >= h as f32 || b[2] <= 0.0 || b[3] <= 0.0 {
-                bail!("box {b:?} lies outside the image ({w}×{h} pixels)");
-            }
-            let (x0, y0) = geometry.to_input(b[0], b[1]);
-            let (x1, y1) = geometry.to_input(b[2], b[3]);
-            let weights = patch_weights(e.grid, patch, (x0, y0, x1, y1))
-                .with_context(|| format!("box {b:?} in the original image"))?;
-            Ok(e.region_token_scores(&weights)?)
-        })
-        .collect::<Result<Vec<_>>>()?;
+        .map(|&b| e.box_scores(geometry, b))
+        .collect::<pairlens::Result<Vec<_>>>()?;
     Ok(Query {
         span_heatmaps,
         box_scores,
@@ -386,15 +251,13 @@ fn write_pngs(
     dir: &Path,
     names: &[String],
     args: &Args,
-    rgb: &[u8],
-    (w, h): (usize, usize),
+    decoded: &DecodedImage,
     geometry: &Geometry,
     explanations: &[Explanation],
     queries: &[Query],
 ) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let original =
-        RgbImage::from_raw(w as u32, h as u32, rgb.to_vec()).context("decoded image buffer")?;
+    let original = rgb_image(decoded)?;
     let to_input = |x: f32, y: f32| geometry.to_input(x, y);
     let mut names = names.iter();
     for (e, q) in explanations.iter().zip(queries) {
@@ -406,11 +269,7 @@ fn write_pngs(
         let title = |what: &str| {
             format!(
                 "{what}  score {:.3}  {} L{}/{} N={}",
-                e.score,
-                mode_name(e.mode),
-                e.text_layer,
-                e.image_layer,
-                e.steps
+                e.score, e.mode, e.text_layer, e.image_layer, e.steps
             )
         };
         save(render::heatmap_overlay(
@@ -442,11 +301,9 @@ fn write_pngs(
     Ok(())
 }
 
-fn mode_name(m: Mode) -> &'static str {
-    match m {
-        Mode::Exclip => "exclip",
-        Mode::Cosine => "cosine",
-    }
+fn rgb_image(decoded: &DecodedImage) -> Result<RgbImage> {
+    let (w, h) = (decoded.width as u32, decoded.height as u32);
+    RgbImage::from_raw(w, h, decoded.to_rgb()).context("decoded image buffer")
 }
 
 fn grid_rows(values: &[f32], grid: (usize, usize)) -> Vec<Vec<f32>> {
@@ -456,7 +313,7 @@ fn grid_rows(values: &[f32], grid: (usize, usize)) -> Vec<Vec<f32>> {
 #[allow(clippy::too_many_arguments)]
 fn summary_json(
     args: &Args,
-    loaded: &pairlens::io::checkpoint::LoadedModel,
+    ex: &Explainer,
     settings: &Settings,
     geometry: &Geometry,
     explanations: &[Explanation],
@@ -490,15 +347,15 @@ fn summary_json(
         })
         .collect();
     serde_json::json!({
-        "model": loaded.dir,
-        "format": loaded.format.to_string(),
+        "model": ex.dir(),
+        "format": ex.format().to_string(),
         "image": args.image,
         "image_size": [geometry.original.0, geometry.original.1],
         "settings": {
             "text_layer": settings.text_layer, "image_layer": settings.image_layer,
             "steps": settings.steps, "mode": settings.mode,
             "text_reference_len": settings.text_reference_len,
-            "grid": [loaded.model.config.vision.grid().0, loaded.model.config.vision.grid().1],
+            "grid": [ex.model().config.vision.grid().0, ex.model().config.vision.grid().1],
         },
         "captions": captions,
         "timings": timings,
@@ -508,7 +365,7 @@ fn summary_json(
 #[allow(clippy::too_many_arguments)]
 fn summary_text(
     args: &Args,
-    loaded: &pairlens::io::checkpoint::LoadedModel,
+    ex: &Explainer,
     settings: &Settings,
     geometry: &Geometry,
     explanations: &[Explanation],
@@ -516,8 +373,8 @@ fn summary_text(
     timings: &serde_json::Value,
 ) -> Result<String> {
     let mut s = String::new();
-    let (gh, gw) = loaded.model.config.vision.grid();
-    writeln!(s, "model: {} ({})", loaded.dir.display(), loaded.format)?;
+    let (gh, gw) = ex.model().config.vision.grid();
+    writeln!(s, "model: {} ({})", ex.dir().display(), ex.format())?;
     writeln!(
         s,
         "image: {} ({}×{} px → input {}×{}, {gh}×{gw} patches)",
@@ -530,10 +387,7 @@ fn summary_text(
     writeln!(
         s,
         "text layer {}, image layer {}, N = {}, mode {}",
-        settings.text_layer,
-        settings.image_layer,
-        settings.steps,
-        mode_name(settings.mode)
+        settings.text_layer, settings.image_layer, settings.steps, settings.mode
     )?;
     for ((e, q), caption) in explanations.iter().zip(queries).zip(&args.captions) {
         let r = e.reference_terms;
@@ -625,8 +479,7 @@ fn write_html(
     timings: &serde_json::Value,
 ) -> Result<()> {
     use render::html::{report, BoxReport, CaptionReport, ReportInput, SpanReport};
-    let (w, h) = (decoded.width as u32, decoded.height as u32);
-    let original = RgbImage::from_raw(w, h, decoded.to_rgb()).context("decoded image buffer")?;
+    let original = rgb_image(decoded)?;
     let to_input = |x: f32, y: f32| geometry.to_input(x, y);
     let model = match &args.model {
         Some(dir) => dir.display().to_string(),

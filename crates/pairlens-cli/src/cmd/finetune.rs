@@ -134,7 +134,7 @@ pub fn run(args: Args) -> Result<()> {
     }
     check_out(&args.out, args.force)?;
 
-    let loaded = super::load_model(args.model.as_deref())?;
+    let loaded = super::load_model(args.model.as_deref(), &pairlens::Device::Cpu)?;
     let src = loaded.dir.clone();
     let tok_path = src.join("tokenizer.json");
     let tokenizer_json = std::fs::read_to_string(&tok_path).with_context(|| {
@@ -320,6 +320,7 @@ fn evaluate_grounding(args: &Args, data: &Path) -> Result<()> {
             out: out.clone(),
             limit: args.grounding_limit,
             force: args.force,
+            device: pairlens::Device::Cpu,
         })?;
         dirs.push((step, out));
     }

@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use pairlens::attribution::{Mode, Settings};
-use pairlens::model::ClipModel;
+use pairlens::Explainer;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct MethodArgs {
@@ -25,15 +25,16 @@ pub struct MethodArgs {
 }
 
 impl MethodArgs {
-    /// Settings for `model`, checked against it (layer ranges, steps, reference length).
-    pub fn settings(&self, model: &ClipModel) -> Result<Settings> {
-        let mut settings = Settings::for_model(model);
+    /// Settings for the explainer's model, checked against it (layer ranges, steps, reference
+    /// length).
+    pub fn settings(&self, explainer: &Explainer) -> Result<Settings> {
+        let mut settings = explainer.default_settings();
         settings.text_layer = self.text_layer.unwrap_or(settings.text_layer);
         settings.image_layer = self.image_layer.unwrap_or(settings.image_layer);
         settings.steps = self.steps;
         settings.mode = self.mode;
         settings.text_reference_len = self.text_reference_len;
-        settings.validate(model)?;
+        explainer.check_settings(&settings)?;
         Ok(settings)
     }
 }

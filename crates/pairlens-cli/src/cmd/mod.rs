@@ -15,35 +15,30 @@ pub mod train;
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use candle_core::Device;
 use pairlens::io::checkpoint::{self, LoadedModel};
+use pairlens::{Device, Explainer, ModelSource};
 
-/// Load a checkpoint directory on the CPU; without one, the built-in model (written once into
-/// the user's cache directory, see [`pairlens::builtin`]).
-pub fn load_model(dir: Option<&Path>) -> Result<LoadedModel> {
+/// The model to explain with, on `device`: a checkpoint directory, or without one the built-in
+/// model (written once into the user's cache directory, see [`pairlens::builtin`]).
+pub fn open_explainer(dir: Option<&Path>, device: &Device) -> Result<Explainer> {
+    let source = ModelSource::from_option(dir);
+    Explainer::open(source.clone(), device).with_context(|| format!("loading {source}"))
+}
+
+/// A checkpoint loaded whole, every weight checked, for the commands that train or evaluate it
+/// (the built-in model without a directory).
+pub fn load_model(dir: Option<&Path>, device: &Device) -> Result<LoadedModel> {
     match dir {
-        Some(dir) => checkpoint::load(dir, &Device::Cpu)
+        Some(dir) => checkpoint::load(dir, device)
             .with_context(|| format!("loading model {}", dir.display())),
-        None => pairlens::builtin::load(&Device::Cpu)
+        None => pairlens::builtin::load(device)
             .with_context(|| format!("loading {}", pairlens::builtin::NAME)),
     }
 }
 
-/// A checkpoint directory opened for loading in parts (the built-in model without one), and
-/// what to call it in errors.
-pub fn open_checkpoint(dir: Option<&Path>) -> Result<(checkpoint::Checkpoint, String)> {
-    match dir {
-        Some(dir) => {
-            let what = format!("model {}", dir.display());
-            let c = checkpoint::Checkpoint::open(dir).with_context(|| format!("loading {what}"))?;
-            Ok((c, what))
-        }
-        None => {
-            let what = pairlens::builtin::NAME.to_string();
-            let c = pairlens::builtin::checkpoint().with_context(|| format!("loading {what}"))?;
-            Ok((c, what))
-        }
-    }
+/// `--device`'s parser: `cpu`, `cuda` or `cuda:N`.
+pub fn parse_device(name: &str) -> Result<Device, String> {
+    pairlens::parse_device(name).map_err(|e| e.to_string())
 }
 
 /// Write to stdout; a closed pipe (`pairlens … | head`) is not an error.

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use pairlens::attribution::Progress;
+use pairlens::Progress;
 
 pub struct DelayedBar {
     started: Instant,

@@ -26,6 +26,10 @@ pub struct Args {
     /// Explanations kept in memory (least recently used go first).
     #[arg(long, default_value_t = 64)]
     pub cache: usize,
+    /// Where the towers compute: cpu, cuda (the first GPU) or cuda:N (a build with
+    /// `--features cuda`).
+    #[arg(long, default_value = "cpu", value_parser = super::parse_device)]
+    pub device: pairlens::Device,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -35,7 +39,12 @@ pub fn run(args: Args) -> Result<()> {
     if args.max_upload_mb == 0 || args.max_upload_mb > 1024 {
         anyhow::bail!("--max-upload-mb must be between 1 and 1024");
     }
-    let loaded = super::load_model(args.model.as_deref())?;
+    // A server fails at start, not at its first request: the tokenizer and every weight are
+    // checked now.
+    let explainer = super::open_explainer(args.model.as_deref(), &args.device)?;
+    let loading = || format!("loading {}", explainer.source());
+    explainer.tokenizer().with_context(loading)?;
+    explainer.check_weights().with_context(loading)?;
     let model_name = match &args.model {
         Some(dir) => dir.display().to_string(),
         None => "built-in".to_string(),
@@ -50,7 +59,7 @@ pub fn run(args: Args) -> Result<()> {
         cache_entries: args.cache,
         ..Config::default()
     };
-    let state = Arc::new(AppState::new(loaded, model_name, example_files, config)?);
+    let state = Arc::new(AppState::new(explainer, model_name, example_files, config)?);
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

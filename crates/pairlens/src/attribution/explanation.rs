@@ -4,6 +4,7 @@
 
 use super::settings::{Mode, Settings};
 use super::side::TowerSide;
+use crate::io::preprocess::Geometry;
 use crate::model::ClipModel;
 use crate::{Error, Result};
 use candle_core::{Device, Tensor};
@@ -46,6 +47,8 @@ pub struct Explanation {
     pub interactions: Tensor,
     /// Patch grid (rows, columns).
     pub grid: (usize, usize),
+    /// Side of a patch in network-input pixels.
+    pub patch_size: usize,
     /// Cosine similarity of the two embeddings.
     pub score: f32,
     pub reference_terms: ReferenceTerms,
@@ -66,7 +69,9 @@ fn norm(a: &Tensor) -> Result<f32> {
     Ok(dot(a, a)?.sqrt())
 }
 
-fn cosine(a: &Tensor, b: &Tensor) -> Result<f32> {
+/// Cosine similarity of two vectors (any shapes with the same number of elements).
+pub fn cosine(a: &Tensor, b: &Tensor) -> Result<f32> {
+    let (a, b) = (&a.flatten_all()?, &b.flatten_all()?);
     Ok(dot(a, b)? / (norm(a)? * norm(b)?))
 }
 
@@ -134,6 +139,7 @@ impl Explanation {
             tokens,
             interactions,
             grid: model.config.vision.grid(),
+            patch_size: model.config.vision.patch_size,
             score,
             reference_terms,
             exclip_terms,
@@ -177,6 +183,16 @@ impl Explanation {
             patches: rows[1..].to_vec(),
             grid: self.grid,
         })
+    }
+
+    /// Every token's interaction with a box `[x0, y0, x1, y1]` in pixels of the original image
+    /// (`geometry` maps them to the network input): patches weighted by the share of their area
+    /// inside the box, which is clipped to the image.
+    pub fn box_scores(&self, geometry: &Geometry, b: [f32; 4]) -> Result<Vec<f32>> {
+        let input = geometry.user_box_to_input(b)?;
+        let weights = patch_weights(self.grid, self.patch_size, input)
+            .map_err(|e| Error::InvalidArgument(format!("box {b:?}: {e}")))?;
+        self.region_token_scores(&weights)
     }
 
     /// Token scores for an image region given as weights over the patches (row-major, see

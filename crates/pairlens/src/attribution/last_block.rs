@@ -25,9 +25,9 @@
 use candle_core::{Tensor, D};
 
 use super::settings::{Mode, Settings};
-use super::side::Progress;
 use crate::model::ops;
 use crate::model::{Block, LayerNorm, Linear, TransformerConfig};
+use crate::progress::Progress;
 use crate::Result;
 
 /// A tower from the input of its last block on: that block, the final LayerNorm, the projection.

@@ -21,32 +21,6 @@ mod last_block;
 pub mod settings;
 pub mod side;
 
-pub use explanation::{Explanation, ReferenceTerms};
+pub use explanation::{cosine, Explanation, ReferenceTerms};
 pub use settings::{ImageReference, Mode, Settings};
-pub use side::{image_side, text_side, Progress, TowerSide};
-
-use crate::model::ClipModel;
-use crate::Result;
-use candle_core::Tensor;
-
-/// Explain one image against several captions: the image side (V) is computed once.
-/// `captions` are encoded ids (see [`crate::io::tokenizer::ClipTokenizer::encode`]) with their
-/// display tokens; `text_reference` the encoded reference text.
-pub fn explain(
-    model: &ClipModel,
-    pixels: &Tensor,
-    captions: &[crate::io::tokenizer::Encoded],
-    text_reference: &crate::io::tokenizer::Encoded,
-    settings: &Settings,
-    progress: &mut dyn Progress,
-) -> Result<Vec<Explanation>> {
-    settings.validate(model)?;
-    let image = image_side(model, pixels, settings, progress)?;
-    captions
-        .iter()
-        .map(|caption| {
-            let text = text_side(model, caption, text_reference, settings, progress)?;
-            Explanation::combine(&text, &image, caption.tokens.clone(), model, settings)
-        })
-        .collect()
-}
+pub use side::{image_side, text_side, TowerSide};

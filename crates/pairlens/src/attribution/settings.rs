@@ -17,6 +17,22 @@ pub enum Mode {
     Cosine,
 }
 
+impl Mode {
+    /// The name the command line and the JSON outputs use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Exclip => "exclip",
+            Mode::Cosine => "cosine",
+        }
+    }
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 impl std::str::FromStr for Mode {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {

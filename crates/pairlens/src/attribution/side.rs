@@ -6,22 +6,9 @@ use super::last_block::{self, LastBlock};
 use super::settings::{ImageReference, Mode, Settings};
 use crate::io::tokenizer::Encoded;
 use crate::model::{ClipModel, Tangents, TransformerConfig};
+use crate::progress::Progress;
 use crate::{Error, Result};
 use candle_core::{DType, Tensor, D};
-
-/// Receives progress of long computations (the CLI draws a bar from it).
-pub trait Progress {
-    /// A new phase with `total` units of work.
-    fn start(&mut self, label: &str, total: u64);
-    fn advance(&mut self, done: u64);
-}
-
-/// Ignores progress.
-pub struct NoProgress;
-impl Progress for NoProgress {
-    fn start(&mut self, _: &str, _: u64) {}
-    fn advance(&mut self, _: u64) {}
-}
 
 /// One tower's result.
 #[derive(Clone, Debug)]
@@ -100,7 +87,7 @@ fn text_side_by(
     let reference_own = tower
         .embed_from(layer, &r.unsqueeze(0)?, &[ref_pool])?
         .get(0)?;
-    if layer + 1 == cfg.transformer.layers && route == Route::ClosedForm {
+    if cfg.transformer.is_last(layer) && route == Route::ClosedForm {
         let w = &tower.weights;
         let last = LastBlock {
             cfg: &cfg.transformer,
@@ -172,7 +159,7 @@ fn image_side_by(
     let hidden = tower.hidden_at(layer, &batch)?;
     let (x, r) = (hidden.get(0)?, hidden.get(1)?);
     let tokens = x.dim(0)?;
-    if layer + 1 == model.config.vision.transformer.layers && route == Route::ClosedForm {
+    if model.config.vision.transformer.is_last(layer) && route == Route::ClosedForm {
         let w = &tower.weights;
         let last = LastBlock {
             cfg: &model.config.vision.transformer,
@@ -285,7 +272,7 @@ fn integrate(
 /// `layer`: the MLP hidden states of every row; from the last block only the pooled row's MLP and
 /// one attention row per head (tangents stay on single rows there).
 fn tangent_footprint(cfg: &TransformerConfig, layer: usize, seq: usize) -> usize {
-    if layer + 1 >= cfg.layers {
+    if cfg.is_last(layer) {
         cfg.mlp_dim + cfg.heads * seq
     } else {
         seq * cfg.mlp_dim
@@ -306,6 +293,7 @@ pub fn normalised_tangent(emb: &Tensor, demb: &Tensor) -> Result<Tensor> {
 mod tests {
     use super::*;
     use crate::model::{ClipConfig, ClipWeights, TextTower, VisionTower};
+    use crate::progress::NoProgress;
     use candle_core::Device;
 
     fn model(dtype: DType) -> ClipModel {

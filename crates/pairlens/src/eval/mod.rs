@@ -10,13 +10,13 @@
 pub mod retrieval;
 pub mod zero_shot;
 
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 use rayon::prelude::*;
 
-use crate::attribution::Progress;
 use crate::io::checkpoint::LoadedModel;
 use crate::io::image::{DecodedImage, Mode};
 use crate::io::preprocess::{preprocess_u8, to_chw_f32};
+use crate::progress::Progress;
 use crate::train::loss::l2_normalize;
 use crate::{Error, Result};
 
@@ -66,7 +66,7 @@ pub fn embed_gray_images(
             .collect::<Result<_>>()?;
         let (h, w) = rows[0].1;
         let pixels: Vec<f32> = rows.into_iter().flat_map(|r| r.0).collect();
-        let pixels = Tensor::from_vec(pixels, (end - start, 3, h, w), &Device::Cpu)?;
+        let pixels = Tensor::from_vec(pixels, (end - start, 3, h, w), loaded.model.device())?;
         out.push(l2_normalize(&loaded.model.vision.forward(&pixels)?)?);
         progress.advance((end - start) as u64);
         start = end;
@@ -103,7 +103,7 @@ pub fn embed_captions(
         }
         let s = pool.iter().max().map_or(1, |p| p + 1);
         let flat: Vec<u32> = ids.iter().flat_map(|r| r[..s].iter().copied()).collect();
-        let ids = Tensor::from_vec(flat, (chunk.len(), s), &Device::Cpu)?;
+        let ids = Tensor::from_vec(flat, (chunk.len(), s), loaded.model.device())?;
         out.push(l2_normalize(&loaded.model.text.forward(&ids, &pool)?)?);
         progress.advance(chunk.len() as u64);
     }

@@ -6,9 +6,9 @@ use std::time::Instant;
 use serde::Serialize;
 
 use super::{cosine_matrix, embed_captions, embed_gray_images, outranks};
-use crate::attribution::Progress;
 use crate::data::MosaicGenerator;
 use crate::io::checkpoint::LoadedModel;
+use crate::progress::Progress;
 use crate::{Error, Result};
 
 /// 0-based rank of each query's positive in a square similarity matrix `sim` (`n × n`,

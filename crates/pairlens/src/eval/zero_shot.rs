@@ -15,12 +15,12 @@ use candle_core::Tensor;
 use serde::Serialize;
 
 use super::{cosine_matrix, embed_captions, embed_gray_images, outranks};
-use crate::attribution::Progress;
 use crate::data::caption::CLASS_NOUNS;
 use crate::data::idx::PIXELS;
 use crate::data::mosaic::{resize_box, MosaicConfig};
 use crate::data::{vocabulary, FashionMnist, MosaicGenerator, CLASS_KEYS, CLASS_NAMES};
 use crate::io::checkpoint::LoadedModel;
+use crate::progress::Progress;
 use crate::train::loss::l2_normalize;
 use crate::{Error, Result};
 
@@ -287,7 +287,7 @@ pub fn evaluate_zero_shot(
     check_vocabulary(&prompts)?;
     check_vocabulary(&flat)?;
 
-    let mut quiet = crate::attribution::side::NoProgress;
+    let mut quiet = crate::progress::NoProgress;
     let txt = embed_captions(loaded, &prompts, batch, &mut quiet)?;
     let syn = embed_captions(loaded, &flat, batch, &mut quiet)?;
     let mut means = Vec::with_capacity(CLASSES);

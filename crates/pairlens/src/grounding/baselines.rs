@@ -16,10 +16,10 @@
 use candle_core::{Device, Tensor, D};
 
 use crate::attribution::explanation::{region_scores, span_rows};
-use crate::attribution::side::NoProgress;
 use crate::attribution::{image_side, Mode, Settings, TowerSide};
 use crate::io::tokenizer::Encoded;
 use crate::model::{ops, ClipModel};
+use crate::progress::NoProgress;
 use crate::{Error, Result};
 
 /// What produces a phrase's heatmap.

@@ -126,6 +126,33 @@ impl Geometry {
         )
     }
 
+    /// A box `(x0, y0, x1, y1)` of original-image pixels in network-input pixels.
+    pub fn box_to_input(&self, b: [f32; 4]) -> (f32, f32, f32, f32) {
+        let (x0, y0) = self.to_input(b[0], b[1]);
+        let (x1, y1) = self.to_input(b[2], b[3]);
+        (x0, y0, x1, y1)
+    }
+
+    /// A box a user drew on the original image, clipped to the image and mapped to
+    /// network-input pixels; an error says why a box cannot be used (not finite, empty, outside
+    /// the image).
+    pub fn user_box_to_input(&self, b: [f32; 4]) -> Result<(f32, f32, f32, f32)> {
+        let [x0, y0, x1, y1] = b;
+        let bad = |msg: String| Err(Error::InvalidArgument(format!("box {b:?} {msg}")));
+        if !b.iter().all(|v| v.is_finite()) {
+            return bad("has coordinates that are not finite numbers".into());
+        }
+        if !(x0 < x1 && y0 < y1) {
+            return bad("is empty: expected x0 < x1 and y0 < y1".into());
+        }
+        let (w, h) = (self.original.0 as f32, self.original.1 as f32);
+        let clipped = [x0.max(0.0), y0.max(0.0), x1.min(w), y1.min(h)];
+        if !(clipped[0] < clipped[2] && clipped[1] < clipped[3]) {
+            return bad(format!("lies outside the image ({w}×{h} pixels)"));
+        }
+        Ok(self.box_to_input(clipped))
+    }
+
     /// Inverse of [`Geometry::to_input`].
     pub fn to_original(&self, x: f32, y: f32) -> (f32, f32) {
         let sx = self.resized.0 as f32 / self.original.0 as f32;

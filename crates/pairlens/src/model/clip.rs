@@ -1,6 +1,6 @@
 //! Both towers and the similarity temperature.
 
-use candle_core::DType;
+use candle_core::{DType, Device, Tensor};
 
 use super::check::Checker;
 use super::config::ClipConfig;
@@ -8,7 +8,7 @@ use super::params::{Param, Tower};
 use super::text::TextTower;
 use super::vision::VisionTower;
 use super::weights::ClipWeights;
-use crate::Result;
+use crate::{Error, Result};
 
 #[derive(Clone, Debug)]
 pub struct ClipModel {
@@ -20,6 +20,29 @@ pub struct ClipModel {
 }
 
 impl ClipModel {
+    /// The device the weights are on.
+    pub fn device(&self) -> &Device {
+        self.text.weights.token_embedding.device()
+    }
+
+    /// The unnormalised embedding `[projection_dim]` of one caption's ids (SOT … EOT, padded),
+    /// which may be longer than needed: the causal tower stops at the pooled position.
+    pub fn embed_text(&self, ids: &[u32]) -> Result<Tensor> {
+        let pool = self.config.text.pooling.index(ids).ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "caption ids hold no token to pool at ({:?})",
+                self.config.text.pooling
+            ))
+        })?;
+        let ids = Tensor::from_slice(&ids[..pool + 1], (1, pool + 1), self.device())?;
+        Ok(self.text.forward(&ids, &[pool])?.squeeze(0)?)
+    }
+
+    /// The unnormalised embedding `[projection_dim]` of normalised pixels `[3, H, W]`.
+    pub fn embed_image(&self, pixels: &Tensor) -> Result<Tensor> {
+        Ok(self.vision.forward(&pixels.unsqueeze(0)?)?.squeeze(0)?)
+    }
+
     /// Validates every weight shape against the config (and that all weights are f32), so a bad
     /// checkpoint fails here with the tensor's name instead of deep inside a matmul.
     pub fn new(config: ClipConfig, weights: ClipWeights) -> Result<Self> {

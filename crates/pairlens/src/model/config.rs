@@ -29,6 +29,11 @@ impl TransformerConfig {
     pub fn head_dim(&self) -> usize {
         self.width / self.heads
     }
+
+    /// Whether block `layer` is the last one: a split there has a closed form.
+    pub fn is_last(&self, layer: usize) -> bool {
+        layer + 1 == self.layers
+    }
 }
 
 /// Which position of the text sequence feeds the embedding.
@@ -61,10 +66,6 @@ pub struct TextConfig {
     pub transformer: TransformerConfig,
     pub context_length: usize,
     pub vocab_size: usize,
-    pub sot_token_id: u32,
-    pub eot_token_id: u32,
-    /// Id written after EOT up to the context length (HF: EOT, open_clip: 0).
-    pub pad_token_id: u32,
     pub pooling: TextPooling,
 }
 

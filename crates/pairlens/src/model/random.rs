@@ -210,9 +210,6 @@ impl ClipConfig {
                 transformer: tf(16, 2, Activation::QuickGelu),
                 context_length: 8,
                 vocab_size: 40,
-                sot_token_id: 38,
-                eot_token_id: 39,
-                pad_token_id: 0,
                 pooling: TextPooling::ArgmaxId,
             },
             vision: VisionConfig {
@@ -239,9 +236,6 @@ impl ClipConfig {
                 transformer: tf(512, 8),
                 context_length: 77,
                 vocab_size: 49408,
-                sot_token_id: 49406,
-                eot_token_id: 49407,
-                pad_token_id: 0,
                 pooling: TextPooling::ArgmaxId,
             },
             vision: VisionConfig {

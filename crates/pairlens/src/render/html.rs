@@ -497,6 +497,7 @@ mod tests {
             ],
             interactions: Tensor::from_vec(values, (4, 5), &Device::Cpu).unwrap(),
             grid: (2, 2),
+            patch_size: 16,
             score: 0.271828,
             reference_terms: ReferenceTerms {
                 text_vs_image_reference: 0.125,

@@ -31,9 +31,6 @@ pub fn builtin_config(tokenizer: &ClipTokenizer, canvas: usize, max_items: usize
             transformer: tf.clone(),
             context_length: max_caption_words(max_items) + 2,
             vocab_size: tokenizer.vocab_size(),
-            sot_token_id: tokenizer.sot_id(),
-            eot_token_id: tokenizer.eot_id(),
-            pad_token_id: tokenizer.pad_id(),
             pooling: TextPooling::FirstId(tokenizer.eot_id()),
         },
         vision: VisionConfig {

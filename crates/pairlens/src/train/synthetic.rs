@@ -41,14 +41,17 @@ impl Batches for SyntheticBatches {
                 "synthetic batches need a context length of at least 2, got {s}"
             )));
         }
-        // Ordinary ids below SOT/EOT where possible, so argmax pooling finds EOT.
-        let lim = t.sot_token_id.min(t.eot_token_id) as u64;
+        // The vocabulary's last two ids are SOT and EOT (as in CLIP's), padding is 0; ordinary
+        // ids lie below both, so argmax pooling finds EOT.
+        let vocab = t.vocab_size as u32;
+        let (sot, eot, pad) = (vocab.saturating_sub(2), vocab.saturating_sub(1), 0);
+        let lim = sot as u64;
         let mut ids = Vec::with_capacity(b * s);
         let mut pool = Vec::with_capacity(b);
         for _ in 0..b {
             let len = 2 + (rng.next_u64() % (s as u64 - 1)) as usize;
-            let mut row = vec![t.pad_token_id; s];
-            row[0] = t.sot_token_id;
+            let mut row = vec![pad; s];
+            row[0] = sot;
             for x in row.iter_mut().take(len - 1).skip(1) {
                 *x = loop {
                     let id = if lim > 0 {
@@ -56,12 +59,12 @@ impl Batches for SyntheticBatches {
                     } else {
                         rng.next_u64() % t.vocab_size as u64
                     } as u32;
-                    if id != t.sot_token_id && id != t.eot_token_id {
+                    if id != sot && id != eot {
                         break id;
                     }
                 };
             }
-            row[len - 1] = t.eot_token_id;
+            row[len - 1] = eot;
             pool.push(t.pooling.index(&row).unwrap_or(len - 1));
             ids.extend(row);
         }

@@ -66,8 +66,8 @@ fn merged(root: &Section, key: &str, legacy: &str) -> Result<serde_json::Value> 
     Ok(serde_json::Value::Object(out))
 }
 
-/// Parsed `config.json`. The token ids are the config's; `load` replaces sot/eot/pad with the
-/// tokenizer's.
+/// Parsed `config.json`. Of the token ids only the end id matters to the model (where it pools);
+/// the others belong to the tokenizer.
 pub(crate) fn read_config(dir: &Path) -> Result<ClipConfig> {
     let path = dir.join(CONFIG);
     let json = read_json(&path)?;
@@ -100,18 +100,14 @@ pub(crate) fn read_config(dir: &Path) -> Result<ClipConfig> {
     }
     let eos = id("eos_token_id", 49407)?;
     // transformers: `eos_token_id == 2` is the pre-#24773 legacy value meaning "argmax of ids".
-    let (pooling, eot) = if eos == 2 {
-        (TextPooling::ArgmaxId, (vocab_size - 1) as u32)
-    } else {
-        (TextPooling::FirstId(eos), eos)
+    let pooling = match eos {
+        2 => TextPooling::ArgmaxId,
+        _ => TextPooling::FirstId(eos),
     };
     let text = TextConfig {
         transformer: text_t,
         context_length: ts.positive("max_position_embeddings", Some(77))?,
         vocab_size,
-        sot_token_id: id("bos_token_id", 49406)?,
-        eot_token_id: eot,
-        pad_token_id: id("pad_token_id", 1)?,
         pooling,
     };
 

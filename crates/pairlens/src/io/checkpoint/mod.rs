@@ -74,8 +74,6 @@ pub fn detect(dir: &Path) -> Result<CheckpointFormat> {
 }
 
 /// The model geometry only (no weights, no tokenizer), for quick checks.
-/// For HF the token ids are the config's (a legacy `eos_token_id == 2` gives EOT = vocab - 1);
-/// [`load`] replaces them with the tokenizer's.
 pub fn read_config(dir: &Path) -> Result<(CheckpointFormat, ClipConfig)> {
     let format = detect(dir)?;
     let cfg = match format {
@@ -114,8 +112,15 @@ pub fn load(dir: &Path, device: &Device) -> Result<LoadedModel> {
         || checkpoint.tokenizer(),
         || checkpoint.model(device, ValueCheck::Now),
     );
-    let preprocess = checkpoint.preprocess()?;
-    checkpoint.finish(model?, tokenizer?, preprocess)
+    let (model, tokenizer) = (model?, tokenizer?);
+    checkpoint.check_tokenizer(&tokenizer)?;
+    Ok(LoadedModel {
+        dir: checkpoint.dir.clone(),
+        format: checkpoint.format,
+        model,
+        tokenizer,
+        preprocess: checkpoint.preprocess()?,
+    })
 }
 
 /// A checkpoint directory whose configuration is read; its model and tokenizer load separately
@@ -157,8 +162,17 @@ impl Checkpoint {
         })
     }
 
-    /// The towers with the configuration's own token ids ([`Self::finish`] sets the
-    /// tokenizer's).
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Its layout.
+    pub fn format(&self) -> CheckpointFormat {
+        self.format
+    }
+
+    /// The towers, with every weight read onto `device`.
     pub fn model(&self, device: &Device, check: ValueCheck) -> Result<ClipModel> {
         let weights = self.weights(device, check)?;
         ClipModel::new(self.config.clone(), weights)
@@ -271,29 +285,6 @@ impl Checkpoint {
             }
         }
         Ok(())
-    }
-
-    /// Checks the tokenizer against the model and gives the model the tokenizer's special ids.
-    pub fn finish(
-        &self,
-        mut model: ClipModel,
-        tokenizer: ClipTokenizer,
-        preprocess: PreprocessConfig,
-    ) -> Result<LoadedModel> {
-        self.check_tokenizer(&tokenizer)?;
-        let (dir, format) = (self.dir.clone(), self.format);
-        for text in [&mut model.config.text, &mut model.text.config] {
-            text.sot_token_id = tokenizer.sot_id();
-            text.eot_token_id = tokenizer.eot_id();
-            text.pad_token_id = tokenizer.pad_id();
-        }
-        Ok(LoadedModel {
-            dir,
-            format,
-            model,
-            tokenizer,
-            preprocess,
-        })
     }
 }
 

@@ -340,9 +340,6 @@ pub(crate) fn read_config(dir: &Path) -> Result<(ClipConfig, OpenClipExtra)> {
         },
         context_length: ts.positive("context_length", Some(77))?,
         vocab_size: ts.positive("vocab_size", Some(49408))?,
-        sot_token_id: 49406,
-        eot_token_id: 49407,
-        pad_token_id: pad_id as u32,
         pooling: TextPooling::ArgmaxId,
     };
     let extra = OpenClipExtra {

@@ -69,7 +69,12 @@ fn tower_json(t: &TransformerConfig, projection_dim: usize) -> serde_json::Map<S
 
 /// `config.json` for `config`. Pooling maps onto transformers' rule: `eos_token_id == 2` means
 /// "argmax of the ids", anything else "first position of eos_token_id".
-pub fn hf_config_json(config: &ClipConfig, logit_scale: f32) -> Result<Value> {
+/// The start and padding ids are the tokenizer's, which the model itself never reads.
+pub fn hf_config_json(
+    config: &ClipConfig,
+    logit_scale: f32,
+    tokenizer: &ClipTokenizer,
+) -> Result<Value> {
     let (t, v) = (&config.text, &config.vision);
     let eos = match t.pooling {
         TextPooling::ArgmaxId => 2,
@@ -83,9 +88,9 @@ pub fn hf_config_json(config: &ClipConfig, logit_scale: f32) -> Result<Value> {
     let mut text = tower_json(&t.transformer, config.projection_dim);
     text.insert("vocab_size".into(), json!(t.vocab_size));
     text.insert("max_position_embeddings".into(), json!(t.context_length));
-    text.insert("bos_token_id".into(), json!(t.sot_token_id));
+    text.insert("bos_token_id".into(), json!(tokenizer.sot_id()));
     text.insert("eos_token_id".into(), json!(eos));
-    text.insert("pad_token_id".into(), json!(t.pad_token_id));
+    text.insert("pad_token_id".into(), json!(tokenizer.pad_id()));
     text.insert("model_type".into(), json!("clip_text_model"));
     let mut vision = tower_json(&v.transformer, config.projection_dim);
     let (h, w) = v.image_size;
@@ -181,8 +186,8 @@ fn write(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 /// Writes a HF CLIP checkpoint into `dir` (created if needed). Refuses when any of [`HF_FILES`]
-/// is already there unless `force`. `tokenizer_json` must give the config's start/end/pad ids
-/// and fit its vocabulary (checked by loading it, so the saved directory loads back).
+/// is already there unless `force`. `tokenizer_json` must fit the token embedding and end texts
+/// where the model pools (checked by loading it, so the saved directory loads back).
 /// `preprocess` defaults to [`default_preprocessor_json`]. Files are written beside their final
 /// names and renamed last, so a failure leaves no half-written checkpoint behind.
 pub fn save_hf(
@@ -215,7 +220,6 @@ pub fn save_hf(
     }
     // Shapes are checked against the config before anything is written.
     crate::model::ClipModel::new(config.clone(), weights.to_dtype(DType::F32)?)?;
-    let cfg_json = hf_config_json(config, weights.logit_scale)?;
     let pp = preprocess
         .cloned()
         .unwrap_or_else(|| default_preprocessor_json(config.vision.image_size));
@@ -223,15 +227,9 @@ pub fn save_hf(
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
 
     let pretty = |v: &Value| serde_json::to_string_pretty(v).expect("JSON values serialise");
-    let files: [(&str, Vec<u8>); 4] = [
-        (HF_FILES[0], pretty(&cfg_json).into_bytes()),
-        (HF_FILES[1], st),
-        (HF_FILES[2], tokenizer_json.as_bytes().to_vec()),
-        (HF_FILES[3], pretty(&pp).into_bytes()),
-    ];
-    let tmps: Vec<(PathBuf, PathBuf)> = files
+    let tmps: Vec<(PathBuf, PathBuf)> = HF_FILES
         .iter()
-        .map(|(name, _)| {
+        .map(|name| {
             let p = dir.join(name);
             (tmp_path(&p), p)
         })
@@ -241,11 +239,14 @@ pub fn save_hf(
             let _ = std::fs::remove_file(t);
         }
     };
+    // The tokenizer first: config.json takes its start and padding ids.
     let staged = (|| -> Result<()> {
-        for ((_, bytes), (tmp, _)) in files.iter().zip(&tmps) {
-            write(tmp, bytes)?;
-        }
-        check_tokenizer(&tmps[2].0, &dir.join(HF_FILES[2]), config)?;
+        write(&tmps[2].0, tokenizer_json.as_bytes())?;
+        let tokenizer = check_tokenizer(&tmps[2].0, &dir.join(HF_FILES[2]), config)?;
+        let cfg_json = hf_config_json(config, weights.logit_scale, &tokenizer)?;
+        write(&tmps[0].0, pretty(&cfg_json).as_bytes())?;
+        write(&tmps[1].0, &st)?;
+        write(&tmps[3].0, pretty(&pp).as_bytes())?;
         crate::io::preprocess::PreprocessConfig::from_hf_json(&pp, &dir.join(HF_FILES[3]))?;
         Ok(())
     })();
@@ -262,9 +263,9 @@ pub fn save_hf(
     Ok(())
 }
 
-/// The tokenizer must name the config's start/end/pad tokens and fit its embedding table, or
-/// the saved directory would not load (or would load with other ids, or pool elsewhere).
-fn check_tokenizer(tmp: &Path, shown: &Path, config: &ClipConfig) -> Result<()> {
+/// The tokenizer must fit the token embedding and end its texts where the model pools, or the
+/// saved directory would not load (or would pool elsewhere).
+fn check_tokenizer(tmp: &Path, shown: &Path, config: &ClipConfig) -> Result<ClipTokenizer> {
     let t = &config.text;
     let tok =
         ClipTokenizer::from_file(tmp, TextCleaning::None, t.context_length, None).map_err(|e| {
@@ -278,29 +279,21 @@ fn check_tokenizer(tmp: &Path, shown: &Path, config: &ClipConfig) -> Result<()> 
             t.vocab_size
         ));
     }
-    if tok.sot_id() != t.sot_token_id {
-        problems.push(format!(
-            "its start id is {} but the config's is {}",
-            tok.sot_id(),
-            t.sot_token_id
-        ));
-    }
-    if tok.eot_id() != t.eot_token_id {
-        problems.push(format!(
-            "its end id is {} but the config's is {}",
-            tok.eot_id(),
-            t.eot_token_id
-        ));
-    }
-    if tok.pad_id() != t.pad_token_id {
-        problems.push(format!(
-            "its padding id is {} but the config's is {}",
-            tok.pad_id(),
-            t.pad_token_id
-        ));
+    match t.pooling {
+        TextPooling::FirstId(id) if id != tok.eot_id() => problems.push(format!(
+            "its end id is {} but the model pools at id {id}",
+            tok.eot_id()
+        )),
+        TextPooling::ArgmaxId if tok.eot_id() as usize + 1 != tok.vocab_size() => {
+            problems.push(format!(
+                "its end id {} is not its largest id, where the model pools",
+                tok.eot_id()
+            ))
+        }
+        _ => {}
     }
     if problems.is_empty() {
-        Ok(())
+        Ok(tok)
     } else {
         Err(Error::bad_config(
             shown,
