@@ -25,7 +25,7 @@
 use candle_core::{Tensor, D};
 
 use super::settings::{Mode, Settings};
-use crate::model::ops;
+use crate::model::{mlp_half, ops, MlpHalf};
 use crate::model::{Block, LayerNorm, Linear, TransformerConfig};
 use crate::progress::Progress;
 use crate::Result;
@@ -229,10 +229,10 @@ impl LastBlock<'_> {
             .unsqueeze(0)?
             .broadcast_add(&col.broadcast_mul(&e.d_pool.unsqueeze(0)?)?)?;
         let x1 = (xp + ops::linear(&merged, &w.out)?)?;
-        let (h2, c2) = ops::layer_norm_cached(&x1, &w.ln_2, eps)?;
-        let (m, slope) =
-            ops::activation_with_slope(&ops::linear(&h2, &w.fc1)?, self.cfg.activation)?;
-        let out = (x1 + ops::linear(&m, &w.fc2)?)?;
+        let MlpHalf {
+            y: out, c2, slope, ..
+        } = mlp_half(self.cfg, w, &x1, true)?;
+        let slope = slope.expect("asked for");
         let (y, c3) = ops::layer_norm_cached(&out, self.final_ln, eps)?;
         let emb = ops::linear(&y, self.projection)?;
         Ok(Points {

@@ -10,7 +10,7 @@ use candle_core::Tensor;
 use super::config::TransformerConfig;
 use super::ops::{self, AttnCache, LnCache};
 use super::tangents::{index_tensor, one_hot, Tangents};
-use super::weights::Block;
+use super::weights::{Block, LayerNorm, Linear};
 use crate::Result;
 
 /// Which query rows a block computes.
@@ -47,11 +47,51 @@ fn scatter_rows(v: &Tensor, pool: &[usize], s: usize) -> Result<Tensor> {
     Ok(hit.broadcast_mul(v)?)
 }
 
-/// A stack of blocks plus the masking rule.
+/// A tower from its first block on: the blocks, the masking rule, and the final LayerNorm and
+/// projection that turn the pooled row into the embedding.
 pub(crate) struct Stack<'a> {
     pub cfg: &'a TransformerConfig,
     pub blocks: &'a [Block],
     pub causal: bool,
+    pub final_ln: &'a LayerNorm,
+    pub projection: &'a Linear,
+}
+
+/// The MLP half of a block, `x1 + fc2(act(fc1(ln_2(x1))))`, with what its tangent and reverse
+/// rules need (the activation's slope only when asked for).
+pub(crate) struct MlpHalf {
+    pub y: Tensor,
+    pub c2: LnCache,
+    /// `ln_2`'s output (fc1's input), the activation's slope and output (fc2's input).
+    pub h2: Tensor,
+    pub slope: Option<Tensor>,
+    pub m: Tensor,
+}
+
+/// [`MlpHalf`] of `x1` (the residual stream after attention) through block `w`.
+pub(crate) fn mlp_half(
+    cfg: &TransformerConfig,
+    w: &Block,
+    x1: &Tensor,
+    slope: bool,
+) -> Result<MlpHalf> {
+    let (h2, c2) = ops::layer_norm_cached(x1, &w.ln_2, cfg.layer_norm_eps)?;
+    let z = ops::linear(&h2, &w.fc1)?;
+    let (m, slope) = match slope {
+        true => {
+            let (m, s) = ops::activation_with_slope(&z, cfg.activation)?;
+            (m, Some(s))
+        }
+        false => (ops::activation(&z, cfg.activation)?, None),
+    };
+    let y = (x1 + ops::linear(&m, &w.fc2)?)?;
+    Ok(MlpHalf {
+        y,
+        c2,
+        h2,
+        slope,
+        m,
+    })
 }
 
 /// Rows `pool[b]` of `x [..., B, S, W]` → `[..., B, 1, W]` (one index_select over all rows).
@@ -128,23 +168,7 @@ impl Stack<'_> {
 
     /// One block's forward: `[B,S,W]` → `[B,S,W]` (All) or `[B,1,W]` (Pooled).
     pub fn block_forward(&self, w: &Block, x: &Tensor, rows: Rows) -> Result<Tensor> {
-        let (b, _, width) = x.dims3()?;
-        let h = ops::layer_norm(x, &w.ln_1, self.eps())?;
-        let k = self.heads(&ops::linear(&h, &w.k)?)?;
-        let v = self.heads(&ops::linear(&h, &w.v)?)?;
-        let (hq, xr) = match rows {
-            Rows::All => (h, x.clone()),
-            Rows::Pooled(pool) => (select_rows(&h, pool)?, select_rows(x, pool)?),
-        };
-        let q = self.heads(&ops::linear(&hq, &w.q)?)?;
-        let sq = q.dim(2)?;
-        let mask = self.mask(x, rows)?;
-        let o = ops::attention(&q, &k, &v, mask.as_ref(), self.scale())?;
-        let o = o.transpose(1, 2)?.contiguous()?.reshape((b, sq, width))?;
-        let x1 = (xr + ops::linear(&o, &w.out)?)?;
-        let h2 = ops::layer_norm(&x1, &w.ln_2, self.eps())?;
-        let m = ops::activation(&ops::linear(&h2, &w.fc1)?, self.cfg.activation)?;
-        Ok((x1 + ops::linear(&m, &w.fc2)?)?)
+        Ok(self.block(w, x, rows, false)?.0)
     }
 
     /// One block's forward, keeping what [`Self::block_jvp`] and [`Self::block_vjp`] need.
@@ -154,6 +178,19 @@ impl Stack<'_> {
         x: &Tensor,
         rows: Rows,
     ) -> Result<(Tensor, BlockTape)> {
+        let (y, tape) = self.block(w, x, rows, true)?;
+        Ok((y, tape.expect("kept when asked for")))
+    }
+
+    /// The block forward both of the above are: the tape costs nothing but the activation's
+    /// slope, so it is assembled only when `keep`.
+    fn block(
+        &self,
+        w: &Block,
+        x: &Tensor,
+        rows: Rows,
+        keep: bool,
+    ) -> Result<(Tensor, Option<BlockTape>)> {
         let (b, _, width) = x.dims3()?;
         let (h, c1) = ops::layer_norm_cached(x, &w.ln_1, self.eps())?;
         let k = self.heads(&ops::linear(&h, &w.k)?)?;
@@ -168,11 +205,14 @@ impl Stack<'_> {
         let (o, attn) = ops::attention_cached(&q, &k, &v, mask.as_ref(), self.scale())?;
         let o = o.transpose(1, 2)?.contiguous()?.reshape((b, sq, width))?;
         let x1 = (xr + ops::linear(&o, &w.out)?)?;
-        let (h2, c2) = ops::layer_norm_cached(&x1, &w.ln_2, self.eps())?;
-        let (m, slope) =
-            ops::activation_with_slope(&ops::linear(&h2, &w.fc1)?, self.cfg.activation)?;
-        let y = (x1 + ops::linear(&m, &w.fc2)?)?;
-        let tape = BlockTape {
+        let MlpHalf {
+            y,
+            c2,
+            h2,
+            slope,
+            m,
+        } = mlp_half(self.cfg, w, &x1, keep)?;
+        let tape = slope.map(|slope| BlockTape {
             c1,
             h,
             hq,
@@ -182,7 +222,7 @@ impl Stack<'_> {
             h2,
             slope,
             m,
-        };
+        });
         Ok((y, tape))
     }
 
@@ -371,6 +411,41 @@ impl Stack<'_> {
             unreachable!("dense after a block")
         };
         Ok((x.squeeze(1)?, xd.squeeze(2)?))
+    }
+
+    /// The embeddings `[B, proj]` from states entering block `from`, pooled at `pool[b]`:
+    /// blocks, final LayerNorm, projection.
+    pub fn embed(&self, from: usize, hidden: &Tensor, pool: &[usize]) -> Result<Tensor> {
+        let x = self.forward_pooled(from, hidden, pool)?;
+        let y = ops::layer_norm(&x, self.final_ln, self.cfg.layer_norm_eps)?;
+        ops::linear(&y, self.projection)
+    }
+
+    /// [`Self::embed`] of P primals `[P, seq, width]` and their T×P tangents: `[P, proj]` and
+    /// `[T, P, proj]`.
+    pub fn jvp_embed(
+        &self,
+        from: usize,
+        primal: &Tensor,
+        tangents: &Tangents,
+        pool: &[usize],
+    ) -> Result<(Tensor, Tensor)> {
+        let (p, width) = (primal.dim(0)?, self.cfg.width);
+        let (x, xd) = if tangents.count()? == 0 {
+            let x = self.forward_pooled(from, primal, pool)?;
+            let none = Tensor::zeros((0, p, width), primal.dtype(), primal.device())?;
+            (x, none)
+        } else {
+            self.jvp_pooled(from, primal, tangents, pool)?
+        };
+        let (y, c) = ops::layer_norm_cached(&x, self.final_ln, self.cfg.layer_norm_eps)?;
+        let e = ops::linear(&y, self.projection)?;
+        if xd.dim(0)? == 0 {
+            let proj = self.projection.weight.dim(0)?;
+            return Ok((e, Tensor::zeros((0, p, proj), x.dtype(), x.device())?));
+        }
+        let yd = ops::layer_norm_tangent(&c, &xd, self.final_ln)?;
+        Ok((e, ops::linear_tangent(&yd, self.projection)?))
     }
 
     /// Which rows block `l` computes when the stack ends pooled.

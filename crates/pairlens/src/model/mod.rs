@@ -16,6 +16,7 @@ pub mod text;
 pub mod vision;
 pub mod weights;
 
+pub(crate) use block::{mlp_half, MlpHalf};
 pub use clip::ClipModel;
 pub use config::{
     Activation, ClipConfig, TextConfig, TextPooling, TransformerConfig, VisionConfig,

@@ -54,6 +54,8 @@ impl TextTower {
             cfg: &self.config.transformer,
             blocks: &self.weights.blocks,
             causal: true,
+            final_ln: &self.weights.ln_final,
+            projection: &self.weights.projection,
         }
     }
 
@@ -134,13 +136,7 @@ impl TextTower {
     /// pooled row of sequence b. `[B, seq, width]` → `[B, proj]`.
     pub fn embed_from(&self, layer: usize, hidden: &Tensor, pool: &[usize]) -> Result<Tensor> {
         self.check_hidden(layer, hidden, pool)?;
-        let x = self.stack().forward_pooled(layer, hidden, pool)?;
-        let y = ops::layer_norm(
-            &x,
-            &self.weights.ln_final,
-            self.config.transformer.layer_norm_eps,
-        )?;
-        ops::linear(&y, &self.weights.projection)
+        self.stack().embed(layer, hidden, pool)
     }
 
     /// Embeddings `[B, proj]` of ids `[B, seq]`, pooled at `pool[b]`.
@@ -209,42 +205,6 @@ impl TextTower {
         let (p, s) = self.check_hidden(layer, primal, pool)?;
         let width = self.config.transformer.width;
         tangents.validate(p, s, width, self.dtype())?;
-        let (x, xd) = if tangents.count()? == 0 {
-            let x = self.stack().forward_pooled(layer, primal, pool)?;
-            (
-                x,
-                Tensor::zeros((0, p, width), self.dtype(), primal.device())?,
-            )
-        } else {
-            self.stack().jvp_pooled(layer, primal, tangents, pool)?
-        };
-        project(
-            &x,
-            &xd,
-            &self.weights.ln_final,
-            &self.weights.projection,
-            self.config.transformer.layer_norm_eps,
-        )
+        self.stack().jvp_embed(layer, primal, tangents, pool)
     }
-}
-
-/// Final LayerNorm + projection of pooled rows `[P, W]` and their tangents `[T, P, W]`.
-pub(crate) fn project(
-    x: &Tensor,
-    xd: &Tensor,
-    ln: &super::weights::LayerNorm,
-    proj: &super::weights::Linear,
-    eps: f64,
-) -> Result<(Tensor, Tensor)> {
-    let (y, c) = ops::layer_norm_cached(x, ln, eps)?;
-    let e = ops::linear(&y, proj)?;
-    if xd.dim(0)? == 0 {
-        let (p, _) = x.dims2()?;
-        return Ok((
-            e,
-            Tensor::zeros((0, p, proj.weight.dim(0)?), x.dtype(), x.device())?,
-        ));
-    }
-    let yd = ops::layer_norm_tangent(&c, xd, ln)?;
-    Ok((e, ops::linear_tangent(&yd, proj)?))
 }

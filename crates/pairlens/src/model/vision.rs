@@ -10,7 +10,6 @@ use super::config::VisionConfig;
 use super::ops::{self, LnCache};
 use super::params::TowerConfig;
 use super::tangents::Tangents;
-use super::text::project;
 use super::weights::VisionWeights;
 use crate::Result;
 
@@ -63,6 +62,8 @@ impl VisionTower {
             cfg: &self.config.transformer,
             blocks: &self.weights.blocks,
             causal: false,
+            final_ln: &self.weights.ln_post,
+            projection: &self.weights.projection,
         }
     }
 
@@ -149,13 +150,7 @@ impl VisionTower {
     /// Embedding (unnormalised, projected) of the CLS row from states entering block `layer`.
     pub fn embed_from(&self, layer: usize, hidden: &Tensor) -> Result<Tensor> {
         let b = self.check_hidden(layer, hidden)?;
-        let x = self.stack().forward_pooled(layer, hidden, &vec![0; b])?;
-        let y = ops::layer_norm(
-            &x,
-            &self.weights.ln_post,
-            self.config.transformer.layer_norm_eps,
-        )?;
-        ops::linear(&y, &self.weights.projection)
+        self.stack().embed(layer, hidden, &vec![0; b])
     }
 
     /// Embeddings `[B, proj]` of pixels `[B, 3, H, W]`.
@@ -216,22 +211,6 @@ impl VisionTower {
         let p = self.check_hidden(layer, primal)?;
         let (s, width) = (self.config.seq_len(), self.config.transformer.width);
         tangents.validate(p, s, width, self.dtype())?;
-        let pool = vec![0; p];
-        let (x, xd) = if tangents.count()? == 0 {
-            let x = self.stack().forward_pooled(layer, primal, &pool)?;
-            (
-                x,
-                Tensor::zeros((0, p, width), self.dtype(), primal.device())?,
-            )
-        } else {
-            self.stack().jvp_pooled(layer, primal, tangents, &pool)?
-        };
-        project(
-            &x,
-            &xd,
-            &self.weights.ln_post,
-            &self.weights.projection,
-            self.config.transformer.layer_norm_eps,
-        )
+        self.stack().jvp_embed(layer, primal, tangents, &vec![0; p])
     }
 }
