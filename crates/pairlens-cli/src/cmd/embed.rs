@@ -5,14 +5,12 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use pairlens::io::image::decode_file;
-use pairlens::{Device, Explainer};
+use pairlens::Explainer;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Checkpoint directory (Hugging Face CLIP or open_clip hub layout)
-    /// [default: the built-in Fashion-MNIST model].
-    #[arg(long)]
-    pub model: Option<PathBuf>,
+    #[command(flatten)]
+    pub model: super::ModelArgs,
     /// Image file (JPEG, PNG, WebP).
     #[arg(long)]
     pub image: PathBuf,
@@ -25,10 +23,6 @@ pub struct Args {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
-    /// Where the towers compute: cpu, cuda (the first GPU) or cuda:N (a build with
-    /// `--features cuda`).
-    #[arg(long, default_value = "cpu", value_parser = super::parse_device)]
-    pub device: Device,
 }
 
 pub struct Embedding {
@@ -40,7 +34,7 @@ pub struct Embedding {
 }
 
 pub fn embed(args: &Args) -> Result<(Explainer, Embedding)> {
-    let ex = super::open_explainer(args.model.as_deref(), &args.device)?;
+    let ex = args.model.open()?;
     let enc = ex.encode(&args.caption, args.truncate)?;
     let decoded = decode_file(&args.image)?;
     let pre = ex

@@ -38,9 +38,8 @@ pub enum Format {
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Checkpoint directory [default: the built-in Fashion-MNIST model].
-    #[arg(long)]
-    pub model: Option<PathBuf>,
+    #[command(flatten)]
+    pub model: super::ModelArgs,
     /// Dataset format.
     #[arg(long, value_enum, default_value = "jsonl")]
     pub format: Format,
@@ -79,10 +78,6 @@ pub struct Args {
     /// Start over: discard an existing results.csv and run.json instead of resuming.
     #[arg(long)]
     pub force: bool,
-    /// Where the towers compute: cpu, cuda (the first GPU) or cuda:N (a build with
-    /// `--features cuda`).
-    #[arg(long, default_value = "cpu", value_parser = super::parse_device)]
-    pub device: Device,
 }
 
 fn absolute(p: &Path) -> String {
@@ -267,7 +262,7 @@ enum ImageWork {
 
 pub fn run(args: Args) -> Result<()> {
     let data = data_flags(&args)?;
-    let ex = super::open_explainer(args.model.as_deref(), &args.device)?;
+    let ex = args.model.open()?;
     // A long run fails at start, not at its first image: the tokenizer and every weight now.
     let loading = || format!("loading {}", ex.source());
     let tokenizer = ex.tokenizer().with_context(loading)?;
@@ -281,7 +276,7 @@ pub fn run(args: Args) -> Result<()> {
     if let Some(k) = args.limit {
         items.truncate(k);
     }
-    let model_id = match &args.model {
+    let model_id = match &args.model.model {
         Some(dir) => absolute(dir),
         None => format!("builtin:{}", pairlens::builtin::hash()),
     };

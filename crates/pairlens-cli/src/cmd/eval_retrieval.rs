@@ -13,10 +13,8 @@ use pairlens::Progress;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Checkpoint directory (any CLIP whose tokenizer knows the words)
-    /// [default: the built-in Fashion-MNIST model].
-    #[arg(long)]
-    pub model: Option<PathBuf>,
+    #[command(flatten)]
+    pub model: super::ModelArgs,
     /// Directory with the Fashion-MNIST IDX files (Debian: /usr/share/datasets/fashion-mnist).
     #[arg(long)]
     pub data: PathBuf,
@@ -32,10 +30,6 @@ pub struct Args {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
-    /// Where the towers compute: cpu, cuda (the first GPU) or cuda:N (a build with
-    /// `--features cuda`).
-    #[arg(long, default_value = "cpu", value_parser = super::parse_device)]
-    pub device: pairlens::Device,
 }
 
 /// A bar on stderr that appears once a phase has run for a second.
@@ -106,7 +100,7 @@ pub fn run(args: Args) -> Result<()> {
         bail!("--batch must be at least 1");
     }
     let started = Instant::now();
-    let loaded = super::load_model(args.model.as_deref(), &args.device)?;
+    let loaded = args.model.load()?;
     let test = FashionMnist::load(&args.data, Split::Test)?;
     // The built-in model's mosaics, on the model's own canvas when it is square.
     let (h, w) = loaded.model.config.vision.image_size;

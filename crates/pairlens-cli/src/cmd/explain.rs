@@ -13,17 +13,15 @@ use pairlens::attribution::{export, Explanation, Settings};
 use pairlens::io::image::{decode_file, DecodedImage};
 use pairlens::io::preprocess::Geometry;
 use pairlens::render;
-use pairlens::{Device, Explainer};
+use pairlens::Explainer;
 
 use super::method::MethodArgs;
 use super::progress::DelayedBar;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Checkpoint directory (Hugging Face CLIP or open_clip hub layout)
-    /// [default: the built-in Fashion-MNIST model].
-    #[arg(long)]
-    pub model: Option<PathBuf>,
+    #[command(flatten)]
+    pub model: super::ModelArgs,
     /// Image file (JPEG, PNG, WebP).
     #[arg(long)]
     pub image: PathBuf,
@@ -56,10 +54,6 @@ pub struct Args {
     /// Overwrite existing output files.
     #[arg(long)]
     pub force: bool,
-    /// Where the towers compute: cpu, cuda (the first GPU) or cuda:N (a build with
-    /// `--features cuda`).
-    #[arg(long, default_value = "cpu", value_parser = super::parse_device)]
-    pub device: Device,
 }
 
 fn parse_span(s: &str) -> Result<(usize, usize), String> {
@@ -134,7 +128,7 @@ pub fn run(args: Args) -> Result<()> {
         check_writable(html, args.force)?;
     }
 
-    let ex = super::open_explainer(args.model.as_deref(), &args.device)?;
+    let ex = args.model.open()?;
     let settings = args.method.settings(&ex)?;
     let load_s = started.elapsed().as_secs_f64();
     let decoded = decode_file(&args.image)?;
@@ -163,54 +157,41 @@ pub fn run(args: Args) -> Result<()> {
         meta.insert("captions".into(), serde_json::to_string(&args.captions)?);
         export::save(&explanations, out, meta)?;
     }
+    let report = Report {
+        args: &args,
+        ex: &ex,
+        settings: &settings,
+        decoded: &decoded,
+        geometry: &pre.geometry,
+        explanations: &explanations,
+        queries: &queries,
+    };
     if let Some(dir) = &args.png {
-        write_pngs(
-            dir,
-            &png_files,
-            &args,
-            &decoded,
-            &pre.geometry,
-            &explanations,
-            &queries,
-        )?;
+        report.pngs(dir, &png_files)?;
     }
     let timings = serde_json::json!({
         "load_s": load_s, "image_side_s": explained.image.seconds(),
         "text_side_s": explained.text_seconds, "total_s": started.elapsed().as_secs_f64(),
     });
     if let Some(path) = &args.html {
-        write_html(
-            path,
-            &args,
-            &decoded,
-            &pre.geometry,
-            &explanations,
-            &queries,
-            &timings,
-        )?;
+        report.html(path, &timings)?;
     }
-    let text = if args.json {
-        serde_json::to_string(&summary_json(
-            &args,
-            &ex,
-            &settings,
-            &pre.geometry,
-            &explanations,
-            &queries,
-            timings,
-        ))? + "\n"
-    } else {
-        summary_text(
-            &args,
-            &ex,
-            &settings,
-            &pre.geometry,
-            &explanations,
-            &queries,
-            &timings,
-        )?
+    let text = match args.json {
+        true => serde_json::to_string(&report.json(timings))? + "\n",
+        false => report.text(&timings)?,
     };
     super::print(&text)
+}
+
+/// Everything the outputs show, computed.
+struct Report<'a> {
+    args: &'a Args,
+    ex: &'a Explainer,
+    settings: &'a Settings,
+    decoded: &'a DecodedImage,
+    geometry: &'a Geometry,
+    explanations: &'a [Explanation],
+    queries: &'a [Query],
 }
 
 fn query(e: &Explanation, args: &Args, geometry: &Geometry) -> Result<Query> {
@@ -246,59 +227,54 @@ fn png_names(args: &Args) -> Vec<String> {
     names
 }
 
-#[allow(clippy::too_many_arguments)]
-fn write_pngs(
-    dir: &Path,
-    names: &[String],
-    args: &Args,
-    decoded: &DecodedImage,
-    geometry: &Geometry,
-    explanations: &[Explanation],
-    queries: &[Query],
-) -> Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let original = rgb_image(decoded)?;
-    let to_input = |x: f32, y: f32| geometry.to_input(x, y);
-    let mut names = names.iter();
-    for (e, q) in explanations.iter().zip(queries) {
-        let mut save = |img: RgbImage| -> Result<()> {
-            let path = dir.join(names.next().expect("one name per picture"));
-            img.save(&path)
-                .with_context(|| format!("writing {}", path.display()))
-        };
-        let title = |what: &str| {
-            format!(
-                "{what}  score {:.3}  {} L{}/{} N={}",
-                e.score, e.mode, e.text_layer, e.image_layer, e.steps
-            )
-        };
-        save(render::heatmap_overlay(
-            &original,
-            &to_input,
-            geometry.input,
-            e.grid,
-            &q.whole.patches,
-            None,
-            &title("whole caption"),
-        ))?;
-        for ((a, b), hm) in args.spans.iter().zip(&q.span_heatmaps) {
-            let words = e.tokens[*a..*b].join(" ");
+impl Report<'_> {
+    /// `--png`: heatmap overlays and token strips, under `names` (see [`png_names`]).
+    fn pngs(&self, dir: &Path, names: &[String]) -> Result<()> {
+        let (args, geometry) = (self.args, self.geometry);
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let original = rgb_image(self.decoded)?;
+        let to_input = |x: f32, y: f32| geometry.to_input(x, y);
+        let mut names = names.iter();
+        for (e, q) in self.explanations.iter().zip(self.queries) {
+            let mut save = |img: RgbImage| -> Result<()> {
+                let path = dir.join(names.next().expect("one name per picture"));
+                img.save(&path)
+                    .with_context(|| format!("writing {}", path.display()))
+            };
+            let title = |what: &str| {
+                format!(
+                    "{what}  score {:.3}  {} L{}/{} N={}",
+                    e.score, e.mode, e.text_layer, e.image_layer, e.steps
+                )
+            };
             save(render::heatmap_overlay(
                 &original,
                 &to_input,
                 geometry.input,
                 e.grid,
-                &hm.patches,
+                &q.whole.patches,
                 None,
-                &title(&format!("\"{words}\"")),
+                &title("whole caption"),
             ))?;
+            for ((a, b), hm) in args.spans.iter().zip(&q.span_heatmaps) {
+                let words = e.tokens[*a..*b].join(" ");
+                save(render::heatmap_overlay(
+                    &original,
+                    &to_input,
+                    geometry.input,
+                    e.grid,
+                    &hm.patches,
+                    None,
+                    &title(&format!("\"{words}\"")),
+                ))?;
+            }
+            for (bx, scores) in args.boxes.iter().zip(&q.box_scores) {
+                let t = format!("box {},{},{},{}: token scores", bx[0], bx[1], bx[2], bx[3]);
+                save(render::token_strip(&e.tokens, scores, &t, 720))?;
+            }
         }
-        for (bx, scores) in args.boxes.iter().zip(&q.box_scores) {
-            let t = format!("box {},{},{},{}: token scores", bx[0], bx[1], bx[2], bx[3]);
-            save(render::token_strip(&e.tokens, scores, &t, 720))?;
-        }
+        Ok(())
     }
-    Ok(())
 }
 
 fn rgb_image(decoded: &DecodedImage) -> Result<RgbImage> {
@@ -310,17 +286,12 @@ fn grid_rows(values: &[f32], grid: (usize, usize)) -> Vec<Vec<f32>> {
     values.chunks(grid.1).map(|r| r.to_vec()).collect()
 }
 
-#[allow(clippy::too_many_arguments)]
-fn summary_json(
-    args: &Args,
-    ex: &Explainer,
-    settings: &Settings,
-    geometry: &Geometry,
-    explanations: &[Explanation],
-    queries: &[Query],
-    timings: serde_json::Value,
-) -> serde_json::Value {
-    let captions: Vec<_> = explanations
+impl Report<'_> {
+    /// `--json`: one object with every number.
+    fn json(&self, timings: serde_json::Value) -> serde_json::Value {
+        let (args, ex, settings, geometry) = (self.args, self.ex, self.settings, self.geometry);
+        let (explanations, queries) = (self.explanations, self.queries);
+        let captions: Vec<_> = explanations
         .iter()
         .zip(queries)
         .zip(&args.captions)
@@ -346,191 +317,179 @@ fn summary_json(
             })
         })
         .collect();
-    serde_json::json!({
-        "model": ex.dir(),
-        "format": ex.format().to_string(),
-        "image": args.image,
-        "image_size": [geometry.original.0, geometry.original.1],
-        "settings": {
-            "text_layer": settings.text_layer, "image_layer": settings.image_layer,
-            "steps": settings.steps, "mode": settings.mode,
-            "text_reference_len": settings.text_reference_len,
-            "grid": [ex.model().config.vision.grid().0, ex.model().config.vision.grid().1],
-        },
-        "captions": captions,
-        "timings": timings,
-    })
-}
-
-#[allow(clippy::too_many_arguments)]
-fn summary_text(
-    args: &Args,
-    ex: &Explainer,
-    settings: &Settings,
-    geometry: &Geometry,
-    explanations: &[Explanation],
-    queries: &[Query],
-    timings: &serde_json::Value,
-) -> Result<String> {
-    let mut s = String::new();
-    let (gh, gw) = ex.model().config.vision.grid();
-    writeln!(s, "model: {} ({})", ex.dir().display(), ex.format())?;
-    writeln!(
-        s,
-        "image: {} ({}×{} px → input {}×{}, {gh}×{gw} patches)",
-        args.image.display(),
-        geometry.original.0,
-        geometry.original.1,
-        geometry.input.0,
-        geometry.input.1
-    )?;
-    writeln!(
-        s,
-        "text layer {}, image layer {}, N = {}, mode {}",
-        settings.text_layer, settings.image_layer, settings.steps, settings.mode
-    )?;
-    for ((e, q), caption) in explanations.iter().zip(queries).zip(&args.captions) {
-        let r = e.reference_terms;
-        writeln!(s, "\ncaption {caption:?}")?;
-        writeln!(s, "  score (cosine)          {:+.6}", e.score)?;
-        writeln!(s, "  sum of interactions     {:+.6}", e.total()?)?;
-        writeln!(
-            s,
-            "  f(x)·g(r_y)             {:+.6}",
-            r.text_vs_image_reference
-        )?;
-        writeln!(
-            s,
-            "  f(r_x)·g(y)             {:+.6}",
-            r.text_reference_vs_image
-        )?;
-        writeln!(
-            s,
-            "  f(r_x)·g(r_y)           {:+.6}",
-            r.reference_vs_reference
-        )?;
-        writeln!(
-            s,
-            "  residual                {:+.6}  (score − Σ − f·g(r) − f(r)·g + f(r)·g(r))",
-            e.residual
-        )?;
-        writeln!(
-            s,
-            "  {:>3}  {:<16} {:>11} {:>11}  strongest patch (row, col)",
-            "#", "token", "total", "CLS"
-        )?;
-        let m = e.matrix()?;
-        for (i, (tok, row)) in e.tokens.iter().zip(&m).enumerate() {
-            let total: f32 = row.iter().sum();
-            let (best, v) = row[1..]
-                .iter()
-                .enumerate()
-                .max_by(|a, b| a.1.abs().total_cmp(&b.1.abs()))
-                .map(|(k, v)| (k, *v))
-                .unwrap_or((0, 0.0));
-            writeln!(
-                s,
-                "  {i:>3}  {:<16} {total:>+11.4e} {:>+11.4e}  ({}, {}) {v:+.3e}",
-                tok,
-                row[0],
-                best / gw,
-                best % gw
-            )?;
-        }
-        for ((a, b), h) in args.spans.iter().zip(&q.span_heatmaps) {
-            writeln!(
-                s,
-                "  span {a}:{b} {:?}: heatmap over {gh}×{gw} patches (CLS {:+.3e})",
-                e.tokens[*a..*b].join(" "),
-                h.cls
-            )?;
-            for row in h.patches.chunks(gw) {
-                let cells: Vec<String> = row.iter().map(|v| format!("{v:+.2e}")).collect();
-                writeln!(s, "    {}", cells.join(" "))?;
-            }
-        }
-        for (bx, scores) in args.boxes.iter().zip(&q.box_scores) {
-            writeln!(s, "  box {bx:?}: token scores")?;
-            for (tok, v) in e.tokens.iter().zip(scores) {
-                writeln!(s, "    {tok:<16} {v:+.4e}")?;
-            }
-        }
-    }
-    writeln!(
-        s,
-        "\ntime: load {:.2} s, image side {:.2} s, text side {:.2} s, total {:.2} s",
-        timings["load_s"].as_f64().unwrap_or(0.0),
-        timings["image_side_s"].as_f64().unwrap_or(0.0),
-        timings["text_side_s"].as_f64().unwrap_or(0.0),
-        timings["total_s"].as_f64().unwrap_or(0.0)
-    )?;
-    Ok(s)
-}
-
-/// `--html`: the report of [`pairlens::render::html`], written once all the work is done.
-#[allow(clippy::too_many_arguments)]
-fn write_html(
-    path: &Path,
-    args: &Args,
-    decoded: &pairlens::io::image::DecodedImage,
-    geometry: &Geometry,
-    explanations: &[Explanation],
-    queries: &[Query],
-    timings: &serde_json::Value,
-) -> Result<()> {
-    use render::html::{report, BoxReport, CaptionReport, ReportInput, SpanReport};
-    let original = rgb_image(decoded)?;
-    let to_input = |x: f32, y: f32| geometry.to_input(x, y);
-    let model = match &args.model {
-        Some(dir) => dir.display().to_string(),
-        None => pairlens::builtin::NAME.to_string(),
-    };
-    let image_name = args.image.display().to_string();
-    let captions = explanations
-        .iter()
-        .zip(queries)
-        .zip(&args.captions)
-        .map(|((e, q), caption)| CaptionReport {
-            caption,
-            explanation: e,
-            spans: args
-                .spans
-                .iter()
-                .zip(&q.span_heatmaps)
-                .map(|(&(start, end), heatmap)| SpanReport {
-                    start,
-                    end,
-                    heatmap,
-                })
-                .collect(),
-            boxes: args
-                .boxes
-                .iter()
-                .zip(&q.box_scores)
-                .map(|(&bbox, s)| BoxReport {
-                    bbox,
-                    token_scores: s,
-                })
-                .collect(),
+        serde_json::json!({
+            "model": ex.dir(),
+            "format": ex.format().to_string(),
+            "image": args.image,
+            "image_size": [geometry.original.0, geometry.original.1],
+            "settings": {
+                "text_layer": settings.text_layer, "image_layer": settings.image_layer,
+                "steps": settings.steps, "mode": settings.mode,
+                "text_reference_len": settings.text_reference_len,
+                "grid": [ex.model().config.vision.grid().0, ex.model().config.vision.grid().1],
+            },
+            "captions": captions,
+            "timings": timings,
         })
-        .collect();
-    let secs = |k: &str| timings[k].as_f64().unwrap_or(0.0);
-    let input = ReportInput {
-        title: "pairlens explain",
-        model: &model,
-        image_name: &image_name,
-        original: &original,
-        to_input: &to_input,
-        input_size: geometry.input,
-        captions,
-        timings: vec![
-            ("load".into(), secs("load_s")),
-            ("image side".into(), secs("image_side_s")),
-            ("text side".into(), secs("text_side_s")),
-            ("total".into(), secs("total_s")),
-        ],
-    };
-    let html =
-        report(&input).with_context(|| format!("building the HTML report {}", path.display()))?;
-    std::fs::write(path, html).with_context(|| format!("writing {}", path.display()))
+    }
+
+    /// The text summary on stdout.
+    fn text(&self, timings: &serde_json::Value) -> Result<String> {
+        let (args, ex, settings, geometry) = (self.args, self.ex, self.settings, self.geometry);
+        let (explanations, queries) = (self.explanations, self.queries);
+        let mut s = String::new();
+        let (gh, gw) = ex.model().config.vision.grid();
+        writeln!(s, "model: {} ({})", ex.dir().display(), ex.format())?;
+        writeln!(
+            s,
+            "image: {} ({}×{} px → input {}×{}, {gh}×{gw} patches)",
+            args.image.display(),
+            geometry.original.0,
+            geometry.original.1,
+            geometry.input.0,
+            geometry.input.1
+        )?;
+        writeln!(
+            s,
+            "text layer {}, image layer {}, N = {}, mode {}",
+            settings.text_layer, settings.image_layer, settings.steps, settings.mode
+        )?;
+        for ((e, q), caption) in explanations.iter().zip(queries).zip(&args.captions) {
+            let r = e.reference_terms;
+            writeln!(s, "\ncaption {caption:?}")?;
+            writeln!(s, "  score (cosine)          {:+.6}", e.score)?;
+            writeln!(s, "  sum of interactions     {:+.6}", e.total()?)?;
+            writeln!(
+                s,
+                "  f(x)·g(r_y)             {:+.6}",
+                r.text_vs_image_reference
+            )?;
+            writeln!(
+                s,
+                "  f(r_x)·g(y)             {:+.6}",
+                r.text_reference_vs_image
+            )?;
+            writeln!(
+                s,
+                "  f(r_x)·g(r_y)           {:+.6}",
+                r.reference_vs_reference
+            )?;
+            writeln!(
+                s,
+                "  residual                {:+.6}  (score − Σ − f·g(r) − f(r)·g + f(r)·g(r))",
+                e.residual
+            )?;
+            writeln!(
+                s,
+                "  {:>3}  {:<16} {:>11} {:>11}  strongest patch (row, col)",
+                "#", "token", "total", "CLS"
+            )?;
+            let m = e.matrix()?;
+            for (i, (tok, row)) in e.tokens.iter().zip(&m).enumerate() {
+                let total: f32 = row.iter().sum();
+                let (best, v) = row[1..]
+                    .iter()
+                    .enumerate()
+                    .max_by(|a, b| a.1.abs().total_cmp(&b.1.abs()))
+                    .map(|(k, v)| (k, *v))
+                    .unwrap_or((0, 0.0));
+                writeln!(
+                    s,
+                    "  {i:>3}  {:<16} {total:>+11.4e} {:>+11.4e}  ({}, {}) {v:+.3e}",
+                    tok,
+                    row[0],
+                    best / gw,
+                    best % gw
+                )?;
+            }
+            for ((a, b), h) in args.spans.iter().zip(&q.span_heatmaps) {
+                writeln!(
+                    s,
+                    "  span {a}:{b} {:?}: heatmap over {gh}×{gw} patches (CLS {:+.3e})",
+                    e.tokens[*a..*b].join(" "),
+                    h.cls
+                )?;
+                for row in h.patches.chunks(gw) {
+                    let cells: Vec<String> = row.iter().map(|v| format!("{v:+.2e}")).collect();
+                    writeln!(s, "    {}", cells.join(" "))?;
+                }
+            }
+            for (bx, scores) in args.boxes.iter().zip(&q.box_scores) {
+                writeln!(s, "  box {bx:?}: token scores")?;
+                for (tok, v) in e.tokens.iter().zip(scores) {
+                    writeln!(s, "    {tok:<16} {v:+.4e}")?;
+                }
+            }
+        }
+        writeln!(
+            s,
+            "\ntime: load {:.2} s, image side {:.2} s, text side {:.2} s, total {:.2} s",
+            timings["load_s"].as_f64().unwrap_or(0.0),
+            timings["image_side_s"].as_f64().unwrap_or(0.0),
+            timings["text_side_s"].as_f64().unwrap_or(0.0),
+            timings["total_s"].as_f64().unwrap_or(0.0)
+        )?;
+        Ok(s)
+    }
+
+    /// `--html`: the report of [`pairlens::render::html`], written once all the work is done.
+    fn html(&self, path: &Path, timings: &serde_json::Value) -> Result<()> {
+        let (args, geometry) = (self.args, self.geometry);
+        let (explanations, queries) = (self.explanations, self.queries);
+        use render::html::{report, BoxReport, CaptionReport, ReportInput, SpanReport};
+        let original = rgb_image(self.decoded)?;
+        let to_input = |x: f32, y: f32| geometry.to_input(x, y);
+        let model = match &args.model.model {
+            Some(dir) => dir.display().to_string(),
+            None => pairlens::builtin::NAME.to_string(),
+        };
+        let image_name = args.image.display().to_string();
+        let captions = explanations
+            .iter()
+            .zip(queries)
+            .zip(&args.captions)
+            .map(|((e, q), caption)| CaptionReport {
+                caption,
+                explanation: e,
+                spans: args
+                    .spans
+                    .iter()
+                    .zip(&q.span_heatmaps)
+                    .map(|(&(start, end), heatmap)| SpanReport {
+                        start,
+                        end,
+                        heatmap,
+                    })
+                    .collect(),
+                boxes: args
+                    .boxes
+                    .iter()
+                    .zip(&q.box_scores)
+                    .map(|(&bbox, s)| BoxReport {
+                        bbox,
+                        token_scores: s,
+                    })
+                    .collect(),
+            })
+            .collect();
+        let secs = |k: &str| timings[k].as_f64().unwrap_or(0.0);
+        let input = ReportInput {
+            title: "pairlens explain",
+            model: &model,
+            image_name: &image_name,
+            original: &original,
+            to_input: &to_input,
+            input_size: geometry.input,
+            captions,
+            timings: vec![
+                ("load".into(), secs("load_s")),
+                ("image side".into(), secs("image_side_s")),
+                ("text side".into(), secs("text_side_s")),
+                ("total".into(), secs("total_s")),
+            ],
+        };
+        let html = report(&input)
+            .with_context(|| format!("building the HTML report {}", path.display()))?;
+        std::fs::write(path, html).with_context(|| format!("writing {}", path.display()))
+    }
 }

@@ -301,7 +301,10 @@ fn evaluate_grounding(args: &Args, data: &Path) -> Result<()> {
         let out = root.join(format!("step-{step}"));
         super::print(&format!("grounding of step {step} ({})\n", model.display()))?;
         eval_grounding::run(eval_grounding::Args {
-            model: Some(model),
+            model: super::ModelArgs {
+                model: Some(model),
+                device: pairlens::Device::Cpu,
+            },
             format: eval_grounding::Format::Jsonl,
             data: Some(data.to_path_buf()),
             annotations: None,
@@ -320,7 +323,6 @@ fn evaluate_grounding(args: &Args, data: &Path) -> Result<()> {
             out: out.clone(),
             limit: args.grounding_limit,
             force: args.force,
-            device: pairlens::Device::Cpu,
         })?;
         dirs.push((step, out));
     }

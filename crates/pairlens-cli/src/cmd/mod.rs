@@ -12,21 +12,39 @@ mod progress;
 pub mod serve;
 pub mod train;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use pairlens::io::checkpoint::{self, LoadedModel};
 use pairlens::{Device, Explainer, ModelSource};
 
-/// The model to explain with, on `device`: a checkpoint directory, or without one the built-in
-/// model (written once into the user's cache directory, see [`pairlens::builtin`]).
-pub fn open_explainer(dir: Option<&Path>, device: &Device) -> Result<Explainer> {
-    let source = ModelSource::from_option(dir);
-    Explainer::open(source.clone(), device).with_context(|| format!("loading {source}"))
+/// The flags that choose a model and where it computes.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// Checkpoint directory (Hugging Face CLIP or open_clip hub layout)
+    /// [default: the built-in Fashion-MNIST model].
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    /// Where the towers compute: cpu, cuda (the first GPU) or cuda:N (a build with
+    /// `--features cuda`).
+    #[arg(long, default_value = "cpu", value_parser = parse_device)]
+    pub device: Device,
 }
 
-/// A checkpoint loaded whole, every weight checked, for the commands that train or evaluate it
-/// (the built-in model without a directory).
+impl ModelArgs {
+    /// The model opened for explaining (the built-in model without `--model`).
+    pub fn open(&self) -> Result<Explainer> {
+        let source = ModelSource::from_option(self.model.as_deref());
+        Explainer::open(source.clone(), &self.device).with_context(|| format!("loading {source}"))
+    }
+
+    /// The model loaded whole, every weight checked, for commands that evaluate or train it.
+    pub fn load(&self) -> Result<LoadedModel> {
+        load_model(self.model.as_deref(), &self.device)
+    }
+}
+
+/// A checkpoint loaded whole, every weight checked (the built-in model without a directory).
 pub fn load_model(dir: Option<&Path>, device: &Device) -> Result<LoadedModel> {
     match dir {
         Some(dir) => checkpoint::load(dir, device)
@@ -37,7 +55,7 @@ pub fn load_model(dir: Option<&Path>, device: &Device) -> Result<LoadedModel> {
 }
 
 /// `--device`'s parser: `cpu`, `cuda` or `cuda:N`.
-pub fn parse_device(name: &str) -> Result<Device, String> {
+fn parse_device(name: &str) -> Result<Device, String> {
     pairlens::parse_device(name).map_err(|e| e.to_string())
 }
 

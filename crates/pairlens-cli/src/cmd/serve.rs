@@ -9,10 +9,8 @@ use pairlens_serve::{examples, AppState, Config};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Checkpoint directory (Hugging Face CLIP or open_clip hub layout)
-    /// [default: the built-in Fashion-MNIST model].
-    #[arg(long)]
-    pub model: Option<PathBuf>,
+    #[command(flatten)]
+    pub model: super::ModelArgs,
     /// Address to listen on; port 0 picks a free one. Anything but loopback exposes the server.
     #[arg(long, default_value = "127.0.0.1:7878")]
     pub addr: SocketAddr,
@@ -26,10 +24,6 @@ pub struct Args {
     /// Explanations kept in memory (least recently used go first).
     #[arg(long, default_value_t = 64)]
     pub cache: usize,
-    /// Where the towers compute: cpu, cuda (the first GPU) or cuda:N (a build with
-    /// `--features cuda`).
-    #[arg(long, default_value = "cpu", value_parser = super::parse_device)]
-    pub device: pairlens::Device,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -41,11 +35,11 @@ pub fn run(args: Args) -> Result<()> {
     }
     // A server fails at start, not at its first request: the tokenizer and every weight are
     // checked now.
-    let explainer = super::open_explainer(args.model.as_deref(), &args.device)?;
+    let explainer = args.model.open()?;
     let loading = || format!("loading {}", explainer.source());
     explainer.tokenizer().with_context(loading)?;
     explainer.check_weights().with_context(loading)?;
-    let model_name = match &args.model {
+    let model_name = match &args.model.model {
         Some(dir) => dir.display().to_string(),
         None => "built-in".to_string(),
     };

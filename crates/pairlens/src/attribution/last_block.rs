@@ -25,17 +25,29 @@
 use candle_core::{Tensor, D};
 
 use super::settings::{Mode, Settings};
-use crate::model::{mlp_half, ops, MlpHalf};
+use crate::model::{mlp_half, ops, MlpHalf, Stack};
 use crate::model::{Block, LayerNorm, Linear, TransformerConfig};
 use crate::progress::Progress;
 use crate::Result;
 
 /// A tower from the input of its last block on: that block, the final LayerNorm, the projection.
 pub(crate) struct LastBlock<'a> {
-    pub cfg: &'a TransformerConfig,
-    pub block: &'a Block,
-    pub final_ln: &'a LayerNorm,
-    pub projection: &'a Linear,
+    cfg: &'a TransformerConfig,
+    block: &'a Block,
+    final_ln: &'a LayerNorm,
+    projection: &'a Linear,
+}
+
+impl<'a> LastBlock<'a> {
+    /// The last block of a tower's stack.
+    pub fn of(stack: Stack<'a>) -> Self {
+        LastBlock {
+            cfg: stack.cfg,
+            block: stack.blocks.last().expect("a tower has blocks"),
+            final_ln: stack.final_ln,
+            projection: stack.projection,
+        }
+    }
 }
 
 /// The contraction and the two ends of the path.

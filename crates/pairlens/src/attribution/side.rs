@@ -88,13 +88,7 @@ fn text_side_by(
         .embed_from(layer, &r.unsqueeze(0)?, &[ref_pool])?
         .get(0)?;
     if cfg.transformer.is_last(layer) && route == Route::ClosedForm {
-        let w = &tower.weights;
-        let last = LastBlock {
-            cfg: &cfg.transformer,
-            block: w.blocks.last().expect("a last block"),
-            final_ln: &w.ln_final,
-            projection: &w.projection,
-        };
+        let last = LastBlock::of(tower.stack());
         // Causal attention: the pooled row sees rows up to itself only.
         let (x, r) = (x.narrow(0, 0, pool + 1)?, r.narrow(0, 0, pool + 1)?);
         let label = "text tokens";
@@ -160,13 +154,7 @@ fn image_side_by(
     let (x, r) = (hidden.get(0)?, hidden.get(1)?);
     let tokens = x.dim(0)?;
     if model.config.vision.transformer.is_last(layer) && route == Route::ClosedForm {
-        let w = &tower.weights;
-        let last = LastBlock {
-            cfg: &model.config.vision.transformer,
-            block: w.blocks.last().expect("a last block"),
-            final_ln: &w.ln_post,
-            projection: &w.projection,
-        };
+        let last = LastBlock::of(tower.stack());
         let label = "image tokens";
         let c = last_block::integrate(&last, &x, &r, 0, tokens, label, settings, progress)?;
         return Ok(TowerSide {

@@ -16,7 +16,7 @@ pub mod text;
 pub mod vision;
 pub mod weights;
 
-pub(crate) use block::{mlp_half, MlpHalf};
+pub(crate) use block::{mlp_half, MlpHalf, Stack};
 pub use clip::ClipModel;
 pub use config::{
     Activation, ClipConfig, TextConfig, TextPooling, TransformerConfig, VisionConfig,

@@ -49,7 +49,7 @@ impl TextTower {
         })
     }
 
-    fn stack(&self) -> Stack<'_> {
+    pub(crate) fn stack(&self) -> Stack<'_> {
         Stack {
             cfg: &self.config.transformer,
             blocks: &self.weights.blocks,

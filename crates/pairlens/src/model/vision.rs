@@ -57,7 +57,7 @@ impl VisionTower {
         })
     }
 
-    fn stack(&self) -> Stack<'_> {
+    pub(crate) fn stack(&self) -> Stack<'_> {
         Stack {
             cfg: &self.config.transformer,
             blocks: &self.weights.blocks,

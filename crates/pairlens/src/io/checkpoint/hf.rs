@@ -4,13 +4,11 @@
 
 use std::path::Path;
 
-use candle_core::Device;
-
 use super::json::{read_json, Section};
-use super::tensors::TensorStore;
+use super::tensors::{Source, TensorStore};
 use crate::model::params::{BlockLayer, Param, Tower};
 use crate::model::{
-    Activation, ClipConfig, ClipWeights, TextConfig, TextPooling, TransformerConfig, VisionConfig,
+    Activation, ClipConfig, TextConfig, TextPooling, TransformerConfig, VisionConfig,
 };
 use crate::{Error, Result};
 
@@ -210,11 +208,7 @@ pub(crate) fn name(param: Param) -> String {
     }
 }
 
-pub(crate) fn read_weights(
-    st: &TensorStore,
-    cfg: &ClipConfig,
-    dev: &Device,
-) -> Result<ClipWeights> {
-    let read = |p: Param| st.tensor(&name(p), &p.shape(cfg), dev);
-    ClipWeights::from_params(cfg, &read, st.scalar("logit_scale")?)
+/// [`name`] as the reader takes it: every HF tensor is stored as the parameter itself.
+pub(crate) fn source(param: Param) -> Source {
+    Source::Tensor(name(param))
 }

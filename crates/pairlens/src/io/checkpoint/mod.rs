@@ -179,17 +179,17 @@ impl Checkpoint {
     }
 
     fn weights(&self, device: &Device, check: ValueCheck) -> Result<ClipWeights> {
-        let (dir, config) = (&self.dir, &self.config);
+        let mut store = match &self.open_clip {
+            None => hf::open_weights(&self.dir)?,
+            Some(_) => open_clip::open_weights(&self.dir)?,
+        };
+        store.check_values = check == ValueCheck::Now;
         match &self.open_clip {
-            None => {
-                let mut store = hf::open_weights(dir)?;
-                store.check_values = check == ValueCheck::Now;
-                hf::read_weights(&store, config, device)
-            }
+            None => store.read_weights(&self.config, &hf::source, device),
             Some(extra) => {
-                let mut store = open_clip::open_weights(dir)?;
-                store.check_values = check == ValueCheck::Now;
-                open_clip::read_weights(&store, config, extra, device)
+                let has = |name: &str| store.contains(name);
+                let source = |p| open_clip::source(p, extra.text_prefix, has);
+                store.read_weights(&self.config, &source, device)
             }
         }
     }
@@ -288,25 +288,12 @@ impl Checkpoint {
     }
 }
 
-/// The geometry and the weights (no tokenizer, no preprocessing).
+/// The geometry and the weights, every value checked (no tokenizer, no preprocessing).
 pub fn load_weights(
     dir: &Path,
     device: &Device,
 ) -> Result<(CheckpointFormat, ClipConfig, ClipWeights)> {
-    let format = detect(dir)?;
-    let (config, weights) = match format {
-        CheckpointFormat::Hf => {
-            let config = hf::read_config(dir)?;
-            let store = hf::open_weights(dir)?;
-            let weights = hf::read_weights(&store, &config, device)?;
-            (config, weights)
-        }
-        CheckpointFormat::OpenClip => {
-            let (config, extra) = open_clip::read_config(dir)?;
-            let store = open_clip::open_weights(dir)?;
-            let weights = open_clip::read_weights(&store, &config, &extra, device)?;
-            (config, weights)
-        }
-    };
-    Ok((format, config, weights))
+    let checkpoint = Checkpoint::open(dir)?;
+    let weights = checkpoint.weights(device, ValueCheck::Now)?;
+    Ok((checkpoint.format, checkpoint.config, weights))
 }

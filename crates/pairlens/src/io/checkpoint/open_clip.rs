@@ -5,13 +5,11 @@
 
 use std::path::Path;
 
-use candle_core::Device;
-
 use super::json::{read_json, Section};
-use super::tensors::TensorStore;
+use super::tensors::{Source, TensorStore};
 use crate::model::params::{BlockLayer, Param, Tower};
 use crate::model::{
-    Activation, ClipConfig, ClipWeights, TextConfig, TextPooling, TransformerConfig, VisionConfig,
+    Activation, ClipConfig, TextConfig, TextPooling, TransformerConfig, VisionConfig,
 };
 use crate::{Error, Result};
 
@@ -384,20 +382,9 @@ pub(crate) fn open_weights(dir: &Path) -> Result<TensorStore> {
     })
 }
 
-/// Where a parameter is stored in an open_clip state dict.
-enum Source {
-    /// A tensor of the parameter's shape.
-    Tensor(String),
-    /// Part `index` (Q, K, V = 0, 1, 2) of attention's packed `in_proj_weight` `[3w, w]` or
-    /// `in_proj_bias` `[3w]`, by rows.
-    Packed(String, usize),
-    /// A `[width, embed]` matrix used as `x @ P`: the transpose of the parameter.
-    Transposed(String),
-}
-
 /// Where every parameter lives in an open_clip `CLIP` state dict (`text_prefix` is `"text."` for
 /// `CustomTextCLIP`); `has` tells which of two layouts a converted checkpoint uses.
-fn source(param: Param, text_prefix: &str, has: impl Fn(&str) -> bool) -> Source {
+pub(crate) fn source(param: Param, text_prefix: &str, has: impl Fn(&str) -> bool) -> Source {
     let tower = |t| match t {
         Tower::Text => text_prefix.to_string(),
         Tower::Vision => "visual.".to_string(),
@@ -441,26 +428,4 @@ fn source(param: Param, text_prefix: &str, has: impl Fn(&str) -> bool) -> Source
         }
         Param::Projection(Tower::Vision) => Source::Transposed("visual.proj".into()),
     }
-}
-
-pub(crate) fn read_weights(
-    st: &TensorStore,
-    cfg: &ClipConfig,
-    extra: &OpenClipExtra,
-    dev: &Device,
-) -> Result<ClipWeights> {
-    let read = |p: Param| {
-        let shape = p.shape(cfg);
-        match source(p, extra.text_prefix, |n| st.contains(n)) {
-            Source::Tensor(name) => st.tensor(&name, &shape, dev),
-            Source::Packed(name, i) => {
-                let n = shape[0];
-                let mut packed = shape.clone();
-                packed[0] = 3 * n;
-                st.rows(&name, &packed, i * n..(i + 1) * n, dev)
-            }
-            Source::Transposed(name) => st.transposed(&name, [shape[1], shape[0]], dev),
-        }
-    };
-    ClipWeights::from_params(cfg, &read, st.scalar("logit_scale")?)
 }

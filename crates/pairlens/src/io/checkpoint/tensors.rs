@@ -14,6 +14,8 @@ use memmap2::Mmap;
 use safetensors::tensor::{Dtype, Metadata, SafeTensors, TensorInfo};
 
 use crate::io::mapped::MappedFile;
+use crate::model::params::Param;
+use crate::model::{ClipConfig, ClipWeights};
 use crate::{Error, Result};
 
 struct Shard {
@@ -384,5 +386,42 @@ mod tests {
         assert!(f16_to_f32(0x7c00).is_infinite());
         assert!(f16_to_f32(0x7e00).is_nan());
         assert_eq!(f16_to_f32(0x8000).to_bits(), 0x8000_0000);
+    }
+}
+
+/// Where a parameter is stored in a checkpoint format's files.
+pub(crate) enum Source {
+    /// A tensor of the parameter's shape.
+    Tensor(String),
+    /// Part `index` (Q, K, V = 0, 1, 2) of a packed attention projection (`in_proj_weight`
+    /// `[3w, w]`, `in_proj_bias` `[3w]`), by rows.
+    Packed(String, usize),
+    /// A `[width, embed]` matrix used as `x @ P`: the transpose of the parameter.
+    Transposed(String),
+}
+
+impl TensorStore {
+    /// Every parameter of a model of geometry `cfg`, each from where the format's table
+    /// `source` says, checked against its shape.
+    pub fn read_weights(
+        &self,
+        cfg: &ClipConfig,
+        source: &(dyn Fn(Param) -> Source + Sync),
+        device: &Device,
+    ) -> Result<ClipWeights> {
+        let read = |p: Param| {
+            let shape = p.shape(cfg);
+            match source(p) {
+                Source::Tensor(name) => self.tensor(&name, &shape, device),
+                Source::Packed(name, i) => {
+                    let n = shape[0];
+                    let mut packed = shape.clone();
+                    packed[0] = 3 * n;
+                    self.rows(&name, &packed, i * n..(i + 1) * n, device)
+                }
+                Source::Transposed(name) => self.transposed(&name, [shape[1], shape[0]], device),
+            }
+        };
+        ClipWeights::from_params(cfg, &read, self.scalar("logit_scale")?)
     }
 }
