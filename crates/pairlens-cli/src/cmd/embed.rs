@@ -9,14 +9,14 @@ use pairlens::Explainer;
 
 #[derive(clap::Args)]
 pub struct Args {
-    #[command(flatten)]
-    pub model: super::ModelArgs,
-    /// Image file (JPEG, PNG, WebP).
-    #[arg(long)]
-    pub image: PathBuf,
     /// Caption to embed.
     #[arg(long)]
     pub caption: String,
+    /// Image file (JPEG, PNG, WebP).
+    #[arg(long)]
+    pub image: PathBuf,
+    #[command(flatten)]
+    pub model: super::ModelArgs,
     /// Cut captions longer than the context instead of failing.
     #[arg(long)]
     pub truncate: bool,

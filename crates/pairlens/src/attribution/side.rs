@@ -315,22 +315,11 @@ mod tests {
     }
 
     fn rel(a: &Tensor, b: &Tensor) -> f64 {
-        let d = (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_dtype(DType::F64)
-            .unwrap();
-        let m = b
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_dtype(DType::F64)
-            .unwrap();
-        d.to_scalar::<f64>().unwrap() / m.to_scalar::<f64>().unwrap().max(1e-30)
+        let max_abs = |t: &Tensor| -> f64 {
+            let m = t.abs().unwrap().max_all().unwrap();
+            m.to_dtype(DType::F64).unwrap().to_scalar().unwrap()
+        };
+        max_abs(&(a - b).unwrap()) / max_abs(b).max(1e-30)
     }
 
     /// The closed form through the last block equals the batched JVPs, every quantity, both

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use candle_core::{DType, Tensor};
 
 use super::params::{MapFn, TowerConfig};
+use super::weights::Linear;
 use crate::{Error, Result};
 
 /// Where a shape error points: weights are validated after loading, so no file is known here.
@@ -54,7 +55,7 @@ impl Checker {
         &mut self,
         tower: TowerConfig,
         blocks: usize,
-        projection_dim: usize,
+        projection: &Linear,
         map: impl FnOnce(&mut MapFn) -> Result<()>,
     ) -> Result<()> {
         let (name, cfg) = match tower {
@@ -75,6 +76,9 @@ impl Checker {
                 msg: format!("{blocks} blocks, config says {} layers", cfg.layers),
             });
         }
+        // The projection's output width is the model's to choose; checked against the other
+        // tower's by `ClipModel::new`.
+        let projection_dim = projection.weight.dims().first().copied().unwrap_or(0);
         map(&mut |param, t| {
             self.tensor(
                 &param.to_string(),

@@ -91,6 +91,19 @@ impl BlockLayer {
     }
 }
 
+/// A parameter inside a transformer block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct BlockParam {
+    /// The tower.
+    pub tower: Tower,
+    /// Block index, from 0.
+    pub layer: usize,
+    /// Which layer of the block.
+    pub part: BlockLayer,
+    /// Weight or bias.
+    pub affine: Affine,
+}
+
 /// One parameter tensor of a CLIP model (`logit_scale`, a plain number, is not one).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Param {
@@ -104,17 +117,8 @@ pub enum Param {
     ClassEmbedding,
     /// The image tower's LayerNorm before block 0 (`ln_pre`).
     PreNorm(Affine),
-    /// A layer of block `layer` of a tower.
-    Block {
-        /// The tower.
-        tower: Tower,
-        /// Block index, from 0.
-        layer: usize,
-        /// Which layer of the block.
-        part: BlockLayer,
-        /// Weight or bias.
-        affine: Affine,
-    },
+    /// A parameter inside a transformer block.
+    Block(BlockParam),
     /// The LayerNorm after the last block (`ln_final`, `ln_post`).
     FinalNorm(Tower, Affine),
     /// Projection into the shared embedding space `[projection_dim, width]` (no bias).
@@ -130,7 +134,7 @@ impl Param {
             Param::PositionEmbedding(t)
             | Param::FinalNorm(t, _)
             | Param::Projection(t)
-            | Param::Block { tower: t, .. } => t,
+            | Param::Block(BlockParam { tower: t, .. }) => t,
         }
     }
 
@@ -155,7 +159,7 @@ impl Param {
                 vec![w, 3, c.patch_size, c.patch_size]
             }
             (Param::Projection(_), _) => vec![projection_dim, w],
-            (Param::Block { part, affine, .. }, _) => {
+            (Param::Block(BlockParam { part, affine, .. }), _) => {
                 let (out, inp) = match part {
                     BlockLayer::Ln1 | BlockLayer::Ln2 => return vec![w],
                     BlockLayer::Fc1 => (t.mlp_dim, w),
@@ -205,17 +209,13 @@ impl fmt::Display for Param {
             Param::PatchEmbedding => f.write_str("vision.patch_embedding"),
             Param::ClassEmbedding => f.write_str("vision.class_embedding"),
             Param::PreNorm(a) => write!(f, "vision.ln_pre.{}", affine(a)),
-            Param::Block {
-                tower: t,
-                layer,
-                part,
-                affine: a,
-            } => write!(
+            Param::Block(b) => write!(
                 f,
-                "{}.blocks.{layer}.{}.{}",
-                tower(t),
-                part.canonical(),
-                affine(a)
+                "{}.blocks.{}.{}.{}",
+                tower(b.tower),
+                b.layer,
+                b.part.canonical(),
+                affine(b.affine)
             ),
             Param::FinalNorm(Tower::Text, a) => write!(f, "text.ln_final.{}", affine(a)),
             Param::FinalNorm(Tower::Vision, a) => write!(f, "vision.ln_post.{}", affine(a)),
@@ -249,11 +249,13 @@ fn map_blocks(f: &mut MapFn, tower: Tower, blocks: &[Block]) -> Result<Vec<Block
     let mut out = Vec::with_capacity(blocks.len());
     for (layer, b) in blocks.iter().enumerate() {
         let at = |part| {
-            move |affine| Param::Block {
-                tower,
-                layer,
-                part,
-                affine,
+            move |affine| {
+                Param::Block(BlockParam {
+                    tower,
+                    layer,
+                    part,
+                    affine,
+                })
             }
         };
         out.push(Block {
@@ -277,12 +279,12 @@ fn build_block(
     eps: f64,
 ) -> Result<Block> {
     let get = |part, affine| {
-        read(Param::Block {
+        read(Param::Block(BlockParam {
             tower,
             layer,
             part,
             affine,
-        })
+        }))
     };
     let norm = |part| -> Result<LayerNorm> {
         Ok(LayerNorm {

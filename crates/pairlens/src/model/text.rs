@@ -43,10 +43,12 @@ impl TextTower {
 
     pub(crate) fn check_weights(&self, c: &mut Checker) -> Result<()> {
         let w = &self.weights;
-        let tower = TowerConfig::Text(&self.config);
-        c.tower(tower, w.blocks.len(), self.projection_dim(), |f| {
-            w.map_params(f).map(|_| ())
-        })
+        c.tower(
+            TowerConfig::Text(&self.config),
+            w.blocks.len(),
+            &w.projection,
+            |f| w.map_params(f).map(|_| ()),
+        )
     }
 
     pub(crate) fn stack(&self) -> Stack<'_> {
@@ -61,11 +63,6 @@ impl TextTower {
 
     fn dtype(&self) -> DType {
         self.weights.token_embedding.dtype()
-    }
-
-    /// Width of the shared embedding space.
-    pub fn projection_dim(&self) -> usize {
-        self.weights.projection.weight.dims()[0]
     }
 
     /// Token + positional embeddings of ids `[B, seq]` (u32, `seq <= context_length`).

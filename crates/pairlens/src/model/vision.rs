@@ -51,10 +51,12 @@ impl VisionTower {
             ));
         }
         let w = &self.weights;
-        let tower = TowerConfig::Vision(&self.config);
-        c.tower(tower, w.blocks.len(), self.projection_dim(), |f| {
-            w.map_params(f).map(|_| ())
-        })
+        c.tower(
+            TowerConfig::Vision(&self.config),
+            w.blocks.len(),
+            &w.projection,
+            |f| w.map_params(f).map(|_| ()),
+        )
     }
 
     pub(crate) fn stack(&self) -> Stack<'_> {
@@ -69,11 +71,6 @@ impl VisionTower {
 
     fn dtype(&self) -> DType {
         self.weights.class_embedding.dtype()
-    }
-
-    /// Width of the shared embedding space.
-    pub fn projection_dim(&self) -> usize {
-        self.weights.projection.weight.dims()[0]
     }
 
     /// `ln_pre(cat(class, patches) + pos)` for pixels `[B, 3, H, W]` (H, W = `image_size`):

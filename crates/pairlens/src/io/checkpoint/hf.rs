@@ -177,13 +177,8 @@ pub(crate) fn name(param: Param) -> String {
         Param::PatchEmbedding => "vision_model.embeddings.patch_embedding.weight".into(),
         Param::ClassEmbedding => "vision_model.embeddings.class_embedding".into(),
         Param::PreNorm(a) => format!("vision_model.pre_layrnorm.{}", a.as_str()),
-        Param::Block {
-            tower: t,
-            layer,
-            part,
-            affine,
-        } => {
-            let part = match part {
+        Param::Block(b) => {
+            let part = match b.part {
                 BlockLayer::Ln1 => "layer_norm1",
                 BlockLayer::Q => "self_attn.q_proj",
                 BlockLayer::K => "self_attn.k_proj",
@@ -193,11 +188,8 @@ pub(crate) fn name(param: Param) -> String {
                 BlockLayer::Fc1 => "mlp.fc1",
                 BlockLayer::Fc2 => "mlp.fc2",
             };
-            format!(
-                "{}.encoder.layers.{layer}.{part}.{}",
-                tower(t),
-                affine.as_str()
-            )
+            let (t, layer, a) = (tower(b.tower), b.layer, b.affine.as_str());
+            format!("{t}.encoder.layers.{layer}.{part}.{a}")
         }
         Param::FinalNorm(Tower::Text, a) => format!("text_model.final_layer_norm.{}", a.as_str()),
         Param::FinalNorm(Tower::Vision, a) => {

@@ -396,16 +396,11 @@ pub(crate) fn source(param: Param, text_prefix: &str, has: impl Fn(&str) -> bool
         Param::PatchEmbedding => tensor("visual.conv1.weight".into()),
         Param::ClassEmbedding => tensor("visual.class_embedding".into()),
         Param::PreNorm(a) => tensor(format!("visual.ln_pre.{}", a.as_str())),
-        Param::Block {
-            tower: t,
-            layer,
-            part,
-            affine,
-        } => {
-            let p = format!("{}transformer.resblocks.{layer}.", tower(t));
-            let a = affine.as_str();
+        Param::Block(b) => {
+            let p = format!("{}transformer.resblocks.{}.", tower(b.tower), b.layer);
+            let a = b.affine.as_str();
             let packed = |i| Source::Packed(format!("{p}attn.in_proj_{a}"), i);
-            match part {
+            match b.part {
                 BlockLayer::Ln1 => tensor(format!("{p}ln_1.{a}")),
                 BlockLayer::Q => packed(0),
                 BlockLayer::K => packed(1),
