@@ -2,7 +2,7 @@
 """Benchmark: pairlens explain vs exclip 1.1 on random-weight ViT-B/32 (and ViT-B/16) open_clip
 checkpoints, 2 threads each, wall time and peak RSS of the whole process (/usr/bin/time -v).
 
-  /path/to/venv/bin/python scripts/bench/explain_bench.py [--no-exclip] [--quick]
+  /path/to/venv/bin/python scripts/bench/explain_bench.py [--no-exclip] [--quick] [--baseline BIN]
 
 Needs the release binary (cargo build --release) and the reference Python environment
 (README: "Regenerating fixtures"). Models go to $BENCH_DIR (default /tmp/pairlens-bench),
@@ -10,7 +10,8 @@ never into the repository. Prints a markdown table with ratios, and checks that 
 interactions equal exclip's on the full-size model.
 
 pairlens runs --repeats times per configuration (the table shows the median, the best in
-brackets); exclip once. Before any timing, every model file is settled in the page cache the way
+brackets); exclip once. `--baseline BIN` times another pairlens build (say, main's) on the same
+configurations, its runs interleaved with this build's, and adds the ratio of the medians. Before any timing, every model file is settled in the page cache the way
 a checkpoint read from disk is (see `settle`), the same for both tools.
 """
 import argparse
@@ -20,6 +21,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -97,31 +99,43 @@ def settle(path):
 
 
 def timed(cmd, env=None):
-    """Run under /usr/bin/time -v; return (stdout, wall seconds, peak RSS MiB)."""
+    """Run under /usr/bin/time -v; return (stdout, wall seconds, peak RSS MiB). The wall time is
+    measured here (time -v prints hundredths of a second, too coarse for runs of 0.2 s); it
+    includes starting /usr/bin/time, the same few milliseconds for every command."""
+    start = time.perf_counter()
     r = subprocess.run(["/usr/bin/time", "-v"] + [str(c) for c in cmd], capture_output=True, text=True, env=env)
+    secs = time.perf_counter() - start
     if r.returncode != 0:
         sys.exit(f"failed: {' '.join(map(str, cmd))}\n{r.stderr[-3000:]}")
-    wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (\S+)", r.stderr).group(1)
-    parts = [float(p) for p in wall.split(":")]
-    secs = sum(p * 60 ** i for i, p in enumerate(reversed(parts)))
     rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", r.stderr).group(1)) / 1024
     return r.stdout, secs, rss
 
 
 REPEATS = 5
+BASELINE = None
+
+
+def median_run(runs):
+    """(summary, median wall, best wall, peak RSS of the median run) of timed() results."""
+    runs = sorted(runs, key=lambda r: r[1])
+    stdout, wall, rss = runs[len(runs) // 2]
+    return json.loads(stdout), wall, runs[0][1], rss
 
 
 def pairlens(model_dir, image, tl, il, n, out=None):
-    """REPEATS runs: (summary of the last, median wall, best wall, peak RSS of the median run)."""
-    cmd = [BIN, "explain", "--model", model_dir, "--image", image, "--caption", CAPTION,
-           "--text-layer", tl, "--image-layer", il, "--steps", n, "--json", "--force"]
-    if out:
-        cmd += ["--out", out]
+    """REPEATS runs of this build, and as many of BASELINE interleaved with them when set:
+    (median_run of this build, median_run of the baseline or None)."""
+    def cmd(binary):
+        c = [binary, "explain", "--model", model_dir, "--image", image, "--caption", CAPTION,
+             "--text-layer", tl, "--image-layer", il, "--steps", n, "--json", "--force"]
+        return c + ["--out", out] if out else c
     env = dict(os.environ, RAYON_NUM_THREADS="2")
-    runs = [timed(cmd, env) for _ in range(REPEATS)]
-    runs.sort(key=lambda r: r[1])
-    stdout, wall, rss = runs[len(runs) // 2]
-    return json.loads(stdout), wall, runs[0][1], rss
+    ours, theirs = [], []
+    for _ in range(REPEATS):
+        ours.append(timed(cmd(BIN), env))
+        if BASELINE:
+            theirs.append(timed(cmd(BASELINE), env))
+    return median_run(ours), (median_run(theirs) if BASELINE else None)
 
 
 def main():
@@ -129,9 +143,11 @@ def main():
     ap.add_argument("--no-exclip", action="store_true", help="skip the reference (70-100 s, ~9 GB)")
     ap.add_argument("--quick", action="store_true", help="only the headline configuration")
     ap.add_argument("--repeats", type=int, default=5, help="pairlens runs per configuration")
+    ap.add_argument("--baseline", type=Path, help="another pairlens binary to time beside this build")
     args = ap.parse_args()
-    global REPEATS
+    global REPEATS, BASELINE
     REPEATS = args.repeats
+    BASELINE = args.baseline
     if not BIN.exists():
         sys.exit(f"{BIN} missing: run `cargo build --release` first")
     OUT.mkdir(parents=True, exist_ok=True)
@@ -140,10 +156,16 @@ def main():
     settle(b32 / "open_clip_model.safetensors")
     rows = []
 
-    summary, wall, best, rss = pairlens(b32, image, 11, 11, 10, OUT / "pairlens_b32.safetensors")
-    tokens = len(summary["captions"][0]["tokens"])
-    head = {"config": "ViT-B/32, N=10, layers 11/11", "pairlens_s": wall, "pairlens_best_s": best,
-            "pairlens_mib": rss}
+    def entry(config, measured):
+        (_, wall, best, rss), base = measured
+        r = {"config": config, "pairlens_s": wall, "pairlens_best_s": best, "pairlens_mib": rss}
+        if base:
+            r.update(baseline_s=base[1], baseline_best_s=base[2])
+        return r
+
+    measured = pairlens(b32, image, 11, 11, 10, OUT / "pairlens_b32.safetensors")
+    tokens = len(measured[0][0]["captions"][0]["tokens"])
+    head = entry("ViT-B/32, N=10, layers 11/11", measured)
     if not args.no_exclip:
         stdout, ewall, erss = timed([sys.executable, HERE / "run_exclip.py", b32, image, CAPTION, 11, 11, 10,
                                      OUT / "exclip_b32.safetensors"])
@@ -158,8 +180,7 @@ def main():
 
     if not args.quick:
         def row(config, model_dir, tl, il, n):
-            _, wall, best, rss = pairlens(model_dir, image, tl, il, n)
-            rows.append({"config": config, "pairlens_s": wall, "pairlens_best_s": best, "pairlens_mib": rss})
+            rows.append(entry(config, pairlens(model_dir, image, tl, il, n)))
 
         for n in [1, 5, 20, 50]:
             row(f"ViT-B/32, N={n}, layers 11/11", b32, 11, 11, n)
@@ -180,6 +201,13 @@ def main():
         print(f"| {r['config']} | {r['pairlens_s']:.3f} s ({r['pairlens_best_s']:.3f}) | {r['pairlens_mib']:.0f} MiB | "
               + (f"{ex:.1f} s | {r['exclip_mib']:.0f} MiB | {ex / r['pairlens_s']:.0f}x | "
                  f"{r['exclip_mib'] / r['pairlens_mib']:.1f}x |" if ex else "– | – | – | – |"))
+    if BASELINE:
+        print(f"\nthis build vs {BASELINE}, runs interleaved, medians of {REPEATS} (best in brackets)")
+        print("\n| configuration | this build | baseline | this / baseline |")
+        print("|---|---|---|---|")
+        for r in rows:
+            print(f"| {r['config']} | {r['pairlens_s']:.3f} s ({r['pairlens_best_s']:.3f}) | "
+                  f"{r['baseline_s']:.3f} s ({r['baseline_best_s']:.3f}) | {r['pairlens_s'] / r['baseline_s']:.3f} |")
     if "parity_rel" in head:
         print(f"\nexclip explain() alone: {head['exclip_explain_s']:.1f} s; "
               f"pairlens vs exclip max |diff| / max |A| = {head['parity_rel']:.2e}")

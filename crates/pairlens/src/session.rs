@@ -116,6 +116,9 @@ impl ImageSide {
 /// What [`Explainer::explain_image`] returns.
 #[derive(Debug)]
 pub struct Explained {
+    /// The network input and the geometry that maps original pixels to it (for box queries
+    /// and pictures).
+    pub input: Preprocessed,
     /// The image side, reusable for more captions.
     pub image: ImageSide,
     /// One explanation per caption, in order.
@@ -313,12 +316,12 @@ impl Explainer {
     }
 
     /// Everything one image and its captions need, the fastest way: with a split at the image
-    /// tower's last block (a fraction of a second) the text sides run beside the image side;
-    /// below it the captions are encoded first, so that a caption the tokenizer rejects is
-    /// reported before seconds of work.
+    /// tower's last block (a fraction of a second) the text sides run beside the preprocessing
+    /// and the image side; below it the captions are encoded first, so that a caption the
+    /// tokenizer rejects is reported before seconds of work.
     pub fn explain_image(
         &self,
-        pixels: &Tensor,
+        image: &DecodedImage,
         captions: &[String],
         truncate: bool,
         settings: &Settings,
@@ -349,20 +352,26 @@ impl Explainer {
                     let sides = texts(&encoded, &mut NoProgress)?;
                     Ok::<_, Error>((encoded, sides))
                 });
-                let image = self.image_with_progress(pixels, settings, progress);
+                let side = self.preprocess(image).and_then(|input| {
+                    let side = self.image_with_progress(&input.pixels, settings, progress)?;
+                    Ok((input, side))
+                });
                 let (encoded, sides) = text
                     .join()
                     .unwrap_or_else(|e| std::panic::resume_unwind(e))?;
-                Ok::<_, Error>((image?, encoded, sides))
+                Ok::<_, Error>((side?, encoded, sides))
             })?
         } else {
             let encoded = encode()?;
-            let image = self.image_with_progress(pixels, settings, progress)?;
+            let input = self.preprocess(image)?;
+            let side = self.image_with_progress(&input.pixels, settings, progress)?;
             let sides = texts(&encoded, progress)?;
-            (image, encoded, sides)
+            ((input, side), encoded, sides)
         };
+        let (input, image) = image;
         let explanations = self.combine(&image, &encoded, &sides)?;
         Ok(Explained {
+            input,
             image,
             explanations,
             encoded,

@@ -132,18 +132,14 @@ pub fn run(args: Args) -> Result<()> {
     let settings = args.method.settings(&ex)?;
     let load_s = started.elapsed().as_secs_f64();
     let decoded = decode_file(&args.image)?;
-    let pre = ex
-        .preprocess(&decoded)
+    ex.preprocess_config()
+        .check_image(&decoded)
         .with_context(|| format!("preprocessing {}", args.image.display()))?;
     let mut bar = DelayedBar::new();
-    let explained = ex.explain_image(
-        &pre.pixels,
-        &args.captions,
-        args.truncate,
-        &settings,
-        &mut bar,
-    )?;
+    let explained =
+        ex.explain_image(&decoded, &args.captions, args.truncate, &settings, &mut bar)?;
     drop(bar);
+    let pre = explained.input;
     let explanations = explained.explanations;
     let queries = explanations
         .iter()

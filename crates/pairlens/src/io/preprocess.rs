@@ -550,21 +550,34 @@ fn rgb_of(img: &DecodedImage, conv: RgbConversion) -> Result<Vec<u8>> {
             img.to_rgb()
         }),
         RgbConversion::PilConvert => Ok(img.to_rgb()),
-        RgbConversion::Never => {
-            if img.pil_mode == PilMode::Rgb {
-                Ok(img.data.clone())
-            } else {
-                Err(Error::InvalidArgument(format!(
-                    "image has mode {} but the preprocessor config disables RGB conversion (do_convert_rgb: false)",
-                    img.pil_mode.as_str()
-                )))
-            }
+        RgbConversion::Never => Ok(img.data.clone()),
+    }
+}
+
+impl PreprocessConfig {
+    /// Whether this preprocessing can take `img`, with the reason when it cannot: a quick test
+    /// callers make before any work.
+    pub fn check_image(&self, img: &DecodedImage) -> Result<()> {
+        if self.rgb_conversion == RgbConversion::Never && img.pil_mode != PilMode::Rgb {
+            return Err(Error::InvalidArgument(format!(
+                "image has mode {} but the preprocessor config disables RGB conversion (do_convert_rgb: false)",
+                img.pil_mode.as_str()
+            )));
         }
+        let (rw, rh) = self.resized_size(img.width, img.height);
+        if rw == 0 || rh == 0 {
+            return Err(Error::InvalidArgument(format!(
+                "image of {}x{} resizes to an empty {rw}x{rh} image",
+                img.width, img.height
+            )));
+        }
+        Ok(())
     }
 }
 
 /// Resize, crop and convert to 8-bit RGB: everything before the float conversion.
 pub fn preprocess_u8(img: &DecodedImage, cfg: &PreprocessConfig) -> Result<CroppedRgb> {
+    cfg.check_image(img)?;
     let original = (img.width, img.height);
     let converted;
     let mut cur = img;
@@ -574,12 +587,6 @@ pub fn preprocess_u8(img: &DecodedImage, cfg: &PreprocessConfig) -> Result<Cropp
         cur = &converted;
     }
     let (rw, rh) = cfg.resized_size(img.width, img.height);
-    if rw == 0 || rh == 0 {
-        return Err(Error::InvalidArgument(format!(
-            "image of {}x{} resizes to an empty {rw}x{rh} image",
-            img.width, img.height
-        )));
-    }
     let resized = resample::resize(cur, rw, rh, cfg.interpolation.filter());
     let (cw, ch) = match cfg.crop {
         Some((h, w)) => (w, h),
