@@ -213,6 +213,40 @@ fn bad_input_gives_clear_errors() {
     assert!(e.contains("config.json"), "{e}");
 }
 
+/// `--device` names are checked before any work; a GPU asked of a build without CUDA says so.
+#[test]
+fn device_flag() {
+    let (m, i) = (model(), image());
+    let run = |device: &str| {
+        pairlens(&[
+            "explain",
+            "--model",
+            &m,
+            "--image",
+            &i,
+            "--caption",
+            "a dog",
+            "--device",
+            device,
+        ])
+    };
+    let out = run("cpu");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = run("tpu");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("expected cpu, cuda or cuda:N"), "{err}");
+    if !cfg!(feature = "cuda") {
+        let out = run("cuda:0");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("built without CUDA"), "{err}");
+    }
+}
+
 /// Weights are checked through the results, not at load: a NaN in a weight the explanation uses
 /// still fails, naming the tensor and the value's position.
 #[test]

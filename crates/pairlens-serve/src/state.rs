@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use candle_core::Tensor;
-use pairlens::attribution::explanation::SpanHeatmap;
+use pairlens::attribution::SpanHeatmap;
 use pairlens::attribution::{Explanation, Settings};
 use pairlens::io::image::{decode_bytes, DecodedImage};
 use pairlens::io::preprocess::Geometry;

@@ -9,7 +9,7 @@ use axum::http::{Request, StatusCode};
 use axum::Router;
 use candle_core::Device;
 use http_body_util::BodyExt;
-use pairlens::attribution::explanation::patch_weights;
+use pairlens::attribution::patch_weights;
 use pairlens::attribution::{Explanation, Mode};
 use pairlens::io::image::decode_bytes;
 use pairlens::io::preprocess::Geometry;

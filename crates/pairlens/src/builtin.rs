@@ -16,7 +16,7 @@ use crate::io::checkpoint::{self, LoadedModel};
 use crate::{Error, Result};
 
 /// The checkpoint files, in the layout [`checkpoint::load`] reads (Hugging Face `CLIPModel`).
-pub const FILES: [(&str, &[u8]); 4] = [
+const FILES: [(&str, &[u8]); 4] = [
     (
         "config.json",
         include_bytes!("../assets/builtin/config.json"),
@@ -60,7 +60,7 @@ pub fn hash() -> &'static str {
 
 /// Where the cache may live, in order: `$XDG_CACHE_HOME` (else `~/.cache`), then the system temp
 /// directory for machines whose home is read-only or missing.
-pub fn cache_roots() -> Vec<PathBuf> {
+fn cache_roots() -> Vec<PathBuf> {
     let mut roots = vec![preferred_root()];
     let tmp = std::env::temp_dir();
     if !roots.contains(&tmp) {
@@ -82,7 +82,7 @@ fn preferred_root() -> PathBuf {
 
 /// The built-in checkpoint as a directory on disk, written on first use into the first of
 /// [`cache_roots`] that can hold it.
-pub fn model_dir() -> Result<PathBuf> {
+fn model_dir() -> Result<PathBuf> {
     let roots = cache_roots();
     let mut failures = Vec::new();
     for root in &roots {
@@ -101,7 +101,7 @@ pub fn model_dir() -> Result<PathBuf> {
 }
 
 /// [`model_dir`] under another cache root: `<root>/pairlens-builtin-<hash>`.
-pub fn model_dir_in(root: &Path) -> Result<PathBuf> {
+fn model_dir_in(root: &Path) -> Result<PathBuf> {
     let dir = root.join(format!("pairlens-builtin-{}", hash()));
     if is_complete(&dir) {
         return Ok(dir);
@@ -148,7 +148,7 @@ pub fn load(device: &Device) -> Result<LoadedModel> {
 
 /// The built-in model's directory, opened (materialising it first if needed), for loading in
 /// parts ([`checkpoint::Checkpoint`]).
-pub fn checkpoint() -> Result<checkpoint::Checkpoint> {
+pub(crate) fn checkpoint() -> Result<checkpoint::Checkpoint> {
     checkpoint::Checkpoint::open(&model_dir()?)
 }
 

@@ -3,14 +3,21 @@
 //! explanation is computed, so that every front end (the CLI, the viewer, the Python package)
 //! is a few calls:
 //!
-//! ```no_run
-//! use pairlens::{Device, Explainer, ModelSource};
+//! ```
+//! use pairlens::{Device, Explainer, ModelSource, NoProgress};
 //!
 //! let ex = Explainer::open(ModelSource::Builtin, &Device::Cpu)?;
-//! let image = ex.preprocess(&pairlens::io::image::decode_file("mosaic.png".as_ref())?)?;
-//! let side = ex.image(&image.pixels, &ex.default_settings())?; // reusable across captions
-//! let explanations = ex.explain(&side, &["a sneaker beside a bag"])?;
-//! println!("score {}", explanations[0].score);
+//! let image = pairlens::decode_file("../../examples/mosaics/00001.png".as_ref())?;
+//!
+//! // One call: preprocessing, the image side, every caption.
+//! let captions = ["a sneaker beside a bag".to_string(), "a dress".to_string()];
+//! let settings = ex.default_settings();
+//! let out = ex.explain_image(&image, &captions, false, &settings, &mut NoProgress)?;
+//! assert_eq!(out.explanations.len(), 2);
+//!
+//! // More captions against the same image side, at no image cost.
+//! let more = ex.explain(&out.image, &["a pair of trousers"])?;
+//! println!("score {}", more[0].score);
 //! # Ok::<(), pairlens::Error>(())
 //! ```
 //!

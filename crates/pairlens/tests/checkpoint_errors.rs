@@ -202,7 +202,8 @@ fn bad_values_and_dtypes() {
     // A bad value in a linear weight is named by its position in the stored `[out, in]` order
     // (here row 1, column 2; for open_clip's packed Q/K/V, in the whole `in_proj_weight`, inside
     // the K rows, which are read on their own).
-    let cases: [(&str, &str, fn(usize) -> usize); 2] = [
+    type Shrink = fn(usize) -> usize;
+    let cases: [(&str, &str, Shrink); 2] = [
         (HF, "vision_model.encoder.layers.0.mlp.fc1.weight", |_| 1),
         (
             OC,

@@ -9,7 +9,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use pairlens::attribution::{ImageReference, Settings};
 use pairlens::grounding::baselines::{self, TokenPatchMap};
 use pairlens::io::tokenizer::Encoded;
-use pairlens::model::random::Rng;
+use pairlens::model::Rng;
 use pairlens::model::{ClipConfig, ClipModel, ClipWeights};
 
 fn model() -> ClipModel {

@@ -9,7 +9,7 @@
 //!   change the forward.
 
 use candle_core::{DType, Device, Tensor, Var};
-use pairlens::model::random::Rng;
+use pairlens::model::Rng;
 use pairlens::model::{ClipConfig, ClipModel, ClipWeights, Tangents, TextTower, VisionTower};
 
 const H: f64 = 1e-5;

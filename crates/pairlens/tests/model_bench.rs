@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
-use pairlens::model::random::Rng;
+use pairlens::model::Rng;
 use pairlens::model::{ClipConfig, ClipWeights, Tangents, VisionTower};
 
 fn time<T>(label: &str, reps: usize, mut f: impl FnMut() -> T) -> f64 {

@@ -7,7 +7,7 @@
 
 use candle_core::{DType, Device, Tensor};
 use pairlens::model::ops;
-use pairlens::model::random::Rng;
+use pairlens::model::Rng;
 use pairlens::model::{Activation, LayerNorm, Linear};
 
 const H: f64 = 1e-5;

@@ -305,7 +305,8 @@ fn chart(b: &Side, a: &Side, lb: &str, la: &str) -> RgbImage {
         x += 14 + text_width(name, 1) as i64 + 16;
     }
     draw_text(&mut img, x, 23, note, 1, [200, 0, 0]);
-    let panels: [(&str, fn(&Row) -> Est); 2] = [
+    type Metric = fn(&Row) -> Est;
+    let panels: [(&str, Metric); 2] = [
         ("pointing game", |r| r.pointing),
         ("box mass", |r| r.box_mass),
     ];

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use image::RgbImage;
-use pairlens::attribution::explanation::SpanHeatmap;
+use pairlens::attribution::SpanHeatmap;
 use pairlens::attribution::{export, Explanation, Settings};
 use pairlens::io::image::{decode_file, DecodedImage};
 use pairlens::io::preprocess::Geometry;

@@ -122,7 +122,8 @@ pub(super) fn parse_classes(flag: &str, names: &[String]) -> Result<Vec<u8>> {
 fn train_mosaic_config(args: &Args) -> Result<MosaicConfig> {
     let rare = parse_classes("--rare", &args.rare)?;
     let lone = parse_classes("--lone", &args.lone)?;
-    if !rare.is_empty() && !(args.rare_weight.is_finite() && args.rare_weight > 0.0) {
+    let weight_ok = args.rare_weight.is_finite() && args.rare_weight > 0.0;
+    if !rare.is_empty() && !weight_ok {
         bail!(
             "--rare-weight must be a number > 0, not {}",
             args.rare_weight

@@ -39,6 +39,8 @@ pub struct ExclipTerms {
     pub reference_vs_reference: f32,
 }
 
+/// One caption explained against one image: the token × image-token interactions and the
+/// numbers that, with them, add up to the score.
 #[derive(Clone, Debug)]
 pub struct Explanation {
     /// Display strings of the text tokens SOT..EOT (the rows).
@@ -51,13 +53,19 @@ pub struct Explanation {
     pub patch_size: usize,
     /// Cosine similarity of the two embeddings.
     pub score: f32,
+    /// The terms that close the conservation identity (see [`ReferenceTerms`]).
     pub reference_terms: ReferenceTerms,
+    /// exclip's own reference terms, for comparison with it.
     pub exclip_terms: ExclipTerms,
     /// `score − (Σ A + text_vs_image_reference + text_reference_vs_image − reference_vs_reference)`.
     pub residual: f32,
+    /// Which function was integrated.
     pub mode: Mode,
+    /// The text block whose input was attributed.
     pub text_layer: usize,
+    /// The image block whose input was attributed.
     pub image_layer: usize,
+    /// Path points N.
     pub steps: usize,
 }
 
@@ -239,6 +247,7 @@ pub struct SpanHeatmap {
     pub cls: f32,
     /// Row-major over the patch grid.
     pub patches: Vec<f32>,
+    /// Patch grid (rows, columns).
     pub grid: (usize, usize),
 }
 

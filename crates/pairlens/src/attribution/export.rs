@@ -11,6 +11,7 @@ use safetensors::tensor::{Dtype, TensorView};
 use std::collections::HashMap;
 use std::path::Path;
 
+/// Writes `explanations` to `path` in the layout above, `metadata` added to the file's own.
 pub fn save(
     explanations: &[Explanation],
     path: &Path,

@@ -1,7 +1,7 @@
 //! One tower's contraction when the split is the input of its last block (exclip's default
 //! layers): the same numbers as the batched JVPs of [`super::side`], with a fraction of the work.
 //!
-//! Four exact shortcuts, all from linearity (notation of `METHOD-NOTES.md`; `d = x − r`):
+//! Four exact shortcuts, all from linearity (notation of `docs/method-notes.md`; `d = x − r`):
 //! - **`ln_1` and Q/K/V along the path.** Centring is linear, so the centred path state of row
 //!   i is `a_i + α b_i` (`a = c(r)`, `b = c(d)`), and `W (γ ⊙ x̂) = (W γ a_i + α W γ b_i)/σ_i(α)`:
 //!   two products of the rows give Q, K, V at every path point, and their tangents too. The
@@ -25,6 +25,7 @@
 use candle_core::{Tensor, D};
 
 use super::settings::{Mode, Settings};
+use super::side::PathEnds;
 use crate::model::{mlp_half, ops, MlpHalf, Stack};
 use crate::model::{Block, LayerNorm, Linear, TransformerConfig};
 use crate::progress::Progress;
@@ -276,11 +277,9 @@ fn weighted_values(e: &Ends, c: &Tensor, alpha: &Tensor) -> Result<Tensor> {
 /// `(1/N) Σ_n JVP(e, r + α_n (x − r), (x − r) on token s)` for tokens `s < tokens`, pooled at
 /// `pool`, for `x`, `r` `[S, D]` entering the last block. No row after `pool` may reach the
 /// pooled one: under a causal mask pass rows `0..=pool` only.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn integrate(
     tower: &LastBlock,
-    x: &Tensor,
-    r: &Tensor,
+    PathEnds { x, r }: PathEnds,
     pool: usize,
     tokens: usize,
     label: &str,

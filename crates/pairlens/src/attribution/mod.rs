@@ -9,18 +9,22 @@
 //!
 //! This is exactly exclip's result (which builds `J_xᵀ J_y` explicitly) reordered: contract each
 //! integrated Jacobian with its input difference first, and get the contraction by forward-mode
-//! JVPs, one tangent per token, batched. See `../shared/METHOD-NOTES.md` in the project notes.
+//! JVPs, one tangent per token, batched.
 //!
-//! Modules: [`settings`] (what to compute), [`side`] (one tower's contraction U or V),
-//! [`explanation`] (combining both sides: interactions, score, reference terms, residual, and the
-//! span / box queries).
+//! Modules: `settings` (what to compute), `side` (one tower's contraction U or V by batched
+//! JVPs), `last_block` (the same in closed form when the split is a tower's last block),
+//! `explanation` (combining both sides: interactions, score, reference terms, residual, and the
+//! span and box queries), [`export`] (safetensors).
 
-pub mod explanation;
+mod explanation;
 pub mod export;
 mod last_block;
-pub mod settings;
-pub mod side;
+mod settings;
+mod side;
 
-pub use explanation::{cosine, Explanation, ReferenceTerms};
+pub use explanation::{
+    cosine, patch_weights, region_scores, span_rows, ExclipTerms, Explanation, ReferenceTerms,
+    SpanHeatmap,
+};
 pub use settings::{ImageReference, Mode, Settings};
 pub use side::{image_side, text_side, TowerSide};

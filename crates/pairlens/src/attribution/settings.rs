@@ -55,6 +55,8 @@ pub enum ImageReference {
     Tensor(Tensor),
 }
 
+/// What an explanation computes. [`crate::Explainer::default_settings`] gives a model's
+/// defaults (the last block of each tower, N = 10, exclip mode).
 #[derive(Clone, Debug)]
 pub struct Settings {
     /// Block whose input is attributed in the text tower (0 = after the embeddings).
@@ -63,9 +65,11 @@ pub struct Settings {
     pub image_layer: usize,
     /// Number of path points N (α = 1, 1 − 1/N, …, 1/N).
     pub steps: usize,
+    /// Which function is integrated along the path.
     pub mode: Mode,
     /// Number of filler tokens (id 0, "!") in the text reference `[SOT, 0 × n, EOT, pad…]`.
     pub text_reference_len: usize,
+    /// The image reference input.
     pub image_reference: ImageReference,
     /// Upper bound on the elements of the largest batched activation of one JVP call (tangents ×
     /// path points × its per-tangent size); bounds peak memory. Work is split into chunks under it.

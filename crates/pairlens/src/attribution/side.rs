@@ -10,6 +10,14 @@ use crate::progress::Progress;
 use crate::{Error, Result};
 use candle_core::{DType, Tensor, D};
 
+/// The two ends of one tower's integration path: the input's states `x` and the reference's
+/// `r` entering the split block, `[S, D]` each.
+#[derive(Clone, Copy)]
+pub(crate) struct PathEnds<'a> {
+    pub x: &'a Tensor,
+    pub r: &'a Tensor,
+}
+
 /// One tower's result.
 #[derive(Clone, Debug)]
 pub struct TowerSide {
@@ -92,7 +100,15 @@ fn text_side_by(
         // Causal attention: the pooled row sees rows up to itself only.
         let (x, r) = (x.narrow(0, 0, pool + 1)?, r.narrow(0, 0, pool + 1)?);
         let label = "text tokens";
-        let c = last_block::integrate(&last, &x, &r, pool, pool + 1, label, settings, progress)?;
+        let c = last_block::integrate(
+            &last,
+            PathEnds { x: &x, r: &r },
+            pool,
+            pool + 1,
+            label,
+            settings,
+            progress,
+        )?;
         return Ok(TowerSide {
             contributions: c.contributions,
             embedding: c.embedding,
@@ -104,8 +120,7 @@ fn text_side_by(
     let footprint = tangent_footprint(&cfg.transformer, layer, seq);
     let contributions = integrate(
         "text tokens",
-        &x,
-        &r,
+        PathEnds { x: &x, r: &r },
         pool + 1,
         footprint,
         settings,
@@ -156,7 +171,15 @@ fn image_side_by(
     if model.config.vision.transformer.is_last(layer) && route == Route::ClosedForm {
         let last = LastBlock::of(tower.stack());
         let label = "image tokens";
-        let c = last_block::integrate(&last, &x, &r, 0, tokens, label, settings, progress)?;
+        let c = last_block::integrate(
+            &last,
+            PathEnds { x: &x, r: &r },
+            0,
+            tokens,
+            label,
+            settings,
+            progress,
+        )?;
         return Ok(TowerSide {
             contributions: c.contributions,
             embedding: c.embedding,
@@ -168,8 +191,7 @@ fn image_side_by(
     let footprint = tangent_footprint(&model.config.vision.transformer, layer, tokens);
     let contributions = integrate(
         "image tokens",
-        &x,
-        &r,
+        PathEnds { x: &x, r: &r },
         tokens,
         footprint,
         settings,
@@ -198,8 +220,7 @@ struct Integrated {
 /// over the budget (then the primal is recomputed per row chunk, a small relative cost).
 fn integrate(
     label: &str,
-    x: &Tensor,
-    r: &Tensor,
+    PathEnds { x, r }: PathEnds,
     rows: usize,
     per_tangent: usize,
     settings: &Settings,
@@ -269,7 +290,7 @@ fn tangent_footprint(cfg: &TransformerConfig, layer: usize, seq: usize) -> usize
 
 /// Tangent of e/|e| given the tangent ė of e: (ė − ê (ê·ė)) / |e|.
 /// `emb` `[p, proj]`, `demb` `[t, p, proj]`.
-pub fn normalised_tangent(emb: &Tensor, demb: &Tensor) -> Result<Tensor> {
+fn normalised_tangent(emb: &Tensor, demb: &Tensor) -> Result<Tensor> {
     let norm = emb.sqr()?.sum_keepdim(D::Minus1)?.sqrt()?; // [p, 1]
     let unit = emb.broadcast_div(&norm)?; // [p, proj]
     let along = demb.broadcast_mul(&unit)?.sum_keepdim(D::Minus1)?; // [t, p, 1]
@@ -331,7 +352,7 @@ mod tests {
             let layers = m.config.text.transformer.layers;
             let caption = encoded(&[38, 5, 17, 3, 39], 8);
             let reference = encoded(&[38, 0, 39], 8);
-            let mut rng = crate::model::random::Rng::new(3);
+            let mut rng = crate::model::Rng::new(3);
             let pixels = rng
                 .tensor(&[3, 8, 12], 0.0, 1.0)
                 .unwrap()

@@ -58,13 +58,13 @@ const PREFIX_PROB: f32 = 0.4;
 const RELATION_PROB: f32 = 0.75;
 /// A relation is only said when box centres are this many pixels apart along its axis, so it
 /// is visibly true, not just true by a pixel.
-pub const RELATION_MARGIN: u32 = 4;
+const RELATION_MARGIN: u32 = 4;
 
 /// Special tokens of the word-level tokenizer, ids 0..4 in this order.
-pub const PAD: &str = "<pad>";
-pub const UNK: &str = "<unk>";
-pub const SOT: &str = "<|startoftext|>";
-pub const EOT: &str = "<|endoftext|>";
+const PAD: &str = "<pad>";
+const UNK: &str = "<unk>";
+const SOT: &str = "<|startoftext|>";
+const EOT: &str = "<|endoftext|>";
 
 /// A spatial relation between two object phrases, judged on box centres.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -72,16 +72,19 @@ pub const EOT: &str = "<|endoftext|>";
 pub enum RelationKind {
     /// Every subject box centre has a smaller x than every object box centre.
     LeftOf,
+    /// Every subject box centre has a larger x than every object box centre.
     RightOf,
     /// Every subject box centre has a smaller y (is higher) than every object box centre.
     Above,
+    /// Every subject box centre has a larger y (is lower) than every object box centre.
     Below,
     /// Left of or right of, and every subject box overlaps every object box in y (side by side).
     NextTo,
 }
 
 impl RelationKind {
-    pub const ALL: [RelationKind; 5] = [
+    /// Every kind, in declaration order.
+    const ALL: [RelationKind; 5] = [
         RelationKind::LeftOf,
         RelationKind::RightOf,
         RelationKind::Above,
@@ -106,7 +109,7 @@ impl RelationKind {
     }
 
     /// As [`Self::holds`], with centres at least `margin` pixels apart along the axis.
-    pub fn holds_with_margin(self, subject: &[[u32; 4]], object: &[[u32; 4]], margin: u32) -> bool {
+    fn holds_with_margin(self, subject: &[[u32; 4]], object: &[[u32; 4]], margin: u32) -> bool {
         if subject.is_empty() || object.is_empty() {
             return false;
         }
@@ -153,17 +156,20 @@ pub struct Phrase {
 /// A relation the caption states: `phrases[subject] kind phrases[object]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Relation {
+    /// What the caption says of the two phrases.
     pub kind: RelationKind,
+    /// Index into the caption's phrases of the phrase the relation is stated of.
     pub subject: usize,
+    /// Index into the caption's phrases of the phrase it is stated relative to.
     pub object: usize,
 }
 
 /// A caption with its phrases and stated relations.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Described {
-    pub caption: String,
-    pub phrases: Vec<Phrase>,
-    pub relations: Vec<Relation>,
+pub(crate) struct Described {
+    pub(crate) caption: String,
+    pub(crate) phrases: Vec<Phrase>,
+    pub(crate) relations: Vec<Relation>,
 }
 
 /// Whether a caption with these phrases and relations is true of a canvas holding `items`
@@ -171,7 +177,11 @@ pub struct Described {
 /// every stated relation holds between the boxes of those classes. A caption is true of the
 /// mosaic it was written for, and of any other with the same content where its relations
 /// hold — those pairs are not negatives in contrastive training.
-pub fn caption_fits(phrases: &[Phrase], relations: &[Relation], items: &[(u8, [u32; 4])]) -> bool {
+pub(crate) fn caption_fits(
+    phrases: &[Phrase],
+    relations: &[Relation],
+    items: &[(u8, [u32; 4])],
+) -> bool {
     let boxes_of = |class: u8| -> Vec<[u32; 4]> {
         items
             .iter()
@@ -198,7 +208,7 @@ pub fn count_word(n: usize) -> &'static str {
 /// Describe items given as `(class, bbox)` in canvas order. Items of one class form one
 /// phrase (a count phrase when several); phrases come in random order, joined by "and" or by a
 /// relation that holds with [`RELATION_MARGIN`].
-pub fn describe(items: &[(u8, [u32; 4])], rng: &mut Rng) -> Described {
+pub(crate) fn describe(items: &[(u8, [u32; 4])], rng: &mut Rng) -> Described {
     // Group by class, in order of first appearance (no hash maps: keeps it deterministic).
     let mut groups: Vec<(u8, Vec<usize>)> = Vec::new();
     for (i, &(class, _)) in items.iter().enumerate() {

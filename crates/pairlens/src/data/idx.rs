@@ -7,12 +7,12 @@ use std::path::{Path, PathBuf};
 use crate::{Error, Result};
 
 /// Side of a Fashion-MNIST image.
-pub const SIDE: usize = 28;
+pub(crate) const SIDE: usize = 28;
 /// Pixels in one image.
 pub const PIXELS: usize = SIDE * SIDE;
 
 /// Fashion-MNIST's ten classes, in label order, as the dataset names them.
-pub const CLASS_NAMES: [&str; 10] = [
+pub(crate) const CLASS_NAMES: [&str; 10] = [
     "T-shirt/top",
     "Trouser",
     "Pullover",
@@ -45,19 +45,22 @@ const LABELS_MAGIC: u32 = 0x0000_0801;
 /// Which half of the dataset; train and test share no images.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Split {
+    /// The training split (`train-*` files).
     Train,
+    /// The test split (`t10k-*` files).
     Test,
 }
 
 impl Split {
     /// File-name prefix used by the original distribution.
-    pub fn prefix(self) -> &'static str {
+    fn prefix(self) -> &'static str {
         match self {
             Split::Train => "train",
             Split::Test => "t10k",
         }
     }
 
+    /// Lowercase name, as the command line spells it (`train`, `test`).
     pub fn name(self) -> &'static str {
         match self {
             Split::Train => "train",
@@ -80,10 +83,12 @@ impl std::str::FromStr for Split {
 }
 
 /// One split of Fashion-MNIST in memory: 28×28 grayscale images (row-major, 0 = black
-/// background) and their labels (0..10, see [`CLASS_NAMES`]).
+/// background) and their labels (0..10, in the order of [`CLASS_KEYS`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FashionMnist {
+    /// The images, in file order.
     pub images: Vec<[u8; PIXELS]>,
+    /// The label of each image, parallel to `images`.
     pub labels: Vec<u8>,
 }
 
@@ -136,16 +141,18 @@ impl FashionMnist {
         })
     }
 
+    /// Number of images.
     pub fn len(&self) -> usize {
         self.labels.len()
     }
 
+    /// Whether the split holds no images.
     pub fn is_empty(&self) -> bool {
         self.labels.is_empty()
     }
 
     /// Indices of each class's items, in file order.
-    pub fn indices_by_class(&self) -> [Vec<u32>; 10] {
+    pub(crate) fn indices_by_class(&self) -> [Vec<u32>; 10] {
         let mut out: [Vec<u32>; 10] = Default::default();
         for (i, &l) in self.labels.iter().enumerate() {
             out[l as usize].push(i as u32);

@@ -5,18 +5,18 @@
 //! - [`idx`]: the Fashion-MNIST IDX reader.
 //! - [`mosaic`]: the deterministic mosaic generator.
 //! - [`caption`]: the caption grammar, its vocabulary and its word-level tokenizer.
-//! - [`export`]: PNG files plus `data.jsonl`.
+//! - [`export()`]: PNG files plus `data.jsonl`.
 
 pub mod caption;
 pub mod export;
 pub mod idx;
 pub mod mosaic;
-pub mod rng;
+mod rng;
 
 pub use caption::{
-    caption_fits, max_caption_words, vocabulary, word_level_tokenizer_json, Phrase, Relation,
-    RelationKind,
+    max_caption_words, vocabulary, word_level_tokenizer_json, Phrase, Relation, RelationKind,
 };
 pub use export::export;
-pub use idx::{FashionMnist, Split, CLASS_KEYS, CLASS_NAMES};
+pub(crate) use idx::CLASS_NAMES;
+pub use idx::{FashionMnist, Split, CLASS_KEYS};
 pub use mosaic::{Item, Mosaic, MosaicConfig, MosaicGenerator};

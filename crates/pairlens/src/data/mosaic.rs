@@ -2,7 +2,7 @@
 //! grid on a square grayscale canvas, each with its tight box, described by [`super::caption`].
 //!
 //! Mosaic `i` of seed `s` is a pure function of `(data, config, s, i)`: each draws from its own
-//! [`Rng::for_index`] stream, so mosaics can be made in any order or in parallel.
+//! `Rng::for_index` stream, so mosaics can be made in any order or in parallel.
 
 use serde::Serialize;
 
@@ -18,6 +18,8 @@ pub struct MosaicConfig {
     pub canvas: usize,
     /// Items per mosaic, uniform in `min_items..=max_items` (after `single_item_prob`).
     pub min_items: usize,
+    /// Upper bound of the item count (inclusive); at most `(canvas / min_size)²`, the grid
+    /// cells that can hold an item of `min_size`.
     pub max_items: usize,
     /// Extra chance of a one-item mosaic, drawn before the uniform count. Training raises it
     /// so lone items ("a photo of a coat") are common; 0 leaves the draw (and so every test
@@ -26,6 +28,7 @@ pub struct MosaicConfig {
     /// Side of a pasted item in pixels (28 = native), uniform in `min_size..=max_size` but never
     /// more than its grid cell. Resampled with a box (area) filter.
     pub min_size: usize,
+    /// Upper bound of the item side in pixels (inclusive).
     pub max_size: usize,
     /// Fraction of mosaics on a noisy background instead of black.
     pub noisy_fraction: f32,
@@ -68,7 +71,10 @@ impl MosaicConfig {
         self.canvas / self.min_size.max(1)
     }
 
-    pub fn validate(&self) -> Result<()> {
+    /// Errors on an empty size or count range, a canvas outside `min_size..=32768`, more items
+    /// than cells, a probability outside `[0, 1]`, a negative or non-finite class weight, or a
+    /// lone class that is not a Fashion-MNIST class.
+    pub(crate) fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::InvalidArgument(format!("mosaic config: {m}")));
         if self.min_size == 0 || self.max_size < self.min_size {
             return bad(format!(
@@ -145,6 +151,7 @@ pub struct Mosaic {
     pub canvas: usize,
     /// `canvas × canvas` grayscale pixels, row-major (see [`Mosaic::to_rgb`]).
     pub pixels: Vec<u8>,
+    /// The pasted items, in the order they were placed.
     pub items: Vec<Item>,
     /// Lowercase words separated by single spaces, no punctuation.
     pub caption: String,
@@ -176,12 +183,16 @@ pub struct MosaicGenerator {
 }
 
 impl MosaicGenerator {
+    /// The generator of `seed` over `data`.
+    ///
     /// # Panics
     /// On an invalid config or empty data; [`Self::try_new`] returns those as errors.
     pub fn new(data: FashionMnist, config: MosaicConfig, seed: u64) -> Self {
         Self::try_new(data, config, seed).unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// The generator of `seed` over `data`, or an error for an invalid config, empty data,
+    /// mismatched image and label counts, a label outside 0..10, or no class left to draw.
     pub fn try_new(data: FashionMnist, config: MosaicConfig, seed: u64) -> Result<Self> {
         config.validate()?;
         if data.is_empty() || data.images.len() != data.labels.len() {
@@ -231,12 +242,15 @@ impl MosaicGenerator {
         })
     }
 
+    /// How mosaics are drawn.
     pub fn config(&self) -> &MosaicConfig {
         &self.config
     }
-    pub fn seed(&self) -> u64 {
+    /// The seed that fixes every mosaic.
+    pub(crate) fn seed(&self) -> u64 {
         self.seed
     }
+    /// The split the items are drawn from.
     pub fn data(&self) -> &FashionMnist {
         &self.data
     }

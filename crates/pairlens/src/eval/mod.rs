@@ -1,14 +1,14 @@
 //! Held-out evaluation of a loaded model on the Fashion-MNIST test split:
 //!
-//! - [`retrieval`]: image↔caption recall (R@1, R@5) over seeded test mosaics;
-//! - [`zero_shot`]: 10-class accuracy on single test items against class-noun prompts.
+//! - [`evaluate_retrieval`]: image↔caption recall (R@1, R@5) over seeded test mosaics;
+//! - [`evaluate_zero_shot`]: 10-class accuracy on single test items against class-noun prompts.
 //!
 //! Images are fed exactly as `pairlens explain` would treat a grayscale PNG of them (8-bit
 //! pixels → [`DecodedImage::from_raw`] → the checkpoint's own preprocessing), so the numbers
 //! describe what users of the checkpoint get, not the training pipeline's shortcut.
 
-pub mod retrieval;
-pub mod zero_shot;
+mod retrieval;
+mod zero_shot;
 
 use candle_core::Tensor;
 use rayon::prelude::*;
@@ -115,12 +115,12 @@ pub fn embed_captions(
 
 /// Whether a candidate scoring `candidate` ranks at or above a positive scoring `positive`:
 /// ties, and NaN on either side, count against the model.
-pub fn outranks(candidate: f32, positive: f32) -> bool {
+pub(crate) fn outranks(candidate: f32, positive: f32) -> bool {
     candidate.partial_cmp(&positive) != Some(std::cmp::Ordering::Less)
 }
 
 /// Cosine similarities `a · bᵀ` of unit-norm rows, row-major `[rows(a), rows(b)]`.
-pub fn cosine_matrix(a: &Tensor, b: &Tensor) -> Result<Vec<f32>> {
+pub(crate) fn cosine_matrix(a: &Tensor, b: &Tensor) -> Result<Vec<f32>> {
     Ok(a.matmul(&b.t()?.contiguous()?)?
         .flatten_all()?
         .to_vec1::<f32>()?)

@@ -50,13 +50,17 @@ pub fn recall_at(ranks: &[usize], k: usize) -> f64 {
 /// Recall at 1 and 5 of one direction, plus its median 1-based rank.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Recall {
+    /// Fraction of queries whose positive ranks first.
     pub r1: f64,
+    /// Fraction of queries whose positive ranks in the top 5.
     pub r5: f64,
+    /// Median 1-based rank of the positives (1 is best; 0 for no queries).
     pub median_rank: f64,
 }
 
 impl Recall {
-    pub fn from_ranks(ranks: &[usize]) -> Self {
+    /// Recall and median rank of 0-based ranks as [`positive_ranks`] returns them.
+    pub(crate) fn from_ranks(ranks: &[usize]) -> Self {
         let mut sorted: Vec<usize> = ranks.to_vec();
         sorted.sort_unstable();
         let m = sorted.len();
@@ -76,6 +80,7 @@ impl Recall {
 /// Both directions over one `count × count` image × caption similarity matrix.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct RetrievalMetrics {
+    /// Number of image–caption pairs (queries per direction).
     pub count: usize,
     /// Rows (images) as queries, captions as candidates.
     pub image_to_text: Recall,
@@ -106,7 +111,9 @@ pub fn retrieval_metrics(sim: &[f32], n: usize) -> Result<RetrievalMetrics> {
 /// Retrieval over mosaics `0..count` of a test-split generator, with timing.
 #[derive(Clone, Debug, Serialize)]
 pub struct RetrievalReport {
+    /// Seed of the mosaic generator.
     pub seed: u64,
+    /// Recall both ways (flattened into the report's JSON).
     #[serde(flatten)]
     pub metrics: RetrievalMetrics,
     /// Mosaics whose caption is word for word another mosaic's too ("a bag"): their text

@@ -74,10 +74,16 @@ fn check_vocabulary(prompts: &[String]) -> Result<()> {
 pub enum Placement {
     /// Item `i` as the mosaic generator draws a one-item mosaic (grid cell, size, position and
     /// background noise), mosaic `i` of `seed`: see [`place_like_generator`].
-    Generator { seed: u64 },
+    Generator {
+        /// Seed of the mosaic generator whose one-item draws are used.
+        seed: u64,
+    },
     /// Box-resampled to `side` pixels (capped at the canvas), centred on black: see
     /// [`place_single`].
-    Centred { side: usize },
+    Centred {
+        /// Item side in pixels before capping at the canvas.
+        side: usize,
+    },
 }
 
 impl Placement {
@@ -89,7 +95,7 @@ impl Placement {
     }
 
     /// Canvas of item `index` of `data`.
-    pub fn place(
+    pub(crate) fn place(
         &self,
         data: &FashionMnist,
         index: usize,
@@ -172,10 +178,15 @@ pub fn predict(scores: &[f32], label: usize) -> usize {
 /// Accuracy of one class.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ClassAccuracy {
+    /// Fashion-MNIST label, 0..10.
     pub label: u8,
+    /// The class's short key ([`crate::data::CLASS_KEYS`]).
     pub key: &'static str,
+    /// The class's display name.
     pub name: &'static str,
+    /// Items of this class.
     pub total: usize,
+    /// Of those, items predicted as this class.
     pub correct: usize,
     /// `correct / total` (0 for a class with no items).
     pub accuracy: f64,
@@ -184,10 +195,13 @@ pub struct ClassAccuracy {
 /// Accuracy over all items and per class, and the confusion matrix.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct ZeroShotMetrics {
+    /// Number of items scored.
     pub count: usize,
+    /// Fraction of items predicted correctly (0 for no items).
     pub accuracy: f64,
     /// Mean of the per-class accuracies over classes that have items.
     pub balanced_accuracy: f64,
+    /// One entry per class, label order.
     pub per_class: Vec<ClassAccuracy>,
     /// `confusion[true][predicted]` counts, predictions as [`predict`] makes them.
     pub confusion: Vec<Vec<usize>>,
@@ -249,16 +263,21 @@ pub fn zero_shot_metrics(scores: &[f32], labels: &[u8]) -> Result<ZeroShotMetric
 pub struct ZeroShotReport {
     /// The class prompts, label order.
     pub prompts: Vec<String>,
+    /// Accuracy with the class prompts (flattened into the report's JSON).
     #[serde(flatten)]
     pub metrics: ZeroShotMetrics,
-    /// Accuracy with the synonym ensemble (see the module docs).
+    /// Accuracy when each class is scored by the mean unit embedding of its
+    /// [`synonym_prompts`] instead of its single class prompt.
     pub ensemble_accuracy: f64,
     /// 1/10.
     pub chance: f64,
     /// Side of the canvas, and where the items went.
     pub canvas: usize,
+    /// Where each item was placed on the canvas.
     pub placement: Placement,
+    /// Wall time of embedding the prompts and the items, and scoring.
     pub seconds: f64,
+    /// Items per second.
     pub items_per_s: f64,
 }
 

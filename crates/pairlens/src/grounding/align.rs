@@ -18,7 +18,9 @@ use crate::{Error, Result};
 /// A phrase as a byte range `[start, end)` of its caption.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TextPhrase {
+    /// Byte range `[start, end)` in the caption, on character boundaries.
     pub range: (usize, usize),
+    /// The phrase's class label (COCO category name, Flickr30k Entities type).
     pub class: String,
     /// Original-image pixels `[x0, y0, x1, y1]`, exclusive ends.
     pub boxes: Vec<[f32; 4]>,
@@ -27,11 +29,17 @@ pub struct TextPhrase {
 /// A caption with byte-range phrases; see [`GroundingItem`] for the other fields.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CaptionItem {
+    /// Unique key of the pair ([`GroundingItem::id`]).
     pub id: String,
+    /// The image as the dataset names it.
     pub image: String,
+    /// The image file, resolved.
     pub image_path: PathBuf,
+    /// The plain caption the phrase ranges index into.
     pub caption: String,
+    /// The caption's phrases, in caption order.
     pub phrases: Vec<TextPhrase>,
+    /// Where the pair was read, for messages.
     pub origin: String,
 }
 
@@ -39,13 +47,14 @@ pub struct CaptionItem {
 pub type Skipped = BTreeMap<String, usize>;
 
 /// Count one more `reason`.
-pub fn skip(skipped: &mut Skipped, reason: &str) {
+pub(crate) fn skip(skipped: &mut Skipped, reason: &str) {
     *skipped.entry(reason.to_string()).or_default() += 1;
 }
 
 /// The token span (SOT = 0, half-open) of bytes `range` of `caption`, or `None` when the
-/// pieces do not tokenise like the whole (see the module doc) or the phrase has no tokens.
-/// A range outside the caption or off a character boundary is an error.
+/// pieces `caption[..a]`, `caption[a..b]`, `caption[b..]`, tokenised apart and concatenated,
+/// differ from the caption's own ids (typically a range that starts or ends inside a word) or
+/// the phrase has no tokens. A range outside the caption or off a character boundary is an error.
 pub fn token_span(
     tok: &ClipTokenizer,
     caption: &str,

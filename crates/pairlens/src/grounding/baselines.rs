@@ -15,8 +15,8 @@
 
 use candle_core::{Device, Tensor, D};
 
-use crate::attribution::explanation::{region_scores, span_rows};
 use crate::attribution::{image_side, Mode, Settings, TowerSide};
+use crate::attribution::{region_scores, span_rows};
 use crate::io::tokenizer::Encoded;
 use crate::model::{ops, ClipModel};
 use crate::progress::NoProgress;
@@ -35,6 +35,7 @@ pub enum Method {
 }
 
 impl Method {
+    /// The name `--method` takes and results.csv records: `pairlens`, `ig` or `similarity`.
     pub fn name(self) -> &'static str {
         match self {
             Method::Pairlens => "pairlens",
@@ -138,6 +139,7 @@ pub fn text_token_embeddings(model: &ClipModel, caption: &Encoded, layer: usize)
 pub struct TokenPatchMap {
     /// `[tokens, 1 + patches]` on the CPU.
     pub values: Tensor,
+    /// Patch grid `(rows, cols)`; `rows × cols` is the number of patch columns of `values`.
     pub grid: (usize, usize),
 }
 

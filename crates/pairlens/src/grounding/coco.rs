@@ -1,6 +1,6 @@
 //! COCO (captions + instances JSON): COCO has no phrase boxes, so phrases are linked as in the
-//! paper: a word of the caption naming a category — its name, plural or a synonym from
-//! [`SYNONYMS`] — links to the boxes of ALL that category's instances in the image. Class = the
+//! paper: a word of the caption naming a category — its name, plural or a listed synonym
+//! (`SYNONYMS` in the source) — links to the boxes of ALL that category's instances in the image. Class = the
 //! category name. Matching is case-insensitive on whole words, multi-word names as whole-word
 //! sequences, the longest name first (so "hot dog" is not a dog, "teddy bear" not a bear); a
 //! mention of a category with no instance in the image is not linked. Captions with no linked
@@ -18,7 +18,7 @@ use crate::{Error, Result};
 /// The 80 COCO categories, each with the words that name it (singular; regular plurals are
 /// added by [`plural`], irregular ones are listed). Ambiguous words ("glass", "bag", "plant",
 /// "baseball") are left out; "orange" and "mouse" stay as in common practice.
-pub const SYNONYMS: &[(&str, &[&str])] = &[
+const SYNONYMS: &[(&str, &[&str])] = &[
     (
         "person",
         &[
@@ -246,7 +246,7 @@ pub const SYNONYMS: &[(&str, &[&str])] = &[
 ];
 
 /// Regular English plural of the last word: `-s`, `-es` after s/x/z/ch/sh, `-ies` after a
-/// consonant + y. Irregular plurals are listed in [`SYNONYMS`] instead.
+/// consonant + y. Irregular plurals are listed among the synonyms instead (see the module doc).
 pub fn plural(name: &str) -> String {
     let (head, last) = match name.rsplit_once(' ') {
         Some((h, l)) => (format!("{h} "), l),
@@ -298,6 +298,7 @@ impl Default for Linker {
 }
 
 impl Linker {
+    /// The linker for the 80 COCO categories: every name and synonym, with its regular plural.
     pub fn new() -> Self {
         let mut forms: Vec<(Vec<String>, &'static str)> = Vec::new();
         for &(cat, names) in SYNONYMS {

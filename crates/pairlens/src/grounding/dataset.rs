@@ -12,11 +12,17 @@ use serde::Deserialize;
 
 use crate::{Error, Result};
 
+/// One phrase of a [`GroundingItem`]: its tokens in the caption and the boxes it names.
 #[derive(Clone, Debug, PartialEq)]
 pub struct GroundingPhrase {
+    /// Half-open token range `[start, end)` in the encoded caption, SOT = 0.
     pub span: (usize, usize),
+    /// Class label; results are summarised per class.
     pub class: String,
+    /// The phrase's words, when the dataset gives them (always for COCO and Flickr30k
+    /// Entities; optional in the mosaic JSONL).
     pub text: Option<String>,
+    /// Original-image pixels `[x0, y0, x1, y1]`, exclusive ends.
     pub boxes: Vec<[f32; 4]>,
 }
 
@@ -31,7 +37,9 @@ pub struct GroundingItem {
     pub image: String,
     /// The image file, resolved.
     pub image_path: PathBuf,
+    /// The caption, as it is given to the tokenizer.
     pub caption: String,
+    /// The caption's phrases, each with at least one box.
     pub phrases: Vec<GroundingPhrase>,
     /// Where the pair was read, for messages: `FILE line N`, `FILE caption id N`, ….
     pub origin: String,
@@ -53,8 +61,12 @@ struct RawItem {
     phrases: Vec<RawPhrase>,
 }
 
-/// Read and check every line (blank lines skipped). Errors name the file and the 1-based line.
-/// Token spans are checked against the caption later, once it is tokenised.
+/// Read a mosaic JSONL file: one object per line, `{"image": …, "caption": …, "phrases":
+/// [{"span": [i, j], "class": …, "text": … (optional), "boxes": [[x0, y0, x1, y1], …]}, …]}`,
+/// other fields ignored; images are resolved next to the file. Every line is checked (blank
+/// lines skipped): non-empty spans, at least one box per phrase, finite non-empty boxes.
+/// Errors name the file and the 1-based line. Token spans are checked against the caption
+/// later, once it is tokenised.
 pub fn read_jsonl(path: &Path) -> Result<Vec<GroundingItem>> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     let bad = |line: usize, msg: String| Error::Dataset {

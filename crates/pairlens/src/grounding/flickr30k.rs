@@ -20,12 +20,17 @@ use crate::{Error, Result};
 /// One marked phrase of a caption: its byte range in the plain caption, chain id and types.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SentencePhrase {
+    /// Byte range `[start, end)` in the plain caption.
     pub range: (usize, usize),
+    /// Coreference chain id (`EN#<chain>`); `0` marks a phrase that is not visual.
     pub chain: String,
+    /// Entity types in file order (`people`, `clothing`, …); never empty.
     pub types: Vec<String>,
 }
 
-/// Parse one line of a Sentences file into the plain caption and its phrases.
+/// Parse one line of a Sentences file into the plain caption (words joined by single spaces)
+/// and its phrases. The error says what is malformed: an unclosed or empty phrase, a phrase
+/// without a type, a bracket that does not open a phrase as `[/EN#<chain>/<type>`.
 pub fn parse_sentence(line: &str) -> std::result::Result<(String, Vec<SentencePhrase>), String> {
     let mut plain = String::new();
     let mut phrases = Vec::new();
@@ -87,8 +92,12 @@ pub fn parse_sentence(line: &str) -> std::result::Result<(String, Vec<SentencePh
 /// Boxes per chain id and the chains flagged `nobndbox` / `scene`.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Annotation {
+    /// Boxes per chain id, 0-based pixels `[x0, y0, x1, y1]` with exclusive ends, in file
+    /// order.
     pub boxes: HashMap<String, Vec<[f32; 4]>>,
+    /// Chains of objects flagged `<nobndbox>`.
     pub nobox: HashSet<String>,
+    /// Chains of objects flagged `<scene>`.
     pub scene: HashSet<String>,
 }
 
@@ -177,8 +186,9 @@ fn image_ids(sentences: &Path, ids: Option<&Path>) -> Result<Vec<String>> {
     Ok(out)
 }
 
-/// Read the captions of the chosen images (see [`image_ids`]); item ids are `<id>#<k>` with k
-/// the caption's 0-based line among the non-empty ones. What is left out is counted in
+/// Read the captions of the chosen images: the lines of `ids` (e.g. the dataset's test.txt; a
+/// `.jpg` suffix is dropped), else every `<id>.txt` in `sentences`, sorted. Item ids are
+/// `<id>#<k>` with k the caption's 0-based line among the non-empty ones. What is left out is counted in
 /// `skipped`.
 pub fn read_flickr30k(
     sentences: &Path,

@@ -40,7 +40,7 @@ pub fn pointing_game(
 }
 
 /// Fraction of every patch's area inside the UNION of the boxes (overlapping boxes counted
-/// once, unlike summing [`crate::attribution::explanation::patch_weights`] per box). Errors if no
+/// once, unlike summing [`crate::attribution::patch_weights`] per box). Errors if no
 /// box overlaps the input.
 pub fn union_weights(grid: (usize, usize), patch: usize, boxes: &[InputBox]) -> Result<Vec<f32>> {
     let p = patch as f32;
@@ -173,7 +173,7 @@ pub fn reverse_direction(
 }
 
 /// Two-sided 95 % normal quantile.
-pub const Z95: f64 = 1.959_963_984_540_054;
+const Z95: f64 = 1.959_963_984_540_054;
 
 /// Wilson score interval (95 %) for `hits` successes out of `n`; `(0, 1)` when `n = 0`.
 pub fn wilson(hits: usize, n: usize) -> (f64, f64) {

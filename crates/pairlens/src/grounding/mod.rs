@@ -1,18 +1,18 @@
 //! Phrase grounding evaluation: does a phrase's patch heatmap point at the phrase's boxes, and
 //! does a box's token scores point back at the phrase? Datasets: the mosaic JSONL that
-//! `pairlens mosaics` writes ([`dataset`]), COCO ([`coco`]) and Flickr30k Entities
-//! ([`flickr30k`]), whose character-range phrases become token spans in [`align`]; heatmaps
+//! `pairlens mosaics` writes ([`read_jsonl`]), COCO ([`coco`]) and Flickr30k Entities
+//! ([`flickr30k`]), whose character-range phrases become token spans in [`align_items`]; heatmaps
 //! from pairlens or the first-order [`baselines`]; numbers and summaries in [`metrics`] and
 //! [`report`].
 
-pub mod align;
+mod align;
 pub mod baselines;
 pub mod coco;
-pub mod dataset;
+mod dataset;
 pub mod flickr30k;
 pub mod metrics;
 pub mod report;
-pub mod xml;
+mod xml;
 
 pub use align::{align_items, token_span, CaptionItem, Skipped, TextPhrase};
 pub use baselines::Method;

@@ -16,22 +16,32 @@ use crate::{Error, Result};
 pub struct PhraseResult {
     /// The (image, caption) pair's key ([`super::GroundingItem::id`]).
     pub item: String,
+    /// The image as the dataset names it.
     pub image: String,
+    /// 0-based index of the phrase in its caption.
     pub phrase: usize,
+    /// The phrase's class label.
     pub class: String,
     /// The phrase's words, when the dataset gives them.
     pub text: String,
+    /// The phrase's half-open token range, SOT = 0.
     pub span: (usize, usize),
     /// Cosine of the caption and image embeddings.
     pub score: f32,
+    /// Pointing game ([`super::pointing_game`]) on the phrase's heatmap.
     pub pointing_hit: bool,
+    /// Box mass ([`super::box_mass`]) of the phrase's heatmap.
     pub box_mass: Option<f32>,
+    /// Reverse-direction hit ([`super::Reverse::hit`]); `None` for an image-side method.
     pub reverse_hit: Option<bool>,
+    /// Reverse-direction span share ([`super::Reverse::span_share`]).
     pub span_share: Option<f32>,
     /// `pairlens`, `ig` or `similarity`.
     pub method: String,
 }
 
+/// The header line of results.csv: the [`PhraseResult`] fields in order, the span as
+/// `span_start,span_end`.
 pub const CSV_HEADER: &str = "item,image,phrase,class,text,span_start,span_end,score,pointing_hit,box_mass,reverse_hit,span_share,method";
 const FIELDS: usize = 13;
 
@@ -63,6 +73,8 @@ fn split_csv(line: &str) -> Vec<String> {
 }
 
 impl PhraseResult {
+    /// The row as a results.csv line (no newline), columns as in [`CSV_HEADER`]: floats with 6
+    /// decimals, flags as 0/1, `None` as an empty cell, text fields quoted when needed.
     pub fn csv_row(&self) -> String {
         let opt = |v: Option<f32>| v.map(|v| format!("{v:.6}")).unwrap_or_default();
         format!(
@@ -161,9 +173,13 @@ pub fn read_csv(path: &Path) -> Result<Vec<PhraseResult>> {
 /// Hit rate with a Wilson interval.
 #[derive(Clone, Copy, Debug, serde::Serialize, PartialEq)]
 pub struct Rate {
+    /// Rows where the flag is true.
     pub hits: usize,
+    /// Rows where the flag is defined.
     pub n: usize,
+    /// `hits / n`; NaN when `n = 0`.
     pub rate: f64,
+    /// 95 % Wilson interval `(lo, hi)`; NaN when `n = 0`.
     pub ci95: (f64, f64),
 }
 
@@ -195,8 +211,11 @@ impl Rate {
 /// Mean with a Student-t interval, over the rows where the value is defined.
 #[derive(Clone, Copy, Debug, serde::Serialize, PartialEq)]
 pub struct Mean {
+    /// Rows where the value is defined.
     pub n: usize,
+    /// Mean of those values; NaN when `n = 0`.
     pub mean: f64,
+    /// 95 % Student-t interval `(lo, hi)`; NaN when `n < 2`.
     pub ci95: (f64, f64),
 }
 
@@ -212,12 +231,18 @@ impl Mean {
     }
 }
 
+/// The four metrics over a set of phrases (one class, or all).
 #[derive(Clone, Debug, serde::Serialize, PartialEq)]
 pub struct Group {
+    /// Number of phrases (rows).
     pub phrases: usize,
+    /// Pointing-game hit rate.
     pub pointing_game: Rate,
+    /// Mean box mass, over phrases whose heatmap has positive mass.
     pub box_mass: Mean,
+    /// Reverse-direction hit rate, over phrases where it is defined.
     pub reverse_hit: Rate,
+    /// Mean span share, over phrases where it is defined.
     pub span_share: Mean,
 }
 
@@ -233,14 +258,19 @@ impl Group {
     }
 }
 
+/// Summary of results.csv rows, as written to summary.json.
 #[derive(Clone, Debug, serde::Serialize, PartialEq)]
 pub struct Summary {
+    /// Distinct images among the rows.
     pub images: usize,
+    /// All rows together.
     pub overall: Group,
+    /// Rows per class, classes sorted by name.
     pub per_class: BTreeMap<String, Group>,
 }
 
 impl Summary {
+    /// Summarise `rows`, overall and per class.
     pub fn of(rows: &[PhraseResult]) -> Self {
         let mut by_class: BTreeMap<String, Vec<&PhraseResult>> = BTreeMap::new();
         for r in rows {

@@ -4,22 +4,22 @@
 
 /// One element: its name, its children in order, and its own text (trimmed, entities decoded).
 #[derive(Clone, Debug, PartialEq)]
-pub struct Element {
-    pub name: String,
-    pub children: Vec<Element>,
-    pub text: String,
+pub(crate) struct Element {
+    pub(crate) name: String,
+    pub(crate) children: Vec<Element>,
+    pub(crate) text: String,
     /// 1-based line of the start tag.
-    pub line: usize,
+    pub(crate) line: usize,
 }
 
 impl Element {
     /// First child named `name`.
-    pub fn child(&self, name: &str) -> Option<&Element> {
+    pub(crate) fn child(&self, name: &str) -> Option<&Element> {
         self.children.iter().find(|c| c.name == name)
     }
 
     /// All children named `name`.
-    pub fn children_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Element> {
+    pub(crate) fn children_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Element> {
         self.children.iter().filter(move |c| c.name == name)
     }
 }
@@ -94,7 +94,7 @@ fn is_name_char(c: char) -> bool {
 }
 
 /// Parse a document into its root element. Errors say the 1-based line.
-pub fn parse(text: &str) -> Result<Element, String> {
+pub(crate) fn parse(text: &str) -> Result<Element, String> {
     let mut c = Cursor {
         s: text.strip_prefix('\u{feff}').unwrap_or(text),
         pos: 0,

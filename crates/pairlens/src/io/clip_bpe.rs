@@ -11,6 +11,7 @@
 
 use std::collections::HashMap;
 
+/// The bundled CLIP vocabulary's byte-level BPE: merge table and token texts by id.
 pub(crate) struct ClipBpe {
     /// `(left, right)` → `(rank, merged)`.
     merges: HashMap<(u32, u32), (u32, u32)>,
@@ -19,9 +20,11 @@ pub(crate) struct ClipBpe {
     /// The tokens no merge produces (byte symbols, with and without the end-of-word suffix;
     /// specials), by id.
     base: HashMap<u32, String>,
-    /// The id of each byte's symbol, and of the same symbol ending a word.
+    /// The id of each byte's symbol.
     byte: [u32; 256],
+    /// The id of each byte's symbol with the end-of-word suffix.
     byte_end: [u32; 256],
+    /// Vocabulary size; every id is below it.
     size: usize,
 }
 

@@ -16,14 +16,19 @@ use crate::{Error, Result};
 /// Memory layout of [`DecodedImage::data`]: interleaved 8-bit channels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
+    /// Greyscale, 1 byte per pixel.
     L,
+    /// Greyscale and alpha, 2 bytes per pixel.
     LA,
+    /// Red, green, blue, 3 bytes per pixel.
     Rgb,
+    /// Red, green, blue and straight (not premultiplied) alpha, 4 bytes per pixel.
     Rgba,
 }
 
 impl Mode {
-    pub fn channels(self) -> usize {
+    /// Bytes per pixel.
+    pub(crate) fn channels(self) -> usize {
         match self {
             Mode::L => 1,
             Mode::LA => 2,
@@ -38,15 +43,20 @@ impl Mode {
 pub enum PilMode {
     /// Bilevel ("1"): 1-bit greyscale PNG. Stored as L with 0/255.
     One,
+    /// Greyscale ("L").
     L,
+    /// Greyscale with alpha ("LA").
     LA,
     /// Palette ("P"): stored expanded to RGB; Pillow resizes these with NEAREST.
     P,
+    /// Truecolour ("RGB").
     Rgb,
+    /// Truecolour with alpha ("RGBA").
     Rgba,
 }
 
 impl PilMode {
+    /// Pillow's name for the mode (`Image.mode`): "1", "L", "LA", "P", "RGB" or "RGBA".
     pub fn as_str(self) -> &'static str {
         match self {
             PilMode::One => "1",
@@ -62,12 +72,15 @@ impl PilMode {
 /// A decoded 8-bit image plus what Pillow would know about it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DecodedImage {
+    /// Width in pixels (non-zero).
     pub width: usize,
+    /// Height in pixels (non-zero).
     pub height: usize,
     /// Layout of `data`.
     pub mode: Mode,
     /// Row-major interleaved samples, `width * height * mode.channels()` bytes.
     pub data: Vec<u8>,
+    /// The mode Pillow opens the file as, which decides how it is resized and converted.
     pub pil_mode: PilMode,
     /// Per-pixel alpha from a PNG tRNS chunk on an L/RGB/P image: Pillow keeps this in
     /// `info["transparency"]` (used by `convert("RGBA")`), not as a band.
@@ -121,7 +134,7 @@ impl DecodedImage {
     }
 
     /// Alpha of every pixel as Pillow's `convert("RGBA")` sees it (band, tRNS, or opaque).
-    pub fn alpha(&self) -> Option<Vec<u8>> {
+    fn alpha(&self) -> Option<Vec<u8>> {
         match self.mode {
             Mode::LA => Some(self.data.chunks_exact(2).map(|p| p[1]).collect()),
             Mode::Rgba => Some(self.data.chunks_exact(4).map(|p| p[3]).collect()),
@@ -131,13 +144,13 @@ impl DecodedImage {
 
     /// Whether transformers' `convert_to_rgb` composites this image on white
     /// (`"A" in getbands()` or `info["transparency"]` set).
-    pub fn has_alpha(&self) -> bool {
+    pub(crate) fn has_alpha(&self) -> bool {
         matches!(self.mode, Mode::LA | Mode::Rgba) || self.transparency.is_some()
     }
 
     /// transformers' `convert_to_rgb`: images with alpha are alpha-composited onto opaque
     /// white with Pillow's integer `alpha_composite`, others are `convert("RGB")`.
-    pub fn to_rgb_on_white(&self) -> Vec<u8> {
+    pub(crate) fn to_rgb_on_white(&self) -> Vec<u8> {
         let mut rgb = self.to_rgb();
         if let Some(alpha) = self.alpha() {
             for (px, &a) in rgb.chunks_exact_mut(3).zip(&alpha) {

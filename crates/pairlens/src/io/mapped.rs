@@ -6,7 +6,7 @@
 //! global allocator hands out and takes back. [`MappingAllocator`] is the system allocator plus
 //! private file mappings it never frees, so a binary that installs it
 //! (`#[global_allocator] static A: MappingAllocator = MappingAllocator;`) gets weights backed by
-//! the file; without it, loading copies as before ([`installed`] is false).
+//! the file; without it, loading copies as before (`installed()` is false).
 //!
 //! Mappings are private (copy-on-write: writing to a weight never changes the file) and stay
 //! until the process exits; their pages are clean page-cache pages the kernel can reclaim. As
@@ -35,7 +35,7 @@ static INSTALLED: AtomicBool = AtomicBool::new(false);
 pub struct MappingAllocator;
 
 /// Whether [`MappingAllocator`] is this process's global allocator.
-pub fn installed() -> bool {
+fn installed() -> bool {
     INSTALLED.load(Ordering::Relaxed)
 }
 
@@ -57,29 +57,65 @@ fn mark_installed() {
 // SAFETY: every request goes to `System` except frees of registered mapping memory (ignored: the
 // mapping outlives every Vec over it) and growth of it (a fresh `System` block, contents copied).
 unsafe impl GlobalAlloc for MappingAllocator {
+    /// A block from [`System`]; also records that this allocator is installed.
+    ///
+    /// # Safety
+    ///
+    /// As [`GlobalAlloc::alloc`]: `layout` has a non-zero size.
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         mark_installed();
-        System.alloc(layout)
+        // SAFETY: the caller upholds `GlobalAlloc::alloc`'s contract, which `System` shares.
+        unsafe { System.alloc(layout) }
     }
 
+    /// A zeroed block from [`System`]; also records that this allocator is installed.
+    ///
+    /// # Safety
+    ///
+    /// As [`GlobalAlloc::alloc_zeroed`]: `layout` has a non-zero size.
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         mark_installed();
-        System.alloc_zeroed(layout)
+        // SAFETY: the caller upholds `GlobalAlloc::alloc_zeroed`'s contract, which `System`
+        // shares.
+        unsafe { System.alloc_zeroed(layout) }
     }
 
+    /// Returns `ptr` to [`System`], unless it lies in a registered file mapping (never freed).
+    ///
+    /// # Safety
+    ///
+    /// As [`GlobalAlloc::dealloc`]: `ptr` was allocated by this allocator with `layout`, and is
+    /// not used afterwards.
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         if !is_file_backed(ptr) {
-            System.dealloc(ptr, layout)
+            // SAFETY: outside every mapping, so `ptr` came from `System` (`alloc`,
+            // `alloc_zeroed` or `realloc` below) with `layout`, as the caller guarantees.
+            unsafe { System.dealloc(ptr, layout) }
         }
     }
 
+    /// [`System`]'s `realloc`, except that a block inside a registered file mapping is copied
+    /// into a fresh [`System`] block (the mapping itself is left alone).
+    ///
+    /// # Safety
+    ///
+    /// As [`GlobalAlloc::realloc`]: `ptr` was allocated by this allocator with `layout`,
+    /// `new_size` is non-zero and, rounded up to `layout.align()`, does not overflow `isize`.
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         if !is_file_backed(ptr) {
-            return System.realloc(ptr, layout, new_size);
+            // SAFETY: outside every mapping, so `ptr` came from `System` with `layout`; the
+            // caller guarantees the rest of `GlobalAlloc::realloc`'s contract.
+            return unsafe { System.realloc(ptr, layout, new_size) };
         }
-        let new = System.alloc(Layout::from_size_align_unchecked(new_size, layout.align()));
+        // SAFETY: `layout.align()` is a valid alignment (it comes from a `Layout`) and the caller
+        // guarantees that `new_size` rounded up to it does not overflow `isize`.
+        let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
+        // SAFETY: `new_layout` has the non-zero size `new_size`.
+        let new = unsafe { System.alloc(new_layout) };
         if !new.is_null() {
-            std::ptr::copy_nonoverlapping(ptr, new, layout.size().min(new_size));
+            // SAFETY: `ptr` is valid for `layout.size()` bytes of the mapping, `new` for
+            // `new_size` bytes of a fresh block; the two cannot overlap.
+            unsafe { std::ptr::copy_nonoverlapping(ptr, new, layout.size().min(new_size)) };
         }
         new
     }
@@ -143,7 +179,7 @@ impl MappedFile {
     pub fn f32s(&self, offset: usize, count: usize) -> Option<Vec<f32>> {
         let bytes = offset..offset.checked_add(count.checked_mul(4)?)?;
         let ptr = self.base + offset;
-        if count == 0 || bytes.end > self.len || ptr % std::mem::align_of::<f32>() != 0 {
+        if count == 0 || bytes.end > self.len || !ptr.is_multiple_of(std::mem::align_of::<f32>()) {
             return None;
         }
         let mut taken = self.taken.lock().ok()?;

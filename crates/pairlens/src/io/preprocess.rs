@@ -19,27 +19,42 @@ use crate::{Error, Result};
 /// OpenAI CLIP normalisation constants (HF `OPENAI_CLIP_MEAN/STD`, open_clip `OPENAI_DATASET_*`),
 /// written with the upstream decimals.
 #[allow(clippy::excessive_precision)]
-pub const OPENAI_CLIP_MEAN: [f32; 3] = [0.48145466, 0.4578275, 0.40821073];
+const OPENAI_CLIP_MEAN: [f32; 3] = [0.48145466, 0.4578275, 0.40821073];
 #[allow(clippy::excessive_precision)]
-pub const OPENAI_CLIP_STD: [f32; 3] = [0.26862954, 0.26130258, 0.27577711];
+const OPENAI_CLIP_STD: [f32; 3] = [0.26862954, 0.26130258, 0.27577711];
 
+/// How the resize step sizes its output.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ResizeMode {
+pub(crate) enum ResizeMode {
     /// Short side to this size, long side `int(size * long / short)` (HF and torchvision).
     ShortestEdge(usize),
     /// Resize to exactly this size, ignoring the aspect ratio.
-    Exact { height: usize, width: usize },
+    Exact {
+        /// Output height in pixels.
+        height: usize,
+        /// Output width in pixels.
+        width: usize,
+    },
     /// open_clip's `ResizeKeepRatio` for a non-square target with resize_mode 'shortest':
     /// scale by `min(h / height, w / width)`, each side rounded half-to-even.
-    KeepRatio { height: usize, width: usize },
+    KeepRatio {
+        /// Target height in pixels.
+        height: usize,
+        /// Target width in pixels.
+        width: usize,
+    },
     /// No resize (HF `do_resize: false`).
     None,
 }
 
+/// The resize filter as the configs name it (HF `resample`, open_clip `interpolation`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Interpolation {
+enum Interpolation {
+    /// Pillow BICUBIC (3).
     Bicubic,
+    /// Pillow BILINEAR (2).
     Bilinear,
+    /// Pillow NEAREST (0).
     Nearest,
 }
 
@@ -53,8 +68,9 @@ impl Interpolation {
     }
 }
 
+/// How the centre crop places its window when the margin is odd.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CropRounding {
+enum CropRounding {
     /// HF: margin `(size - crop) // 2`; a too-small image is zero-padded, `ceil` before.
     Floor,
     /// torchvision: margin `int(round((size - crop) / 2))`; padding is `floor` before.
@@ -63,7 +79,7 @@ pub enum CropRounding {
 
 /// How the image becomes 3-channel RGB.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RgbConversion {
+enum RgbConversion {
     /// transformers' `convert_to_rgb`: anything with alpha or tRNS is composited on white.
     CompositeOnWhite,
     /// Pillow `convert("RGB")`: alpha dropped, grey replicated (open_clip).
@@ -74,7 +90,7 @@ pub enum RgbConversion {
 
 /// How 8-bit values become floats before normalisation.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub enum PixelScaling {
+pub(crate) enum PixelScaling {
     /// HF `rescale`: `f32(f64(x) * factor)`.
     MulF64(f64),
     /// torchvision `to_tensor`: `f32(x) / divisor` in f32.
@@ -83,19 +99,28 @@ pub enum PixelScaling {
     None,
 }
 
+/// A checkpoint's image preprocessing: decoded image → normalised `[3, H, W]` f32 input, with
+/// every step that differs between HF and open_clip made explicit.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PreprocessConfig {
-    pub resize: ResizeMode,
-    pub interpolation: Interpolation,
+    /// The resize step.
+    pub(crate) resize: ResizeMode,
+    /// The resize filter (palette and bilevel images always use NEAREST, as in Pillow).
+    interpolation: Interpolation,
     /// Center crop (height, width).
-    pub crop: Option<(usize, usize)>,
-    pub crop_rounding: CropRounding,
-    pub mean: [f32; 3],
-    pub std: [f32; 3],
+    pub(crate) crop: Option<(usize, usize)>,
+    /// Where the crop window starts when the margin is odd.
+    crop_rounding: CropRounding,
+    /// Per-channel (R, G, B) mean subtracted after scaling.
+    pub(crate) mean: [f32; 3],
+    /// Per-channel (R, G, B) divisor applied after the mean is subtracted.
+    pub(crate) std: [f32; 3],
     /// HF: true (convert, then resize); open_clip: false (resize and crop, then convert).
-    pub convert_rgb_first: bool,
-    pub rgb_conversion: RgbConversion,
-    pub scaling: PixelScaling,
+    convert_rgb_first: bool,
+    /// How the image becomes RGB.
+    rgb_conversion: RgbConversion,
+    /// How 8-bit values become floats.
+    pub(crate) scaling: PixelScaling,
 }
 
 /// Where things went: maps original-image pixels to network-input pixels.
@@ -104,12 +129,12 @@ pub struct Geometry {
     /// (w, h) of the decoded image.
     pub original: (usize, usize),
     /// (w, h) after resizing.
-    pub resized: (usize, usize),
+    resized: (usize, usize),
     /// (x, y) of the crop window's top-left corner in the resized image.
-    pub crop_offset: (usize, usize),
+    crop_offset: (usize, usize),
     /// (x, y) at which the resized image starts in the input when the crop is larger than the
     /// image and is zero-padded (0 otherwise).
-    pub pad_offset: (usize, usize),
+    pad_offset: (usize, usize),
     /// (w, h) of the network input.
     pub input: (usize, usize),
 }
@@ -136,7 +161,7 @@ impl Geometry {
     /// A box a user drew on the original image, clipped to the image and mapped to
     /// network-input pixels; an error says why a box cannot be used (not finite, empty, outside
     /// the image).
-    pub fn user_box_to_input(&self, b: [f32; 4]) -> Result<(f32, f32, f32, f32)> {
+    pub(crate) fn user_box_to_input(&self, b: [f32; 4]) -> Result<(f32, f32, f32, f32)> {
         let [x0, y0, x1, y1] = b;
         let bad = |msg: String| Err(Error::InvalidArgument(format!("box {b:?} {msg}")));
         if !b.iter().all(|v| v.is_finite()) {
@@ -154,7 +179,9 @@ impl Geometry {
     }
 
     /// Inverse of [`Geometry::to_input`].
-    pub fn to_original(&self, x: f32, y: f32) -> (f32, f32) {
+    #[cfg(test)]
+    #[allow(clippy::wrong_self_convention)] // takes `&self` like `to_input`
+    fn to_original(&self, x: f32, y: f32) -> (f32, f32) {
         let sx = self.resized.0 as f32 / self.original.0 as f32;
         let sy = self.resized.1 as f32 / self.original.1 as f32;
         (
@@ -164,21 +191,26 @@ impl Geometry {
     }
 }
 
+/// A network input and where its pixels came from.
 #[derive(Clone, Debug)]
 pub struct Preprocessed {
     /// [3, H, W] f32, normalised.
     pub pixels: Tensor,
+    /// The mapping between original-image and input pixels.
     pub geometry: Geometry,
 }
 
 /// The 8-bit RGB image right before float conversion (after resize, crop and RGB conversion).
 #[derive(Clone, Debug, PartialEq)]
 pub struct CroppedRgb {
+    /// Width in pixels (the network input's).
     pub width: usize,
+    /// Height in pixels (the network input's).
     pub height: usize,
     /// Row-major interleaved RGB.
     pub data: Vec<u8>,
-    pub geometry: Geometry,
+    /// The mapping between original-image and input pixels.
+    geometry: Geometry,
 }
 
 fn bad(path: &Path, msg: impl Into<String>) -> Error {
@@ -496,7 +528,7 @@ impl PreprocessConfig {
     }
 
     /// The (w, h) the resize step produces for an input of (w, h).
-    pub fn resized_size(&self, w: usize, h: usize) -> (usize, usize) {
+    fn resized_size(&self, w: usize, h: usize) -> (usize, usize) {
         match self.resize {
             ResizeMode::None => (w, h),
             ResizeMode::Exact { height, width } => (width, height),
@@ -630,7 +662,7 @@ pub fn preprocess_u8(img: &DecodedImage, cfg: &PreprocessConfig) -> Result<Cropp
 }
 
 /// The float pixel values, [3, H, W] in channel-major order.
-pub fn to_chw_f32(rgb: &CroppedRgb, cfg: &PreprocessConfig) -> Vec<f32> {
+pub(crate) fn to_chw_f32(rgb: &CroppedRgb, cfg: &PreprocessConfig) -> Vec<f32> {
     let n = rgb.width * rgb.height;
     let mut out = vec![0f32; 3 * n];
     for (i, px) in rgb.data.chunks_exact(3).enumerate() {
@@ -646,6 +678,8 @@ pub fn to_chw_f32(rgb: &CroppedRgb, cfg: &PreprocessConfig) -> Vec<f32> {
     out
 }
 
+/// The network input for `img`: [`preprocess_u8`], then scaling and normalisation to
+/// `[3, H, W]` f32 on the CPU.
 pub fn preprocess(img: &DecodedImage, cfg: &PreprocessConfig) -> Result<Preprocessed> {
     let rgb = preprocess_u8(img, cfg)?;
     let v = to_chw_f32(&rgb, cfg);
@@ -656,6 +690,8 @@ pub fn preprocess(img: &DecodedImage, cfg: &PreprocessConfig) -> Result<Preproce
     })
 }
 
+/// [`preprocess`] of the image file at `path` (JPEG, PNG or WebP); an image the configuration
+/// cannot take is reported as an error about that file.
 pub fn preprocess_file(path: &Path, cfg: &PreprocessConfig) -> Result<Preprocessed> {
     let img = decode_file(path)?;
     preprocess(&img, cfg).map_err(|e| match e {

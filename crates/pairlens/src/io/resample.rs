@@ -13,8 +13,11 @@ use crate::io::image::{DecodedImage, Mode, PilMode};
 /// Resampling filters (Pillow's `Image.Resampling`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Filter {
+    /// Nearest neighbour (`Image.NEAREST`): the source pixel under each output pixel's centre.
     Nearest,
+    /// Triangle filter, support 1 (`Image.BILINEAR`), widened when downscaling.
     Bilinear,
+    /// Keys cubic with a = -0.5, support 2 (`Image.BICUBIC`), widened when downscaling.
     Bicubic,
 }
 
@@ -162,7 +165,7 @@ fn resample_vertical(src: &[u8], w: usize, c: usize, co: &Coeffs, shift: usize) 
 /// Pillow's `ImagingResample` (convolution filters) on interleaved 8-bit samples with `c`
 /// channels, treating every channel independently as Pillow does for L/LA/RGB/RGBA storage.
 /// The source box is the whole image. Returns `out_w * out_h * c` bytes.
-pub fn resample_u8(
+fn resample_u8(
     src: &[u8],
     w: usize,
     h: usize,

@@ -39,7 +39,7 @@ pub fn open_clip_clean(text: &str) -> String {
 }
 
 /// Python's `" ".join(text.split())` (which also strips).
-pub fn python_whitespace_fold(text: &str) -> String {
+fn python_whitespace_fold(text: &str) -> String {
     text.split(is_python_space)
         .filter(|w| !w.is_empty())
         .collect::<Vec<_>>()
@@ -47,13 +47,13 @@ pub fn python_whitespace_fold(text: &str) -> String {
 }
 
 /// Python's `str.lower()` (full case mapping incl. final sigma, like Rust's).
-pub fn python_lower(text: &str) -> String {
+fn python_lower(text: &str) -> String {
     text.to_lowercase()
 }
 
 /// Python's `str.isspace()` for one character (what `str.split()`/`strip()` use): includes the
 /// information separators U+001C–U+001F, which Unicode's White_Space does not.
-pub fn is_python_space(c: char) -> bool {
+pub(crate) fn is_python_space(c: char) -> bool {
     matches!(
         c,
         '\u{9}'..='\u{d}'
@@ -238,7 +238,7 @@ fn ftfy_entities() -> &'static HashMap<String, String> {
 
 /// ftfy's `unescape_html`: `&#?[0-9A-Za-z]{1,24};` replaced when it is a known entity (or a
 /// numeric reference that `html.unescape` fully consumes).
-pub fn ftfy_unescape_html(text: &str) -> String {
+fn ftfy_unescape_html(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(amp) = rest.find('&') {

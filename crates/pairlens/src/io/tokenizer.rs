@@ -50,7 +50,7 @@ pub struct Encoded {
     pub ids: Vec<u32>,
     /// Number of ids from SOT to EOT inclusive.
     pub len: usize,
-    /// A human-readable string per id in `ids[..len]`, e.g. "<sot>", "dog", "ing", "🙂".
+    /// A human-readable string per id in `ids[..len]`, e.g. `<sot>`, `dog`, `ing`, `🙂`.
     pub tokens: Vec<String>,
 }
 
@@ -91,12 +91,15 @@ impl std::fmt::Debug for ClipTokenizer {
     }
 }
 
+/// A special token's name, with its id where the post-processor gives one.
+type Special = (String, Option<u32>);
+
 /// What pairlens reads from tokenizer.json besides the `tokenizers` object.
 struct JsonInfo {
     byte_level: bool,
     end_of_word_suffix: Option<String>,
     /// (first, last) special token names of the post-processor, with ids when given there.
-    post_specials: Option<((String, Option<u32>), (String, Option<u32>))>,
+    post_specials: Option<(Special, Special)>,
     pad_id: Option<u32>,
 }
 
@@ -113,7 +116,7 @@ fn has_type(v: &serde_json::Value, ty: &str) -> bool {
 
 /// SOT/EOT as the post-processor adds them: Roberta/Bert `cls`/`sep`, or the first and last
 /// special token of a template's `single`.
-fn post_specials(pp: &serde_json::Value) -> Option<((String, Option<u32>), (String, Option<u32>))> {
+fn post_specials(pp: &serde_json::Value) -> Option<(Special, Special)> {
     let pair = |v: &serde_json::Value| -> Option<(String, Option<u32>)> {
         let a = v.as_array()?;
         Some((
@@ -762,19 +765,25 @@ impl ClipTokenizer {
         })
     }
 
+    /// Start-of-text id, first in every sequence.
     pub fn sot_id(&self) -> u32 {
         self.sot
     }
+    /// End-of-text id, closing every sequence (where CLIP's text tower pools).
     pub fn eot_id(&self) -> u32 {
         self.eot
     }
+    /// Id filling the sequence after EOT up to the context length.
     pub fn pad_id(&self) -> u32 {
         self.pad
     }
-    pub fn context_length(&self) -> usize {
+    /// Length every encoded sequence is padded to, SOT and EOT included.
+    pub(crate) fn context_length(&self) -> usize {
         self.context_length
     }
-    pub fn cleaning(&self) -> TextCleaning {
+    /// How captions are cleaned before tokenization.
+    #[allow(dead_code)] // no caller in the workspace
+    pub(crate) fn cleaning(&self) -> TextCleaning {
         self.cleaning
     }
     /// Vocabulary size including added tokens (49408 for CLIP).
@@ -783,7 +792,7 @@ impl ClipTokenizer {
     }
 
     /// The caption as the tokenizer sees it (after open_clip cleaning, if any).
-    pub fn clean(&self, caption: &str) -> String {
+    fn clean(&self, caption: &str) -> String {
         match self.cleaning {
             TextCleaning::None => caption.to_string(),
             TextCleaning::OpenClip => text_clean::open_clip_clean(caption),
@@ -889,7 +898,7 @@ impl ClipTokenizer {
 
     /// Human-readable form of one id: `<sot>`/`<eot>`, end-of-word marker stripped, byte-level
     /// encoding undone (stray bytes of a split character shown as `<0xNN>`).
-    pub fn token_str(&self, id: u32) -> String {
+    fn token_str(&self, id: u32) -> String {
         if id == self.sot {
             return "<sot>".into();
         }

@@ -10,10 +10,14 @@ use super::vision::VisionTower;
 use super::weights::ClipWeights;
 use crate::{Error, Result};
 
+/// A CLIP dual encoder: the text tower f, the image tower g, score cos(f(x), g(y)).
 #[derive(Clone, Debug)]
 pub struct ClipModel {
+    /// The geometry (each tower also holds its own part).
     pub config: ClipConfig,
+    /// The text tower.
     pub text: TextTower,
+    /// The image tower.
     pub vision: VisionTower,
     /// log of the similarity temperature, as stored in the checkpoint (`exp` it for the scale).
     pub logit_scale: f32,

@@ -16,16 +16,22 @@ pub enum Activation {
 /// A stack of pre-LayerNorm transformer blocks.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TransformerConfig {
+    /// Width of the residual stream.
     pub width: usize,
+    /// Number of blocks.
     pub layers: usize,
+    /// Attention heads per block (they split the width evenly).
     pub heads: usize,
     /// Hidden size of the MLP (width * mlp_ratio).
     pub mlp_dim: usize,
+    /// The MLP non-linearity.
     pub activation: Activation,
+    /// ε of every LayerNorm of the tower.
     pub layer_norm_eps: f64,
 }
 
 impl TransformerConfig {
+    /// Width of one attention head.
     pub fn head_dim(&self) -> usize {
         self.width / self.heads
     }
@@ -61,17 +67,26 @@ impl TextPooling {
     }
 }
 
+/// The text tower's geometry. Token ids (start, end, padding) belong to the tokenizer; the
+/// model only needs to know where it pools.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TextConfig {
+    /// The blocks.
     pub transformer: TransformerConfig,
+    /// Longest sequence (rows of the position embedding).
     pub context_length: usize,
+    /// Rows of the token embedding.
     pub vocab_size: usize,
+    /// Which position feeds the embedding.
     pub pooling: TextPooling,
 }
 
+/// The image tower's geometry: a ViT with a class token, pooled at it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct VisionConfig {
+    /// The blocks.
     pub transformer: TransformerConfig,
+    /// Side of a square patch in input pixels.
     pub patch_size: usize,
     /// (height, width) of the network input in pixels.
     pub image_size: (usize, usize),
@@ -92,9 +107,12 @@ impl VisionConfig {
     }
 }
 
+/// A CLIP dual encoder's geometry, whatever checkpoint format it came from.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ClipConfig {
+    /// The text tower.
     pub text: TextConfig,
+    /// The image tower.
     pub vision: VisionConfig,
     /// Dimension of the shared embedding space.
     pub projection_dim: usize,

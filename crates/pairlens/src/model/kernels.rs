@@ -138,10 +138,14 @@ macro_rules! vectorised {
         fn $name<T: Real>($($arg: $ty),*) {
             #[cfg(target_arch = "x86_64")]
             {
+                /// # Safety
+                /// The CPU supports AVX-512F.
                 #[target_feature(enable = "avx512f")]
                 unsafe fn avx512<T: Real>($($arg: $ty),*) {
                     $body($($arg),*)
                 }
+                /// # Safety
+                /// The CPU supports AVX2 and FMA.
                 #[target_feature(enable = "avx2,fma")]
                 unsafe fn avx2<T: Real>($($arg: $ty),*) {
                     $body($($arg),*)
@@ -171,23 +175,23 @@ pub(super) struct View<'a> {
 
 impl View<'_> {
     pub(super) fn slice<T: Real>(&self) -> &[T] {
-        match &*self.guard {
-            Storage::Cpu(c) => &c.as_slice::<T>().expect("dtype checked by the caller")
-                [self.start..self.start + self.len],
-            _ => unreachable!("device checked by view()"),
-        }
+        let Storage::Cpu(c) = &*self.guard else {
+            unreachable!("a tensor on the CPU device has CPU storage")
+        };
+        &c.as_slice::<T>().expect("dtype checked by the caller")[self.start..self.start + self.len]
     }
 }
 
-/// `t`'s values when a kernel may replace the plain ops: on the CPU, not tracked by autograd,
-/// contiguous (else `None`, and the caller takes the plain path).
+/// `t`'s values when a kernel may replace the plain ops. The device decides: the kernels run
+/// for tensors on the CPU that autograd does not track (they have no backward) and that are
+/// stored contiguously; on a GPU, and in training, the plain candle ops run (`None`).
 pub(super) fn view(t: &Tensor) -> Option<View<'_>> {
     if !t.device().is_cpu() || t.track_op() {
         return None;
     }
     let (guard, layout) = t.storage_and_layout();
     let (start, end) = layout.contiguous_offsets()?;
-    matches!(&*guard, Storage::Cpu(_)).then_some(View {
+    Some(View {
         guard,
         start,
         len: end - start,
@@ -510,9 +514,9 @@ pub(crate) fn softmax_vjp(p: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::config::Activation;
     use crate::model::ops::{self, LnCache};
-    use crate::model::weights::LayerNorm;
+    use crate::model::Activation;
+    use crate::model::LayerNorm;
     use candle_core::Var;
 
     fn rand(shape: &[usize], seed: u64, dtype: DType) -> Tensor {

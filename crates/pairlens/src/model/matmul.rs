@@ -92,8 +92,12 @@ fn gemm_wt(x: &[f32], w: &[f32], out: &mut [f32], m: usize, n: usize, k: usize) 
     });
 }
 
-/// Output columns `cols` of `out = x wᵀ`, [`MC`] rows at a time. Safety: AVX-512F is
-/// available, `out` holds `m·n` values, and no other thread writes these columns.
+/// Output columns `cols` of `out = x wᵀ`, [`MC`] rows at a time.
+///
+/// # Safety
+/// The CPU supports AVX-512F; `x` holds `m·k` values and `w` `n·k`; `out` points to `m·n`
+/// writable values; `cols` lies in `0..n`, and no other thread reads or writes those columns of
+/// `out` while this runs.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn columns(
@@ -107,13 +111,20 @@ unsafe fn columns(
 ) {
     for m0 in (0..m).step_by(MC) {
         let mb = MC.min(m - m0);
-        let rows = OutPtr(out.0.add(m0 * n));
-        row_block(&x[m0 * k..(m0 + mb) * k], w, rows, mb, n, k, cols.clone());
+        // SAFETY: rows m0..m0 + mb of `out` exist (m0 < m), and this function's contract
+        // carries over to them.
+        unsafe {
+            let rows = OutPtr(out.0.add(m0 * n));
+            row_block(&x[m0 * k..(m0 + mb) * k], w, rows, mb, n, k, cols.clone());
+        }
     }
 }
 
 /// [`columns`] for at most [`MC`] rows: the rows of `x` stay in L2 while every weight row
 /// streams past them once.
+///
+/// # Safety
+/// As [`columns`], for `m` rows.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn row_block(
@@ -133,7 +144,7 @@ unsafe fn row_block(
     let mut k0 = 0;
     while k0 < k {
         let kc = kc_max.min(k - k0);
-        let (xs, xstride) = if kc == k && k % 1024 != 0 {
+        let (xs, xstride) = if kc == k && !k.is_multiple_of(1024) {
             (x.as_ptr(), k)
         } else {
             packed.resize(m * stride, 0.0);
@@ -143,63 +154,72 @@ unsafe fn row_block(
             }
             (packed.as_ptr(), stride)
         };
-        // The next weight tile's cache lines are requested while this one is used, a share per
-        // row tile: the first row tile of each weight tile otherwise waits on main memory.
-        let lines_per_row = kc.div_ceil(16);
-        let per_tile = lines_per_row.div_ceil(m.div_ceil(MR)); // lines of each row per row tile
-        let mut j = cols.start;
-        while j < cols.end {
-            let nr = NR.min(cols.end - j);
-            let wp = w.as_ptr().add(j * k + k0);
-            let next = (j + NR < cols.end)
-                .then(|| (w.as_ptr().add((j + NR) * k + k0), NR.min(cols.end - j - NR)));
-            let mut i = 0;
-            while i < m {
-                if let Some((np, nrows)) = next {
-                    let first = (i / MR) * per_tile;
-                    for line in first..(first + per_tile).min(lines_per_row) {
-                        for r in 0..nrows {
-                            // (a hint only: an address past the end is never dereferenced)
-                            let p = np.wrapping_add(r * k + line * 16);
-                            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
-                                p as *const i8,
-                            );
+        // SAFETY: every pointer below stays inside `x`, `packed`, `w` or `out` as this
+        // function's contract sizes them (tiles are cut at `m` rows and `cols.end` columns);
+        // prefetch addresses may lie past the end but are hints, never dereferenced.
+        unsafe {
+            // The next weight tile's cache lines are requested while this one is used, a share per
+            // row tile: the first row tile of each weight tile otherwise waits on main memory.
+            let lines_per_row = kc.div_ceil(16);
+            let per_tile = lines_per_row.div_ceil(m.div_ceil(MR)); // lines of each row per row tile
+            let mut j = cols.start;
+            while j < cols.end {
+                let nr = NR.min(cols.end - j);
+                let wp = w.as_ptr().add(j * k + k0);
+                let next = (j + NR < cols.end)
+                    .then(|| (w.as_ptr().add((j + NR) * k + k0), NR.min(cols.end - j - NR)));
+                let mut i = 0;
+                while i < m {
+                    if let Some((np, nrows)) = next {
+                        let first = (i / MR) * per_tile;
+                        for line in first..(first + per_tile).min(lines_per_row) {
+                            for r in 0..nrows {
+                                // (a hint only: an address past the end is never dereferenced)
+                                let p = np.wrapping_add(r * k + line * 16);
+                                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                                    p as *const i8,
+                                );
+                            }
                         }
                     }
-                }
-                let mr = MR.min(m - i);
-                let t = Tile {
-                    x: xs.add(i * xstride),
-                    xstride,
-                    w: wp,
-                    wstride: k,
-                    kc,
-                    out: out.0.add(i * n + j),
-                    ostride: n,
-                };
-                match (mr, nr) {
-                    (4, 6) => {
-                        let main: unsafe fn(&Tile) = std::hint::black_box(run_main);
-                        main(&t)
+                    let mr = MR.min(m - i);
+                    let t = Tile {
+                        x: xs.add(i * xstride),
+                        xstride,
+                        w: wp,
+                        wstride: k,
+                        kc,
+                        out: out.0.add(i * n + j),
+                        ostride: n,
+                    };
+                    match (mr, nr) {
+                        (4, 6) => {
+                            let main: unsafe fn(&Tile) = std::hint::black_box(run_main);
+                            main(&t)
+                        }
+                        (4, 5) => t.run::<4, 5>(),
+                        (4, 4) => t.run::<4, 4>(),
+                        (4, 3) => t.run::<4, 3>(),
+                        (4, 2) => t.run::<4, 2>(),
+                        (4, 1) => t.run::<4, 1>(),
+                        (3, 6) => t.run::<3, 6>(),
+                        (2, 6) => t.run::<2, 6>(),
+                        (1, 6) => t.run::<1, 6>(),
+                        (mr, nr) => t.run_small(mr, nr),
                     }
-                    (4, 5) => t.run::<4, 5>(),
-                    (4, 4) => t.run::<4, 4>(),
-                    (4, 3) => t.run::<4, 3>(),
-                    (4, 2) => t.run::<4, 2>(),
-                    (4, 1) => t.run::<4, 1>(),
-                    (3, 6) => t.run::<3, 6>(),
-                    (2, 6) => t.run::<2, 6>(),
-                    (1, 6) => t.run::<1, 6>(),
-                    (mr, nr) => t.run_small(mr, nr),
+                    i += MR;
                 }
-                i += MR;
+                j += NR;
             }
-            j += NR;
         }
         k0 += kc;
     }
 }
 
+/// Never called: [`available`] is false off x86-64.
+///
+/// # Safety
+/// None needed; it only panics.
 #[cfg(not(target_arch = "x86_64"))]
 unsafe fn columns(
     _: &[f32],
@@ -229,76 +249,80 @@ struct Tile {
 #[cfg(target_arch = "x86_64")]
 impl Tile {
     /// An `R × C` tile; `R·C` accumulators plus `C + 1` loaded vectors fit the 32 registers.
+    ///
+    /// # Safety
+    /// The CPU supports AVX-512F; `x` points to `R` rows and `w` to `C` rows (at their strides)
+    /// of at least `kc` readable values each; `out` to `R × C` values (at `ostride`) that no
+    /// other thread accesses meanwhile.
     #[target_feature(enable = "avx512f")]
     #[inline(never)]
+    // One counter indexes several arrays at once: the loops unroll into straight-line code.
+    #[allow(clippy::needless_range_loop)]
     unsafe fn run<const R: usize, const C: usize>(&self) {
-        use std::arch::x86_64::*;
-        let mut acc = [[_mm512_setzero_ps(); C]; R];
-        let mut l = 0;
-        let full = self.kc / 16 * 16;
-        while l < full {
-            let mut wv = [_mm512_setzero_ps(); C];
-            for c in 0..C {
-                wv[c] = _mm512_loadu_ps(self.w.add(c * self.wstride + l));
-            }
-            for r in 0..R {
-                let xv = _mm512_loadu_ps(self.x.add(r * self.xstride + l));
+        // SAFETY: every load and store below stays inside the rows the contract above names.
+        unsafe {
+            use std::arch::x86_64::*;
+            let mut acc = [[_mm512_setzero_ps(); C]; R];
+            let mut l = 0;
+            let full = self.kc / 16 * 16;
+            while l < full {
+                let mut wv = [_mm512_setzero_ps(); C];
                 for c in 0..C {
-                    acc[r][c] = _mm512_fmadd_ps(xv, wv[c], acc[r][c]);
+                    wv[c] = _mm512_loadu_ps(self.w.add(c * self.wstride + l));
+                }
+                for r in 0..R {
+                    let xv = _mm512_loadu_ps(self.x.add(r * self.xstride + l));
+                    for c in 0..C {
+                        acc[r][c] = _mm512_fmadd_ps(xv, wv[c], acc[r][c]);
+                    }
+                }
+                l += 16;
+            }
+            if l < self.kc {
+                // The last partial vector: masked loads read only the `kc % 16` remaining values.
+                let mask: __mmask16 = ((1u32 << (self.kc - l)) - 1) as u16;
+                let mut wv = [_mm512_setzero_ps(); C];
+                for c in 0..C {
+                    wv[c] = _mm512_maskz_loadu_ps(mask, self.w.add(c * self.wstride + l));
+                }
+                for r in 0..R {
+                    let xv = _mm512_maskz_loadu_ps(mask, self.x.add(r * self.xstride + l));
+                    for c in 0..C {
+                        acc[r][c] = _mm512_fmadd_ps(xv, wv[c], acc[r][c]);
+                    }
                 }
             }
-            l += 16;
-        }
-        if l < self.kc {
-            // The last partial vector: masked loads read only the `kc % 16` remaining values.
-            let mask: __mmask16 = ((1u32 << (self.kc - l)) - 1) as u16;
-            let mut wv = [_mm512_setzero_ps(); C];
-            for c in 0..C {
-                wv[c] = _mm512_maskz_loadu_ps(mask, self.w.add(c * self.wstride + l));
-            }
             for r in 0..R {
-                let xv = _mm512_maskz_loadu_ps(mask, self.x.add(r * self.xstride + l));
                 for c in 0..C {
-                    acc[r][c] = _mm512_fmadd_ps(xv, wv[c], acc[r][c]);
+                    *self.out.add(r * self.ostride + c) += _mm512_reduce_add_ps(acc[r][c]);
                 }
-            }
-        }
-        for r in 0..R {
-            for c in 0..C {
-                *self.out.add(r * self.ostride + c) += _mm512_reduce_add_ps(acc[r][c]);
             }
         }
     }
 
     /// Edge tiles of other shapes (at most 3 × 5), one accumulator at a time per pair.
+    ///
+    /// # Safety
+    /// As [`Tile::run`] for an `r × c` tile.
     #[target_feature(enable = "avx512f")]
     unsafe fn run_small(&self, r: usize, c: usize) {
-        match (r, c) {
-            (3, c) => {
-                for j in 0..c {
-                    self.column(j).run::<3, 1>();
-                }
+        // SAFETY: each single-column tile lies inside this one.
+        unsafe {
+            match (r, c) {
+                (3, c) => (0..c).for_each(|j| self.column(j).run::<3, 1>()),
+                (2, c) => (0..c).for_each(|j| self.column(j).run::<2, 1>()),
+                (1, c) => (0..c).for_each(|j| self.column(j).run::<1, 1>()),
+                _ => unreachable!("tile shapes are at most {MR} x {NR}"),
             }
-            (2, c) => {
-                for j in 0..c {
-                    self.column(j).run::<2, 1>();
-                }
-            }
-            (1, c) => {
-                for j in 0..c {
-                    self.column(j).run::<1, 1>();
-                }
-            }
-            _ => unreachable!("tile shapes are at most {MR} x {NR}"),
         }
     }
 
-    /// The tile of weight row `j` alone.
+    /// The tile of weight row `j` alone (a pointer computation only: valid to use when `j` is
+    /// one of the tile's columns).
     fn column(&self, j: usize) -> Tile {
         Tile {
-            // SAFETY (pointer arithmetic): `j` is inside the tile's columns.
-            w: unsafe { self.w.add(j * self.wstride) },
-            out: unsafe { self.out.add(j) },
+            w: self.w.wrapping_add(j * self.wstride),
+            out: self.out.wrapping_add(j),
             ..*self
         }
     }
@@ -308,56 +332,62 @@ impl Tile {
 /// these 24 in registers, while an array of them (as in [`Tile::run`]) ends up partly on the
 /// stack (measured: 82 vs 66 GFLOP/s on one core). Called through a function pointer that the
 /// optimiser cannot see through: inlined into [`columns`], the accumulators spill again.
+///
+/// # Safety
+/// As [`Tile::run`] for a 4 × 6 tile.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn run_main(t: &Tile) {
-    use std::arch::x86_64::*;
-    let (x, xs, w, ws) = (t.x, t.xstride, t.w, t.wstride);
-    let z = _mm512_setzero_ps();
-    let (mut c00, mut c01, mut c02, mut c03, mut c04, mut c05) = (z, z, z, z, z, z);
-    let (mut c10, mut c11, mut c12, mut c13, mut c14, mut c15) = (z, z, z, z, z, z);
-    let (mut c20, mut c21, mut c22, mut c23, mut c24, mut c25) = (z, z, z, z, z, z);
-    let (mut c30, mut c31, mut c32, mut c33, mut c34, mut c35) = (z, z, z, z, z, z);
-    let mut l = 0;
-    while l < t.kc {
-        // A full vector, or the last partial one through a mask (reads only `kc % 16`).
-        let mask: __mmask16 = if t.kc - l >= 16 {
-            0xffff
-        } else {
-            ((1u32 << (t.kc - l)) - 1) as u16
-        };
-        let ld = |p: *const f32| _mm512_maskz_loadu_ps(mask, p.add(l));
-        let (w0, w1, w2) = (ld(w), ld(w.add(ws)), ld(w.add(2 * ws)));
-        let (w3, w4, w5) = (ld(w.add(3 * ws)), ld(w.add(4 * ws)), ld(w.add(5 * ws)));
-        macro_rules! row {
-            ($r:expr, $a0:ident, $a1:ident, $a2:ident, $a3:ident, $a4:ident, $a5:ident) => {
-                let xv = ld(x.add($r * xs));
-                $a0 = _mm512_fmadd_ps(xv, w0, $a0);
-                $a1 = _mm512_fmadd_ps(xv, w1, $a1);
-                $a2 = _mm512_fmadd_ps(xv, w2, $a2);
-                $a3 = _mm512_fmadd_ps(xv, w3, $a3);
-                $a4 = _mm512_fmadd_ps(xv, w4, $a4);
-                $a5 = _mm512_fmadd_ps(xv, w5, $a5);
+    // SAFETY: every load and store below stays inside the tile's rows, as the contract says.
+    unsafe {
+        use std::arch::x86_64::*;
+        let (x, xs, w, ws) = (t.x, t.xstride, t.w, t.wstride);
+        let z = _mm512_setzero_ps();
+        let (mut c00, mut c01, mut c02, mut c03, mut c04, mut c05) = (z, z, z, z, z, z);
+        let (mut c10, mut c11, mut c12, mut c13, mut c14, mut c15) = (z, z, z, z, z, z);
+        let (mut c20, mut c21, mut c22, mut c23, mut c24, mut c25) = (z, z, z, z, z, z);
+        let (mut c30, mut c31, mut c32, mut c33, mut c34, mut c35) = (z, z, z, z, z, z);
+        let mut l = 0;
+        while l < t.kc {
+            // A full vector, or the last partial one through a mask (reads only `kc % 16`).
+            let mask: __mmask16 = if t.kc - l >= 16 {
+                0xffff
+            } else {
+                ((1u32 << (t.kc - l)) - 1) as u16
             };
+            let ld = |p: *const f32| _mm512_maskz_loadu_ps(mask, p.add(l));
+            let (w0, w1, w2) = (ld(w), ld(w.add(ws)), ld(w.add(2 * ws)));
+            let (w3, w4, w5) = (ld(w.add(3 * ws)), ld(w.add(4 * ws)), ld(w.add(5 * ws)));
+            macro_rules! row {
+                ($r:expr, $a0:ident, $a1:ident, $a2:ident, $a3:ident, $a4:ident, $a5:ident) => {
+                    let xv = ld(x.add($r * xs));
+                    $a0 = _mm512_fmadd_ps(xv, w0, $a0);
+                    $a1 = _mm512_fmadd_ps(xv, w1, $a1);
+                    $a2 = _mm512_fmadd_ps(xv, w2, $a2);
+                    $a3 = _mm512_fmadd_ps(xv, w3, $a3);
+                    $a4 = _mm512_fmadd_ps(xv, w4, $a4);
+                    $a5 = _mm512_fmadd_ps(xv, w5, $a5);
+                };
+            }
+            row!(0, c00, c01, c02, c03, c04, c05);
+            row!(1, c10, c11, c12, c13, c14, c15);
+            row!(2, c20, c21, c22, c23, c24, c25);
+            row!(3, c30, c31, c32, c33, c34, c35);
+            l += 16;
         }
-        row!(0, c00, c01, c02, c03, c04, c05);
-        row!(1, c10, c11, c12, c13, c14, c15);
-        row!(2, c20, c21, c22, c23, c24, c25);
-        row!(3, c30, c31, c32, c33, c34, c35);
-        l += 16;
-    }
-    let first = [
-        c00, c01, c02, c03, c04, c05, c10, c11, c12, c13, c14, c15, c20, c21, c22, c23,
-    ];
-    let second = [
-        c24, c25, c30, c31, c32, c33, c34, c35, z, z, z, z, z, z, z, z,
-    ];
-    let mut sums = [0f32; 32];
-    _mm512_storeu_ps(sums.as_mut_ptr(), hsum16(&first));
-    _mm512_storeu_ps(sums.as_mut_ptr().add(16), hsum16(&second));
-    for i in 0..MR * NR {
-        let lane = 16 * (i / 16) + lane_of(i % 16);
-        *t.out.add(i / NR * t.ostride + i % NR) += sums[lane];
+        let first = [
+            c00, c01, c02, c03, c04, c05, c10, c11, c12, c13, c14, c15, c20, c21, c22, c23,
+        ];
+        let second = [
+            c24, c25, c30, c31, c32, c33, c34, c35, z, z, z, z, z, z, z, z,
+        ];
+        let mut sums = [0f32; 32];
+        _mm512_storeu_ps(sums.as_mut_ptr(), hsum16(&first));
+        _mm512_storeu_ps(sums.as_mut_ptr().add(16), hsum16(&second));
+        for i in 0..MR * NR {
+            let lane = 16 * (i / 16) + lane_of(i % 16);
+            *t.out.add(i / NR * t.ostride + i % NR) += sums[lane];
+        }
     }
 }
 
@@ -370,6 +400,9 @@ const fn lane_of(g: usize) -> usize {
 /// The 16 lanes of each of 16 vectors added up: lane [`lane_of`]`(g)` of the result is the sum
 /// of `v[g]`. Pairs of 128-bit blocks are added first, then pairs of those, then a 4 × 4
 /// transpose-add inside the blocks: 48 instructions for 16 sums.
+///
+/// # Safety
+/// The CPU supports AVX-512F.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[inline]

@@ -5,7 +5,7 @@
 //! layer-norm/softmax have no backward), so candle's autograd can check the tangent and reverse
 //! rules. On CPU tensors that autograd does not track, the row-wise ops (LayerNorm, QuickGELU,
 //! softmax and their rules) run as one-pass kernels that compute the same values
-//! ([`super::kernels`]). All are dtype-generic: f32 in production, f64 for reference checks.
+//! (`kernels.rs`). All are dtype-generic: f32 in production, f64 for reference checks.
 //!
 //! Tangent convention: a tangent has its primal's shape with extra LEADING axes (the tangent
 //! batch, e.g. `[T, ...]`); primal-side factors broadcast over those axes, so one primal serves
@@ -95,7 +95,9 @@ pub fn linear_tangent(xd: &Tensor, l: &Linear) -> Result<Tensor> {
 /// What the LayerNorm tangent needs from its forward: `x̂` and `1/σ` (`[..., 1]`).
 #[derive(Clone, Debug)]
 pub struct LnCache {
+    /// The normalised input `(x − μ)/σ`.
     pub xhat: Tensor,
+    /// `1/σ` per row.
     pub inv_std: Tensor,
 }
 
@@ -119,7 +121,7 @@ pub fn layer_norm(x: &Tensor, ln: &LayerNorm, eps: f64) -> Result<Tensor> {
 }
 
 /// [`layer_norm`] with what its tangent and reverse rules need. One fused pass on the CPU
-/// ([`kernels::layer_norm`]); the plain ops under autograd and elsewhere.
+/// (`kernels::layer_norm`); the plain ops under autograd and elsewhere.
 pub fn layer_norm_cached(x: &Tensor, ln: &LayerNorm, eps: f64) -> Result<(Tensor, LnCache)> {
     if let Some(o) = kernels::layer_norm(x, &ln.weight, &ln.bias, eps)? {
         let c = LnCache {
@@ -286,6 +288,7 @@ pub fn attention(
     Ok(attention_cached(q, k, v, mask, scale)?.0)
 }
 
+/// [`attention`] with what its tangent and reverse rules need.
 pub fn attention_cached(
     q: &Tensor,
     k: &Tensor,

@@ -1,45 +1,14 @@
-//! Deterministic random weights and a tiny geometry, for tests that need no checkpoint.
-//! Scales keep activations O(1) through the blocks so derivative checks are not degenerate.
+//! Deterministic random weights and small geometries, for tests and benchmarks that need no
+//! checkpoint (the `test-support` feature). Scales keep activations O(1) through the blocks so
+//! derivative checks are not degenerate.
 
-use candle_core::{DType, Device, Tensor};
+use super::rng::Rng;
 
 use super::config::{
     Activation, ClipConfig, TextConfig, TextPooling, TransformerConfig, VisionConfig,
 };
 use super::weights::{Block, ClipWeights, LayerNorm, Linear, TextWeights, VisionWeights};
 use crate::Result;
-
-/// SplitMix64 + Box–Muller: tiny, dependency-free and identical on every platform.
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Rng(seed ^ 0x9E37_79B9_7F4A_7C15)
-    }
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// Uniform in (0, 1).
-    pub fn uniform(&mut self) -> f64 {
-        ((self.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-    }
-    pub fn normal(&mut self) -> f64 {
-        let (u, v) = (self.uniform(), self.uniform());
-        (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * v).cos()
-    }
-    /// f32 tensor of `mean + std · N(0, 1)` entries.
-    pub fn tensor(&mut self, shape: &[usize], mean: f64, std: f64) -> Result<Tensor> {
-        let n: usize = shape.iter().product();
-        let v: Vec<f32> = (0..n)
-            .map(|_| (mean + std * self.normal()) as f32)
-            .collect();
-        Ok(Tensor::from_vec(v, shape, &Device::Cpu)?)
-    }
-}
 
 fn linear(rng: &mut Rng, out: usize, inp: usize, bias: bool) -> Result<Linear> {
     Ok(Linear {
@@ -112,83 +81,6 @@ impl ClipWeights {
             text,
             vision,
             logit_scale: (1.0f32 / 0.07).ln(),
-        })
-    }
-
-    /// The same weights in another dtype (f64 copies give finite-difference references).
-    pub fn to_dtype(&self, dtype: DType) -> Result<ClipWeights> {
-        Ok(ClipWeights {
-            text: self.text.to_dtype(dtype)?,
-            vision: self.vision.to_dtype(dtype)?,
-            logit_scale: self.logit_scale,
-        })
-    }
-}
-
-impl Linear {
-    pub fn to_dtype(&self, dtype: DType) -> Result<Linear> {
-        Ok(Linear {
-            weight: self.weight.to_dtype(dtype)?,
-            bias: self.bias.as_ref().map(|b| b.to_dtype(dtype)).transpose()?,
-        })
-    }
-}
-
-impl LayerNorm {
-    pub fn to_dtype(&self, dtype: DType) -> Result<LayerNorm> {
-        Ok(LayerNorm {
-            weight: self.weight.to_dtype(dtype)?,
-            bias: self.bias.to_dtype(dtype)?,
-            eps: self.eps,
-        })
-    }
-}
-
-impl Block {
-    pub fn to_dtype(&self, dtype: DType) -> Result<Block> {
-        Ok(Block {
-            ln_1: self.ln_1.to_dtype(dtype)?,
-            q: self.q.to_dtype(dtype)?,
-            k: self.k.to_dtype(dtype)?,
-            v: self.v.to_dtype(dtype)?,
-            out: self.out.to_dtype(dtype)?,
-            ln_2: self.ln_2.to_dtype(dtype)?,
-            fc1: self.fc1.to_dtype(dtype)?,
-            fc2: self.fc2.to_dtype(dtype)?,
-        })
-    }
-}
-
-impl TextWeights {
-    pub fn to_dtype(&self, dtype: DType) -> Result<TextWeights> {
-        Ok(TextWeights {
-            token_embedding: self.token_embedding.to_dtype(dtype)?,
-            positional_embedding: self.positional_embedding.to_dtype(dtype)?,
-            blocks: self
-                .blocks
-                .iter()
-                .map(|b| b.to_dtype(dtype))
-                .collect::<Result<_>>()?,
-            ln_final: self.ln_final.to_dtype(dtype)?,
-            projection: self.projection.to_dtype(dtype)?,
-        })
-    }
-}
-
-impl VisionWeights {
-    pub fn to_dtype(&self, dtype: DType) -> Result<VisionWeights> {
-        Ok(VisionWeights {
-            patch_embedding: self.patch_embedding.to_dtype(dtype)?,
-            class_embedding: self.class_embedding.to_dtype(dtype)?,
-            positional_embedding: self.positional_embedding.to_dtype(dtype)?,
-            ln_pre: self.ln_pre.to_dtype(dtype)?,
-            blocks: self
-                .blocks
-                .iter()
-                .map(|b| b.to_dtype(dtype))
-                .collect::<Result<_>>()?,
-            ln_post: self.ln_post.to_dtype(dtype)?,
-            projection: self.projection.to_dtype(dtype)?,
         })
     }
 }

@@ -12,7 +12,12 @@ pub enum Tangents {
     /// Tangent t is zero except on sequence row `rows[t]`, where it is `values[t]`: values
     /// `[T, P, width]`. Kept sparse through the first block's LayerNorm and Q/K/V projections
     /// (they act row-wise), densified only inside the first attention.
-    SingleRow { rows: Vec<usize>, values: Tensor },
+    SingleRow {
+        /// The row of each tangent.
+        rows: Vec<usize>,
+        /// Each tangent's values on its row.
+        values: Tensor,
+    },
 }
 
 impl Tangents {

@@ -27,9 +27,12 @@ pub struct TextTape {
     y: Tensor,
 }
 
+/// The text tower: its geometry and weights.
 #[derive(Clone, Debug)]
 pub struct TextTower {
+    /// Geometry.
     pub config: TextConfig,
+    /// Parameters.
     pub weights: TextWeights,
 }
 

@@ -26,9 +26,12 @@ pub struct VisionTape {
     y: Tensor,
 }
 
+/// The image tower: its geometry and weights.
 #[derive(Clone, Debug)]
 pub struct VisionTower {
+    /// Geometry.
     pub config: VisionConfig,
+    /// Parameters.
     pub weights: VisionWeights,
 }
 

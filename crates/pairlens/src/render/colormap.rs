@@ -10,7 +10,7 @@ const ANCHORS: [[f32; 3]; 5] = [
 ];
 
 /// Colour of `value` on the symmetric range `[-limit, limit]` (values outside are clamped).
-pub fn diverging(value: f32, limit: f32) -> [u8; 3] {
+pub(crate) fn diverging(value: f32, limit: f32) -> [u8; 3] {
     let t = if limit > 0.0 && value.is_finite() {
         (value / limit).clamp(-1.0, 1.0)
     } else {
@@ -27,7 +27,7 @@ pub fn diverging(value: f32, limit: f32) -> [u8; 3] {
 }
 
 /// The symmetric range that shows every value: max |v| (or 1 if all are zero).
-pub fn symmetric_limit(values: &[f32]) -> f32 {
+pub(crate) fn symmetric_limit(values: &[f32]) -> f32 {
     let m = values
         .iter()
         .filter(|v| v.is_finite())

@@ -46,7 +46,7 @@ pub fn draw_text(img: &mut RgbImage, x: i64, y: i64, text: &str, scale: u32, col
 }
 
 /// Black or white, whichever reads better on `background`.
-pub fn ink_for(background: [u8; 3]) -> [u8; 3] {
+pub(crate) fn ink_for(background: [u8; 3]) -> [u8; 3] {
     let luma =
         0.299 * background[0] as f32 + 0.587 * background[1] as f32 + 0.114 * background[2] as f32;
     if luma > 140.0 {

@@ -79,7 +79,7 @@ fn blend(a: [u8; 3], b: [u8; 3], t: f32) -> [u8; 3] {
 }
 
 /// Vertical colour bar from +limit (top) to −limit (bottom) with its end labels.
-pub fn colour_bar(img: &mut RgbImage, x: u32, y: u32, height: u32, limit: f32) {
+pub(crate) fn colour_bar(img: &mut RgbImage, x: u32, y: u32, height: u32, limit: f32) {
     let height = height.max(40);
     let bar_top = y + 12;
     let bar_h = height.saturating_sub(24).max(8);

@@ -10,7 +10,7 @@ use image::{imageops, ImageFormat, Rgb, RgbImage};
 use super::colormap::{diverging, symmetric_limit};
 use super::font::ink_for;
 use super::heatmap::{heatmap_overlay, ToInput};
-use crate::attribution::explanation::SpanHeatmap;
+use crate::attribution::SpanHeatmap;
 use crate::attribution::{Explanation, Mode};
 use crate::{Error, Result};
 
@@ -29,6 +29,7 @@ pub struct ReportInput<'a> {
     pub to_input: ToInput<'a>,
     /// Network input (w, h) in pixels.
     pub input_size: (usize, usize),
+    /// One section per caption, in this order.
     pub captions: Vec<CaptionReport<'a>>,
     /// Named durations in seconds, printed in order ("load", "image side", …).
     pub timings: Vec<(String, f64)>,
@@ -36,22 +37,31 @@ pub struct ReportInput<'a> {
 
 /// One caption's explanation and the queries asked of it.
 pub struct CaptionReport<'a> {
+    /// The caption as the user wrote it (shown escaped).
     pub caption: &'a str,
+    /// Its explanation against the report's image.
     pub explanation: &'a Explanation,
+    /// Token spans to show a heatmap of, in this order.
     pub spans: Vec<SpanReport<'a>>,
+    /// Image boxes to show the token scores of, in this order.
     pub boxes: Vec<BoxReport<'a>>,
 }
 
 /// A token span `start..end` (indices of [`Explanation::tokens`]) and its heatmap.
 pub struct SpanReport<'a> {
+    /// Index of the span's first token.
     pub start: usize,
+    /// Index one past the span's last token.
     pub end: usize,
+    /// The span's heatmap, as [`Explanation::span_heatmap`] computes it.
     pub heatmap: &'a SpanHeatmap,
 }
 
 /// A box `[x0, y0, x1, y1]` in original-image pixels and every token's interaction with it.
 pub struct BoxReport<'a> {
+    /// `[x0, y0, x1, y1]` in original-image pixels.
     pub bbox: [f32; 4],
+    /// Every token's interaction with the box, as [`Explanation::box_scores`] computes it.
     pub token_scores: &'a [f32],
 }
 
@@ -413,7 +423,7 @@ fn base64(data: &[u8]) -> String {
 }
 
 /// Escape text for HTML element content and double- or single-quoted attributes.
-pub fn escape(s: &str) -> String {
+fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for ch in s.chars() {
         match ch {
@@ -482,7 +492,7 @@ footer{color:var(--muted);font-size:12px;margin-top:24px}
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::attribution::{explanation::ExclipTerms, ReferenceTerms};
+    use crate::attribution::{ExclipTerms, ReferenceTerms};
     use candle_core::{Device, Tensor};
 
     fn explanation() -> Explanation {

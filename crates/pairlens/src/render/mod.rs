@@ -2,12 +2,11 @@
 //! Diverging colours (red positive, blue negative) on a symmetric range, always with a colour bar,
 //! so pictures of different explanations can be read the same way.
 
-pub mod colormap;
+mod colormap;
 pub mod font;
 pub mod heatmap;
 pub mod html;
-pub mod strip;
+mod strip;
 
-pub use colormap::diverging;
 pub use heatmap::heatmap_overlay;
 pub use strip::token_strip;

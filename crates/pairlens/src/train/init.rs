@@ -1,10 +1,11 @@
 //! CLIP-style initialisation for training from scratch (open_clip's `init_parameters`):
 //! small embeddings, width-scaled projections, residual outputs shrunk by depth, LayerNorms at
-//! identity. [`ClipWeights::random`] is for derivative tests and is far too hot to train from.
+//! identity. `ClipWeights::random` (feature `test-support`) is for derivative tests and is far too
+//! hot to train from.
 
 use candle_core::Tensor;
 
-use crate::model::random::Rng;
+use crate::model::Rng;
 use crate::model::{
     Block, ClipConfig, ClipWeights, LayerNorm, Linear, TextWeights, TransformerConfig,
     VisionWeights,

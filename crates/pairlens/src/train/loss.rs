@@ -1,4 +1,7 @@
-//! Symmetric InfoNCE (CLIP's loss) written with differentiable candle ops only.
+//! Symmetric InfoNCE (CLIP's loss) written with differentiable candle ops only, so candle's
+//! autograd can differentiate it: the loss head alone in [`crate::train::Trainer::gradients`]
+//! (the towers have their own reverse pass), the whole graph, towers included, when
+//! [`clip_loss`] runs on the trainer's Vars ([`crate::train::Trainer::autograd_gradients`]).
 
 use candle_core::{DType, Tensor, D};
 
@@ -24,12 +27,13 @@ pub struct Batch {
 /// source can make batch `step` independently of what was asked before (resumable,
 /// reproducible).
 pub trait Batches {
+    /// The mini-batch for optimizer step `step` (0-based).
     fn batch(&mut self, step: u64) -> Result<Batch>;
 }
 
 /// Unnormalised embeddings `(image [B, proj], text [B, proj])`. The towers are built as plain
 /// structs (no shape re-check per step: [`crate::train::Trainer::new`] checks once).
-pub fn embed(
+pub(crate) fn embed(
     config: &ClipConfig,
     weights: &ClipWeights,
     batch: &Batch,
@@ -124,7 +128,7 @@ pub fn duplicate_caption_mask(ids: &Tensor) -> Result<Option<Tensor>> {
 
 /// `[B, B]` mask (1 = left out of the loss) of the off-diagonal pairs `(i, j)` where
 /// `leave_out(i, j)`, or `None` when there is none.
-pub fn excluded_pairs(
+pub(crate) fn excluded_pairs(
     b: usize,
     device: &candle_core::Device,
     leave_out: impl Fn(usize, usize) -> bool,
@@ -147,7 +151,7 @@ pub fn excluded_pairs(
 }
 
 /// Top-1 retrieval accuracy within the batch: (image→text, text→image).
-pub fn retrieval_accuracy(img: &Tensor, txt: &Tensor) -> Result<(f32, f32)> {
+pub(crate) fn retrieval_accuracy(img: &Tensor, txt: &Tensor) -> Result<(f32, f32)> {
     let s = l2_normalize(img)?.matmul(&l2_normalize(txt)?.t()?)?;
     let acc = |s: &Tensor| -> Result<f32> {
         let am: Vec<u32> = s.argmax(D::Minus1)?.to_vec1()?;

@@ -5,7 +5,8 @@ use candle_core::{Device, Tensor};
 use serde_json::{json, Value};
 
 use super::loss::{duplicate_caption_mask, excluded_pairs, Batch, Batches};
-use crate::data::{caption_fits, max_caption_words, Mosaic, MosaicGenerator};
+use crate::data::caption::caption_fits;
+use crate::data::{max_caption_words, Mosaic, MosaicGenerator};
 use crate::io::preprocess::{PixelScaling, PreprocessConfig};
 use crate::io::tokenizer::ClipTokenizer;
 use crate::model::{
@@ -70,7 +71,7 @@ pub enum NegativePairs {
     DifferentCaption,
     /// Only pairs whose caption is false of the image: the same items in the same counts
     /// (any synonyms or prefix) with the caption's relations holding are left out
-    /// ([`crate::data::caption_fits`]).
+    /// (`caption_fits` of [`crate::data::caption`]).
     FalseCaption,
 }
 
@@ -79,10 +80,16 @@ pub enum NegativePairs {
 /// exactly as [`crate::io::preprocess`] does for a decoded canvas-sized image; captions are
 /// cut to the longest one of the batch (exact under the causal mask).
 pub struct MosaicBatches {
+    /// Source of the mosaics; its seed fixes every batch.
     pub generator: MosaicGenerator,
+    /// Turns captions into ids; a caption longer than its context length is an error.
     pub tokenizer: ClipTokenizer,
+    /// Image–caption pairs per batch (B).
     pub batch_size: usize,
+    /// Pixel scaling and per-channel normalisation applied to the mosaics (resizing and
+    /// cropping are not: mosaics are already canvas-sized).
     pub preprocess: PreprocessConfig,
+    /// Which off-diagonal pairs are negatives (sets [`Batch::excluded`]).
     pub negatives: NegativePairs,
 }
 

@@ -6,11 +6,16 @@ use candle_core::{Tensor, Var};
 
 use crate::Result;
 
+/// AdamW hyper-parameters (the learning rate comes from the schedule, per step).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AdamWConfig {
+    /// Decay rate of the first-moment (mean) estimate.
     pub beta1: f64,
+    /// Decay rate of the second-moment (uncentred variance) estimate.
     pub beta2: f64,
+    /// Added to `√v̂` in the denominator, for numerical stability.
     pub eps: f64,
+    /// Decoupled weight decay λ: decayed parameters shrink by `lr·λ` per step.
     pub weight_decay: f64,
 }
 
@@ -29,14 +34,17 @@ impl Default for AdamWConfig {
 /// A trainable tensor under its checkpoint name.
 #[derive(Clone, Debug)]
 pub struct Param {
+    /// Checkpoint (HF) name, e.g. `text_model.encoder.layers.0.mlp.fc1.weight`, or
+    /// `logit_scale`.
     pub name: String,
+    /// The tensor the optimizer updates in place.
     pub var: Var,
     /// Whether weight decay applies (see [`Param::decays`]).
-    pub decay: bool,
+    decay: bool,
 }
 
 impl Param {
-    pub fn new(name: impl Into<String>, var: Var) -> Self {
+    pub(crate) fn new(name: impl Into<String>, var: Var) -> Self {
         let name = name.into();
         let decay = Param::decays(&name, var.as_tensor().rank());
         Param { name, var, decay }
@@ -60,8 +68,9 @@ impl Param {
     }
 }
 
-pub struct AdamW {
-    pub config: AdamWConfig,
+/// AdamW state: the parameters, their moment estimates and the step count.
+pub(crate) struct AdamW {
+    config: AdamWConfig,
     params: Vec<Param>,
     m: Vec<Tensor>,
     v: Vec<Tensor>,
@@ -70,7 +79,7 @@ pub struct AdamW {
 }
 
 impl AdamW {
-    pub fn new(params: Vec<Param>, config: AdamWConfig) -> Result<Self> {
+    pub(crate) fn new(params: Vec<Param>, config: AdamWConfig) -> Result<Self> {
         let zeros = |p: &Param| p.var.as_tensor().zeros_like();
         let m = params
             .iter()
@@ -89,18 +98,18 @@ impl AdamW {
         })
     }
 
-    pub fn params(&self) -> &[Param] {
+    pub(crate) fn params(&self) -> &[Param] {
         &self.params
     }
 
-    pub fn steps_done(&self) -> u64 {
+    pub(crate) fn steps_done(&self) -> u64 {
         self.t
     }
 
     /// One update with `grads[i]` for `params()[i]`:
     /// `θ ← θ(1 − lr·λ)` (decayed params only), `m ← β₁m + (1−β₁)g`, `v ← β₂v + (1−β₂)g²`,
     /// `θ ← θ − lr · m̂ / (√v̂ + ε)` with bias-corrected `m̂ = m/(1−β₁ᵗ)`, `v̂ = v/(1−β₂ᵗ)`.
-    pub fn step(&mut self, grads: &[Tensor], lr: f64) -> Result<()> {
+    pub(crate) fn step(&mut self, grads: &[Tensor], lr: f64) -> Result<()> {
         assert_eq!(grads.len(), self.params.len(), "one gradient per parameter");
         self.t += 1;
         let c = self.config;

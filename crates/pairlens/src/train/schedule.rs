@@ -3,10 +3,13 @@
 /// `lr(step)` for 0-based optimizer steps.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Schedule {
+    /// Peak learning rate, reached at the end of the warm-up.
     pub base_lr: f64,
     /// Floor reached at `total` steps.
     pub min_lr: f64,
+    /// Steps of linear warm-up.
     pub warmup: u64,
+    /// Step at which the cosine decay reaches `min_lr` (warm-up included).
     pub total: u64,
 }
 

@@ -3,21 +3,23 @@
 use candle_core::{DType, Device, Tensor};
 
 use super::loss::{duplicate_caption_mask, Batch, Batches};
-use crate::model::random::Rng;
 use crate::model::ClipConfig;
+use crate::model::Rng;
 use crate::Result;
 
 /// Batch `step` depends only on `(seed, step)`. Captions are SOT, random ordinary ids, EOT,
 /// then padding, with lengths from 2 to the context length; the pooled position follows the
 /// config's pooling rule. Pixels are N(0, 1) in the given dtype.
 pub struct SyntheticBatches {
-    pub config: ClipConfig,
-    pub batch_size: usize,
-    pub seed: u64,
+    config: ClipConfig,
+    batch_size: usize,
+    seed: u64,
+    /// Dtype of the pixels (ids are always u32).
     pub dtype: DType,
 }
 
 impl SyntheticBatches {
+    /// Batches of `batch_size` pairs shaped for `config`, from `seed`, with f32 pixels.
     pub fn new(config: &ClipConfig, batch_size: usize, seed: u64) -> Self {
         SyntheticBatches {
             config: config.clone(),

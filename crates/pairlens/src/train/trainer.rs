@@ -1,4 +1,6 @@
-//! The training loop: Vars for every parameter, forward, backward, clip, AdamW, clamp.
+//! The training loop: Vars for every parameter; per step a sharded taped forward, autograd on
+//! the loss head, the towers' hand-written reverse pass, gradient clipping, AdamW, the
+//! `logit_scale` clamp.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -17,15 +19,20 @@ use crate::model::{ClipConfig, ClipModel, ClipWeights, TextTape, VisionTape};
 use crate::{Error, Result};
 
 /// CLIP caps the temperature at 100 (`logit_scale ≤ ln 100`), and keeps it ≥ 1.
-pub const MAX_LOGIT_SCALE: f64 = 4.605_170_185_988_092; // ln(100)
+const MAX_LOGIT_SCALE: f64 = 4.605_170_185_988_092; // ln(100)
 
+/// Optimisation settings of a run.
 #[derive(Clone, Debug, PartialEq)]
 pub struct TrainConfig {
     /// Total optimizer steps (also the length of the cosine schedule).
     pub steps: u64,
+    /// Peak learning rate, reached at the end of the warm-up ([`Schedule::base_lr`]).
     pub lr: f64,
+    /// Learning rate the cosine decay ends at, after `steps` steps.
     pub min_lr: f64,
+    /// Steps of linear warm-up, counted within `steps`.
     pub warmup_steps: u64,
+    /// Moment decay rates, epsilon and weight decay of the optimizer.
     pub adamw: AdamWConfig,
     /// Clip the global gradient L2 norm to this value.
     pub grad_clip: Option<f64>,
@@ -45,7 +52,8 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
-    pub fn schedule(&self) -> Schedule {
+    /// The learning-rate schedule these settings describe.
+    fn schedule(&self) -> Schedule {
         Schedule {
             base_lr: self.lr,
             min_lr: self.min_lr,
@@ -62,6 +70,7 @@ pub struct StepStats {
     pub step: u64,
     /// Loss on the batch before the update.
     pub loss: f32,
+    /// Learning rate of this step.
     pub lr: f64,
     /// Global gradient norm before clipping.
     pub grad_norm: f32,
@@ -74,8 +83,11 @@ pub struct StepStats {
 /// Loss and in-batch top-1 retrieval accuracies.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Evaluation {
+    /// Contrastive loss on the batch (its excluded pairs left out).
     pub loss: f32,
+    /// Fraction of images whose most similar caption in the batch is their own.
     pub image_to_text: f32,
+    /// Fraction of captions whose most similar image in the batch is their own.
     pub text_to_image: f32,
 }
 
@@ -83,20 +95,27 @@ pub struct Evaluation {
 /// the final weights in `{out}` itself).
 #[derive(Clone, Debug)]
 pub struct CheckpointPlan {
+    /// Directory of the final checkpoint and parent of the intermediate ones.
     pub out: PathBuf,
     /// Every K steps; 0 = only the final one.
     pub every: u64,
+    /// `tokenizer.json` text written into every checkpoint.
     pub tokenizer_json: String,
+    /// `preprocessor_config.json` of every checkpoint; `None`: the loader's default for the
+    /// image size.
     pub preprocess: Option<serde_json::Value>,
+    /// Overwrite checkpoint files already in a target directory (otherwise an error).
     pub force: bool,
 }
 
 /// Hooks of [`Trainer::fit`]: progress after each step (evaluate from here when wanted) and
 /// notice of each checkpoint. Errors stop training.
 pub trait Observer {
+    /// Called after every optimizer step with its statistics.
     fn on_step(&mut self, _trainer: &Trainer, _stats: &StepStats) -> Result<()> {
         Ok(())
     }
+    /// Called after each checkpoint is written, with its step and directory.
     fn on_checkpoint(&mut self, _step: u64, _dir: &Path) -> Result<()> {
         Ok(())
     }
@@ -104,8 +123,11 @@ pub trait Observer {
 
 impl Observer for () {}
 
+/// Contrastive training of one CLIP model: the parameters as Vars, the optimizer state and
+/// one single-threaded worker per core.
 pub struct Trainer {
-    pub model_config: ClipConfig,
+    model_config: ClipConfig,
+    /// The run's settings.
     pub config: TrainConfig,
     /// Weights whose tensors are the Vars' tensors (same ids), so the forward is tracked.
     weights: ClipWeights,
@@ -154,16 +176,18 @@ impl Trainer {
     }
 
     /// Optimizer steps done.
-    pub fn steps_done(&self) -> u64 {
+    fn steps_done(&self) -> u64 {
         self.opt.steps_done()
     }
 
+    /// Every parameter, in checkpoint order with `logit_scale` last: the order of the
+    /// gradients of [`Self::gradients`].
     pub fn params(&self) -> &[Param] {
         self.opt.params()
     }
 
     /// The loss on `batch` as a graph over the parameters (for gradients).
-    pub fn loss_tensor(&self, batch: &Batch) -> Result<Tensor> {
+    fn loss_tensor(&self, batch: &Batch) -> Result<Tensor> {
         clip_loss(
             &self.model_config,
             &self.weights,
@@ -340,7 +364,8 @@ impl Trainer {
         })
     }
 
-    pub fn logit_scale(&self) -> f32 {
+    /// Current `logit_scale` (log of the inverse temperature); NaN if it cannot be read.
+    fn logit_scale(&self) -> f32 {
         scalar_f32(self.logit_scale.as_tensor()).unwrap_or(f32::NAN)
     }
 

@@ -19,6 +19,7 @@ use crate::model::{ClipConfig, ClipModel, ClipWeights, TextPooling};
 use crate::{Error, Result};
 pub use save::save_hf;
 
+/// The layout of a checkpoint directory; `Display` gives `hf` or `open_clip`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CheckpointFormat {
     /// transformers `CLIPModel` directory.
@@ -38,16 +39,21 @@ impl fmt::Display for CheckpointFormat {
 
 /// Everything needed to embed a caption and an image the way the checkpoint's own library does.
 pub struct LoadedModel {
+    /// The checkpoint directory it was loaded from.
     pub dir: PathBuf,
+    /// The directory's layout.
     pub format: CheckpointFormat,
+    /// Both towers with their weights.
     pub model: ClipModel,
+    /// The caption tokenizer, checked against the text tower's vocabulary and pooling id.
     pub tokenizer: ClipTokenizer,
+    /// The image preprocessing, checked to produce the vision tower's input size.
     pub preprocess: PreprocessConfig,
 }
 
 /// Which layout `dir` holds (by its config file; open_clip wins if both are present, since
 /// open_clip hub repos sometimes also carry a HF config for other tools).
-pub fn detect(dir: &Path) -> Result<CheckpointFormat> {
+fn detect(dir: &Path) -> Result<CheckpointFormat> {
     if !dir.exists() {
         return Err(Error::UnknownCheckpoint {
             dir: dir.to_path_buf(),
@@ -96,7 +102,7 @@ fn beside<A: Send, B>(a: impl FnOnce() -> A + Send, b: impl FnOnce() -> B) -> (A
 
 /// Whether loading checks every weight for NaN and infinities.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ValueCheck {
+pub(crate) enum ValueCheck {
     /// Every value, as it is read: a bad checkpoint fails at load, naming the tensor.
     Now,
     /// None at load (the weights stay untouched pages of the file until used). For callers that
@@ -126,7 +132,7 @@ pub fn load(dir: &Path, device: &Device) -> Result<LoadedModel> {
 /// A checkpoint directory whose configuration is read; its model and tokenizer load separately
 /// (so a caller can start on the image while the tokenizer builds). [`load`] is the one-call
 /// version.
-pub struct Checkpoint {
+pub(crate) struct Checkpoint {
     dir: PathBuf,
     format: CheckpointFormat,
     config: ClipConfig,
@@ -136,7 +142,7 @@ pub struct Checkpoint {
 
 impl Checkpoint {
     /// Reads the configuration; for HF directories, also requires `tokenizer.json`.
-    pub fn open(dir: &Path) -> Result<Checkpoint> {
+    pub(crate) fn open(dir: &Path) -> Result<Checkpoint> {
         let format = detect(dir)?;
         let (config, open_clip) = match format {
             CheckpointFormat::Hf => {
@@ -163,17 +169,17 @@ impl Checkpoint {
     }
 
     /// The directory.
-    pub fn dir(&self) -> &Path {
+    pub(crate) fn dir(&self) -> &Path {
         &self.dir
     }
 
     /// Its layout.
-    pub fn format(&self) -> CheckpointFormat {
+    pub(crate) fn format(&self) -> CheckpointFormat {
         self.format
     }
 
     /// The towers, with every weight read onto `device`.
-    pub fn model(&self, device: &Device, check: ValueCheck) -> Result<ClipModel> {
+    pub(crate) fn model(&self, device: &Device, check: ValueCheck) -> Result<ClipModel> {
         let weights = self.weights(device, check)?;
         ClipModel::new(self.config.clone(), weights)
     }
@@ -196,12 +202,12 @@ impl Checkpoint {
 
     /// After a [`ValueCheck::Deferred`] load gave non-finite results: reads every weight again,
     /// checked, and returns the error naming the first bad value (`Ok` if there is none).
-    pub fn find_bad_value(&self) -> Result<()> {
+    pub(crate) fn find_bad_value(&self) -> Result<()> {
         self.weights(&Device::Cpu, ValueCheck::Now).map(|_| ())
     }
 
     /// The tokenizer (`tokenizer.json`, or for open_clip without one the bundled CLIP BPE).
-    pub fn tokenizer(&self) -> Result<ClipTokenizer> {
+    pub(crate) fn tokenizer(&self) -> Result<ClipTokenizer> {
         let tok_path = self.dir.join("tokenizer.json");
         let ctx = self.config.text.context_length;
         match &self.open_clip {
@@ -215,7 +221,7 @@ impl Checkpoint {
     }
 
     /// The image preprocessing, checked to produce what the vision tower takes.
-    pub fn preprocess(&self) -> Result<PreprocessConfig> {
+    pub(crate) fn preprocess(&self) -> Result<PreprocessConfig> {
         let (dir, config) = (&self.dir, &self.config);
         let preprocess = match &self.open_clip {
             None => {
@@ -255,7 +261,7 @@ impl Checkpoint {
     }
 
     /// Checks that the model can embed every id of `tokenizer` and pools where it ends a text.
-    pub fn check_tokenizer(&self, tokenizer: &ClipTokenizer) -> Result<()> {
+    pub(crate) fn check_tokenizer(&self, tokenizer: &ClipTokenizer) -> Result<()> {
         let (dir, config) = (&self.dir, &self.config);
         let tok_path = dir.join("tokenizer.json");
         let tok_file = if tok_path.is_file() {

@@ -70,7 +70,7 @@ fn tower_json(t: &TransformerConfig, projection_dim: usize) -> serde_json::Map<S
 /// `config.json` for `config`. Pooling maps onto transformers' rule: `eos_token_id == 2` means
 /// "argmax of the ids", anything else "first position of eos_token_id".
 /// The start and padding ids are the tokenizer's, which the model itself never reads.
-pub fn hf_config_json(
+fn hf_config_json(
     config: &ClipConfig,
     logit_scale: f32,
     tokenizer: &ClipTokenizer,
@@ -115,7 +115,7 @@ pub fn hf_config_json(
 /// A `preprocessor_config.json` equal to the loader's default for this image size
 /// ([`crate::io::preprocess::PreprocessConfig::hf_default`]): resize the shortest edge, centre
 /// crop, bicubic, OpenAI mean/std.
-pub fn default_preprocessor_json(image_size: (usize, usize)) -> Value {
+fn default_preprocessor_json(image_size: (usize, usize)) -> Value {
     let (h, w) = image_size;
     json!({
         "image_processor_type": "CLIPImageProcessor",
@@ -135,7 +135,7 @@ pub fn default_preprocessor_json(image_size: (usize, usize)) -> Value {
 
 /// `model.safetensors` bytes: every tensor as f32 under its transformers name, `logit_scale`
 /// as a 0-d tensor, metadata `{"format": "pt"}` (transformers refuses files without it).
-pub fn safetensors_bytes(weights: &ClipWeights) -> Result<Vec<u8>> {
+fn safetensors_bytes(weights: &ClipWeights) -> Result<Vec<u8>> {
     let mut named: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
     for (name, t) in hf_tensors(weights)? {
         let data: Vec<f32> = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?;
@@ -188,8 +188,9 @@ fn write(path: &Path, bytes: &[u8]) -> Result<()> {
 /// Writes a HF CLIP checkpoint into `dir` (created if needed). Refuses when any of [`HF_FILES`]
 /// is already there unless `force`. `tokenizer_json` must fit the token embedding and end texts
 /// where the model pools (checked by loading it, so the saved directory loads back).
-/// `preprocess` defaults to [`default_preprocessor_json`]. Files are written beside their final
-/// names and renamed last, so a failure leaves no half-written checkpoint behind.
+/// `preprocess` defaults to the loader's own default for the model's image size
+/// ([`crate::io::preprocess::PreprocessConfig::hf_default`]). Files are written beside their
+/// final names and renamed last, so a failure leaves no half-written checkpoint behind.
 pub fn save_hf(
     dir: &Path,
     config: &ClipConfig,
