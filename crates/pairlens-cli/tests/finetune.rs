@@ -70,7 +70,7 @@ fn batch0_loss(m: &LoadedModel, seed: u64, batch: usize) -> f32 {
     };
     let b = data.batch(0).unwrap();
     let ls = Tensor::new(m.model.logit_scale, &Device::Cpu).unwrap();
-    clip_loss(&m.model.config, &weights(m), &ls, &b)
+    clip_loss(&m.model.config(), &weights(m), &ls, &b)
         .unwrap()
         .to_scalar::<f32>()
         .unwrap()
@@ -133,8 +133,8 @@ fn finetune_writes_checkpoints_and_descends() {
         input.model.logit_scale.to_bits(),
         c0.model.logit_scale.to_bits()
     );
-    assert_eq!(c0.model.config, input.model.config);
-    assert_eq!(last.model.config, input.model.config);
+    assert_eq!(c0.model.config(), input.model.config());
+    assert_eq!(last.model.config(), input.model.config());
     for f in ["tokenizer.json", "preprocessor_config.json"] {
         assert_eq!(
             std::fs::read(model.join(f)).unwrap(),

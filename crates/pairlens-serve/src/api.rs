@@ -80,7 +80,7 @@ pub struct ExampleOut {
 }
 
 pub async fn info(State(state): Shared) -> Json<Info> {
-    let cfg = &state.explainer.model().config;
+    let cfg = state.explainer.model().config();
     let d = state
         .settings(None, None, None, None)
         .expect("the model's default settings are valid");

@@ -489,7 +489,7 @@ async fn box_equals_the_cli_path() {
         10,
         Mode::Exclip,
     );
-    let patch = state.explainer.model().config.vision.patch_size;
+    let patch = state.explainer.model().vision.config.patch_size;
     // As crates/pairlens-cli/src/cmd/explain.rs maps a --box.
     let cli = |b: [f32; 4]| {
         let (x0, y0) = geometry.to_input(b[0], b[1]);

@@ -94,7 +94,7 @@ fn main() {
     });
     // One vision block's six matmuls at several row counts, in the three weight layouts.
     let block = &model.vision.weights.blocks[0];
-    let rows = batch.dim(0).unwrap() * model.config.vision.seq_len();
+    let rows = batch.dim(0).unwrap() * model.vision.config.seq_len();
     let linears = [
         &block.q, &block.k, &block.v, &block.out, &block.fc1, &block.fc2,
     ];
@@ -125,7 +125,7 @@ fn main() {
     // One vision block's forward op by op, on the hidden states entering block 1 (as
     // `block::Stack::block_forward` runs them), to see which ops the forward's time is in.
     let h1 = model.vision.hidden_at(1, &batch).expect("hidden");
-    let cfg = &model.config.vision.transformer;
+    let cfg = &model.vision.config.transformer;
     let (b, s, width) = h1.dims3().unwrap();
     let (nh, hd) = (cfg.heads, cfg.head_dim());
     let w = &model.vision.weights.blocks[1];

@@ -348,8 +348,8 @@ impl Explainer {
         };
         let quick = self
             .model
-            .config
             .vision
+            .config
             .transformer
             .is_last(settings.image_layer);
         let (image, encoded, (sides, text_seconds)) = if quick {

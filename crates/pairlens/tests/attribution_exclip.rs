@@ -51,7 +51,7 @@ impl Fixture {
             .into_iter()
             .map(|i| i as u32)
             .collect();
-        let len = self.model.config.text.pooling.index(&ids).unwrap() + 1;
+        let len = self.model.text.config.pooling.index(&ids).unwrap() + 1;
         let tokens = (0..len).map(|i| format!("t{i}")).collect();
         Encoded { ids, len, tokens }
     }

@@ -78,7 +78,7 @@ impl Case {
         let ids: Vec<Vec<u32>> = self.ids().to_vec2().unwrap();
         let pool: Vec<usize> = ids
             .iter()
-            .map(|r| self.loaded.model.config.text.pooling.index(r).unwrap())
+            .map(|r| self.loaded.model.text.config.pooling.index(r).unwrap())
             .collect();
         let want: Vec<i64> = self.get("text_pool").to_vec1().unwrap();
         assert_eq!(
@@ -255,6 +255,6 @@ fn read_config_matches_load() {
         let dir = FixtureDir::new(name);
         let (fmt, cfg) = checkpoint::read_config(&dir.path).unwrap();
         assert_eq!(fmt, c.loaded.format);
-        assert_eq!(cfg, c.loaded.model.config, "{name}");
+        assert_eq!(cfg, c.loaded.model.config(), "{name}");
     }
 }

@@ -204,7 +204,7 @@ fn similarity_is_a_cosine_map_and_the_top_corner_is_the_score() {
     let t = baselines::text_token_embeddings(&m, &cap, 1).unwrap();
     assert!((dot(&t.get(2).unwrap(), &image.get(3).unwrap()) - v[2][3]).abs() < 1e-6);
     // After the last block, EOT's and CLS's rows are the embeddings: M[EOT, CLS] = the score.
-    let layers = m.config.text.transformer.layers;
+    let layers = m.text.config.transformer.layers;
     let top = baselines::similarity(
         &m,
         &cap,

@@ -96,7 +96,7 @@ fn short_run_on_mosaics_learns_and_saves() {
     t.save(&dir, &json, Some(&builtin_preprocess_json(64)), false)
         .unwrap();
     let loaded = checkpoint::load(&dir, &Device::Cpu).unwrap();
-    assert_eq!(loaded.model.config, cfg);
+    assert_eq!(loaded.model.config(), cfg);
     let enc = loaded.tokenizer.encode("a photo of a bag", false).unwrap();
     assert_eq!(enc.len, 7);
     let _ = std::fs::remove_dir_all(&dir);

@@ -71,7 +71,8 @@ fn save_then_load_round_trips_exactly() {
     let loaded = checkpoint::load(&dir, &Device::Cpu).unwrap();
     assert_eq!(loaded.format, checkpoint::CheckpointFormat::Hf);
     assert_eq!(
-        loaded.model.config, cfg,
+        loaded.model.config(),
+        cfg,
         "config differs after the round trip"
     );
     assert_eq!(loaded.model.logit_scale.to_bits(), w.logit_scale.to_bits());

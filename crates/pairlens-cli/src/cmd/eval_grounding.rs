@@ -269,7 +269,7 @@ pub fn run(args: Args) -> Result<()> {
     ex.check_weights().with_context(loading)?;
     let model = ex.model();
     let settings = args.settings.settings(&ex)?;
-    let patch = model.config.vision.patch_size;
+    let patch = model.vision.config.patch_size;
     let method = args.method;
     let mut skipped = Skipped::new();
     let mut items = read_items(&args, tokenizer, &mut skipped)?;
@@ -397,7 +397,7 @@ pub fn run(args: Args) -> Result<()> {
                 .iter()
                 .map(|&b| pre.geometry.box_to_input(b))
                 .collect();
-            let grid = model.config.vision.grid();
+            let grid = model.vision.config.grid();
             let weights = union_weights(grid, patch, &boxes)
                 .with_context(|| format!("{}: phrase {k}", at()))?;
             let text = phrase

@@ -103,7 +103,7 @@ pub fn run(args: Args) -> Result<()> {
     let loaded = args.model.load()?;
     let test = FashionMnist::load(&args.data, Split::Test)?;
     // The built-in model's mosaics, on the model's own canvas when it is square.
-    let (h, w) = loaded.model.config.vision.image_size;
+    let (h, w) = loaded.model.vision.config.image_size;
     let mut mosaic = MosaicConfig::default();
     if h == w && h >= mosaic.min_size {
         mosaic.canvas = h;

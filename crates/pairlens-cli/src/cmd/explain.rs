@@ -322,7 +322,7 @@ impl Report<'_> {
                 "text_layer": settings.text_layer, "image_layer": settings.image_layer,
                 "steps": settings.steps, "mode": settings.mode,
                 "text_reference_len": settings.text_reference_len,
-                "grid": [ex.model().config.vision.grid().0, ex.model().config.vision.grid().1],
+                "grid": [ex.model().vision.config.grid().0, ex.model().vision.config.grid().1],
             },
             "captions": captions,
             "timings": timings,
@@ -334,7 +334,7 @@ impl Report<'_> {
         let (args, ex, settings, geometry) = (self.args, self.ex, self.settings, self.geometry);
         let (explanations, queries) = (self.explanations, self.queries);
         let mut s = String::new();
-        let (gh, gw) = ex.model().config.vision.grid();
+        let (gh, gw) = ex.model().vision.config.grid();
         writeln!(s, "model: {} ({})", ex.dir().display(), ex.format())?;
         writeln!(
             s,

@@ -159,7 +159,7 @@ pub fn run(args: Args) -> Result<()> {
         single_item_prob: args.single_items,
         ..MosaicConfig::default()
     };
-    let model_cfg = loaded.model.config.clone();
+    let model_cfg = loaded.model.config();
     let side = (mosaic.canvas, mosaic.canvas);
     if model_cfg.vision.image_size != side {
         bail!(

@@ -146,8 +146,8 @@ impl Explanation {
         let e = Explanation {
             tokens,
             interactions,
-            grid: model.config.vision.grid(),
-            patch_size: model.config.vision.patch_size,
+            grid: model.vision.config.grid(),
+            patch_size: model.vision.config.patch_size,
             score,
             reference_terms,
             exclip_terms,

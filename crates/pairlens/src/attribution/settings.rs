@@ -94,16 +94,16 @@ impl Settings {
     /// Default layers = the last block of each tower (exclip's default 11/11 on ViT-B).
     pub fn for_model(model: &ClipModel) -> Self {
         Settings {
-            text_layer: model.config.text.transformer.layers - 1,
-            image_layer: model.config.vision.transformer.layers - 1,
+            text_layer: model.text.config.transformer.layers - 1,
+            image_layer: model.vision.config.transformer.layers - 1,
             ..Settings::default()
         }
     }
 
     /// Reject settings the model cannot honour, with a message that says the valid range.
     pub fn validate(&self, model: &ClipModel) -> Result<()> {
-        let text_layers = model.config.text.transformer.layers;
-        let image_layers = model.config.vision.transformer.layers;
+        let text_layers = model.text.config.transformer.layers;
+        let image_layers = model.vision.config.transformer.layers;
         if self.text_layer >= text_layers {
             return Err(Error::InvalidArgument(format!(
                 "text layer {} is out of range: the text tower has {text_layers} blocks (valid: 0..={})",
@@ -121,14 +121,14 @@ impl Settings {
         if self.steps == 0 {
             return Err(Error::InvalidArgument("steps must be at least 1".into()));
         }
-        if self.text_reference_len + 2 > model.config.text.context_length {
+        if self.text_reference_len + 2 > model.text.config.context_length {
             return Err(Error::InvalidArgument(format!(
                 "text reference length {} does not fit the context length {}",
-                self.text_reference_len, model.config.text.context_length
+                self.text_reference_len, model.text.config.context_length
             )));
         }
         if let ImageReference::Tensor(t) = &self.image_reference {
-            let (h, w) = model.config.vision.image_size;
+            let (h, w) = model.vision.config.image_size;
             if t.dims() != [3, h, w] {
                 return Err(Error::InvalidArgument(format!(
                     "image reference has shape {:?}, expected [3, {h}, {w}]",

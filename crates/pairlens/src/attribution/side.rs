@@ -70,7 +70,7 @@ fn text_side_by(
     progress: &mut dyn Progress,
     route: Route,
 ) -> Result<TowerSide> {
-    let cfg = &model.config.text;
+    let cfg = &model.text.config;
     let pool = cfg.pooling.index(&caption.ids).ok_or_else(|| {
         Error::InvalidArgument("caption ids hold no end-of-text token to pool at".into())
     })?;
@@ -168,7 +168,7 @@ fn image_side_by(
     let hidden = tower.hidden_at(layer, &batch)?;
     let (x, r) = (hidden.get(0)?, hidden.get(1)?);
     let tokens = x.dim(0)?;
-    if model.config.vision.transformer.is_last(layer) && route == Route::ClosedForm {
+    if model.vision.config.transformer.is_last(layer) && route == Route::ClosedForm {
         let last = LastBlock::of(tower.stack());
         let label = "image tokens";
         let c = last_block::integrate(
@@ -188,7 +188,7 @@ fn image_side_by(
             pooled_index: 0,
         });
     }
-    let footprint = tangent_footprint(&model.config.vision.transformer, layer, tokens);
+    let footprint = tangent_footprint(&model.vision.config.transformer, layer, tokens);
     let contributions = integrate(
         "image tokens",
         PathEnds { x: &x, r: &r },
@@ -320,7 +320,6 @@ mod tests {
                 config: config.vision.clone(),
                 weights: w.vision,
             },
-            config,
             logit_scale: w.logit_scale,
         }
     }
@@ -349,7 +348,7 @@ mod tests {
     fn closed_form_last_block_equals_batched_jvps() {
         for (dtype, tol) in [(DType::F64, 1e-11), (DType::F32, 2e-5)] {
             let m = model(dtype);
-            let layers = m.config.text.transformer.layers;
+            let layers = m.text.config.transformer.layers;
             let caption = encoded(&[38, 5, 17, 3, 39], 8);
             let reference = encoded(&[38, 0, 39], 8);
             let mut rng = crate::model::Rng::new(3);
@@ -362,7 +361,7 @@ mod tests {
                 for (steps, budget) in [(1, 8 << 20), (7, 8 << 20), (10, 1500)] {
                     let settings = Settings {
                         text_layer: layers - 1,
-                        image_layer: m.config.vision.transformer.layers - 1,
+                        image_layer: m.vision.config.transformer.layers - 1,
                         steps,
                         mode,
                         max_batch_elements: budget,

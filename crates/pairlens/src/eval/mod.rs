@@ -87,7 +87,7 @@ pub fn embed_captions(
     progress: &mut dyn Progress,
 ) -> Result<Tensor> {
     check_batch(batch)?;
-    let pooling = loaded.model.config.text.pooling;
+    let pooling = loaded.model.text.config.pooling;
     let mut out = Vec::with_capacity(captions.len().div_ceil(batch));
     for chunk in captions.chunks(batch) {
         let mut ids = Vec::with_capacity(chunk.len());

@@ -72,8 +72,8 @@ fn unit_rows(x: &Tensor) -> Result<Tensor> {
 
 fn pooled(model: &ClipModel, caption: &Encoded) -> Result<usize> {
     model
-        .config
         .text
+        .config
         .pooling
         .index(&caption.ids)
         .ok_or_else(|| {
@@ -177,6 +177,6 @@ pub fn similarity(
     }
     Ok(TokenPatchMap {
         values,
-        grid: model.config.vision.grid(),
+        grid: model.vision.config.grid(),
     })
 }

@@ -13,8 +13,6 @@ use crate::{Error, Result};
 /// A CLIP dual encoder: the text tower f, the image tower g, score cos(f(x), g(y)).
 #[derive(Clone, Debug)]
 pub struct ClipModel {
-    /// The geometry (each tower also holds its own part).
-    pub config: ClipConfig,
     /// The text tower.
     pub text: TextTower,
     /// The image tower.
@@ -24,6 +22,15 @@ pub struct ClipModel {
 }
 
 impl ClipModel {
+    /// The geometry, assembled from the towers' (each tower holds its own part).
+    pub fn config(&self) -> ClipConfig {
+        ClipConfig {
+            text: self.text.config.clone(),
+            vision: self.vision.config.clone(),
+            projection_dim: self.text.weights.projection.weight.dim(0).unwrap_or(0),
+        }
+    }
+
     /// The device the weights are on.
     pub fn device(&self) -> &Device {
         self.text.weights.token_embedding.device()
@@ -32,10 +39,10 @@ impl ClipModel {
     /// The unnormalised embedding `[projection_dim]` of one caption's ids (SOT … EOT, padded),
     /// which may be longer than needed: the causal tower stops at the pooled position.
     pub fn embed_text(&self, ids: &[u32]) -> Result<Tensor> {
-        let pool = self.config.text.pooling.index(ids).ok_or_else(|| {
+        let pooling = self.text.config.pooling;
+        let pool = pooling.index(ids).ok_or_else(|| {
             Error::InvalidArgument(format!(
-                "caption ids hold no token to pool at ({:?})",
-                self.config.text.pooling
+                "caption ids hold no token to pool at ({pooling:?})"
             ))
         })?;
         let ids = Tensor::from_slice(&ids[..pool + 1], (1, pool + 1), self.device())?;
@@ -55,12 +62,17 @@ impl ClipModel {
             vision,
             logit_scale,
         } = weights;
+        // The projections must agree with each other: the shared embedding space.
+        let projections = [Tower::Text, Tower::Vision].map(|t| {
+            let param = Param::Projection(t);
+            (param, param.shape(&config))
+        });
         let text = TextTower {
-            config: config.text.clone(),
+            config: config.text,
             weights: text,
         };
         let vision = VisionTower {
-            config: config.vision.clone(),
+            config: config.vision,
             weights: vision,
         };
         let mut c = Checker {
@@ -68,15 +80,14 @@ impl ClipModel {
         };
         text.check_weights(&mut c)?;
         vision.check_weights(&mut c)?;
-        for (tower, w) in [
-            (Tower::Text, &text.weights.projection.weight),
-            (Tower::Vision, &vision.weights.projection.weight),
-        ] {
-            let param = Param::Projection(tower);
-            c.tensor(&param.to_string(), w, &param.shape(&config))?;
+        for (param, shape) in &projections {
+            let w = match param.tower() {
+                Tower::Text => &text.weights.projection.weight,
+                Tower::Vision => &vision.weights.projection.weight,
+            };
+            c.tensor(&param.to_string(), w, shape)?;
         }
         Ok(ClipModel {
-            config,
             text,
             vision,
             logit_scale,
