@@ -218,17 +218,9 @@ fn bad_input_gives_clear_errors() {
 fn device_flag() {
     let (m, i) = (model(), image());
     let run = |device: &str| {
-        pairlens(&[
-            "explain",
-            "--model",
-            &m,
-            "--image",
-            &i,
-            "--caption",
-            "a dog",
-            "--device",
-            device,
-        ])
+        let mut args = vec!["explain", "--model", &m, "--image", &i];
+        args.extend(["--caption", "a dog", "--device", device]);
+        pairlens(&args)
     };
     let out = run("cpu");
     assert!(

@@ -95,20 +95,13 @@ fn text_side_by(
     let reference_own = tower
         .embed_from(layer, &r.unsqueeze(0)?, &[ref_pool])?
         .get(0)?;
+    let label = "text tokens";
     if cfg.transformer.is_last(layer) && route == Route::ClosedForm {
         let last = LastBlock::of(tower.stack());
         // Causal attention: the pooled row sees rows up to itself only.
         let (x, r) = (x.narrow(0, 0, pool + 1)?, r.narrow(0, 0, pool + 1)?);
-        let label = "text tokens";
-        let c = last_block::integrate(
-            &last,
-            PathEnds { x: &x, r: &r },
-            pool,
-            pool + 1,
-            label,
-            settings,
-            progress,
-        )?;
+        let ends = PathEnds { x: &x, r: &r };
+        let c = last_block::integrate(&last, ends, pool, pool + 1, label, settings, progress)?;
         return Ok(TowerSide {
             contributions: c.contributions,
             embedding: c.embedding,
@@ -118,23 +111,17 @@ fn text_side_by(
         });
     }
     let footprint = tangent_footprint(&cfg.transformer, layer, seq);
-    let contributions = integrate(
-        "text tokens",
-        PathEnds { x: &x, r: &r },
-        pool + 1,
-        footprint,
-        settings,
-        progress,
-        |primal, tangents| {
-            let p = primal.dim(0)?;
-            tower.jvp_from(layer, primal, tangents, &vec![pool; p])
-        },
-    )?;
-    let ends = tower.embed_from(layer, &hidden, &[pool, pool])?;
+    let ends = PathEnds { x: &x, r: &r };
+    let jvp = |primal: &Tensor, tangents: &Tangents| {
+        let p = primal.dim(0)?;
+        tower.jvp_from(layer, primal, tangents, &vec![pool; p])
+    };
+    let contributions = integrate(label, ends, pool + 1, footprint, settings, progress, jvp)?;
+    let embedded = tower.embed_from(layer, &hidden, &[pool, pool])?;
     Ok(TowerSide {
         contributions: contributions.contributions,
-        embedding: ends.get(0)?,
-        path_end: ends.get(1)?,
+        embedding: embedded.get(0)?,
+        path_end: embedded.get(1)?,
         reference: reference_own,
         pooled_index: pool,
     })
@@ -168,18 +155,10 @@ fn image_side_by(
     let hidden = tower.hidden_at(layer, &batch)?;
     let (x, r) = (hidden.get(0)?, hidden.get(1)?);
     let tokens = x.dim(0)?;
+    let (ends, label) = (PathEnds { x: &x, r: &r }, "image tokens");
     if model.vision.config.transformer.is_last(layer) && route == Route::ClosedForm {
         let last = LastBlock::of(tower.stack());
-        let label = "image tokens";
-        let c = last_block::integrate(
-            &last,
-            PathEnds { x: &x, r: &r },
-            0,
-            tokens,
-            label,
-            settings,
-            progress,
-        )?;
+        let c = last_block::integrate(&last, ends, 0, tokens, label, settings, progress)?;
         return Ok(TowerSide {
             contributions: c.contributions,
             embedding: c.embedding,
@@ -189,21 +168,14 @@ fn image_side_by(
         });
     }
     let footprint = tangent_footprint(&model.vision.config.transformer, layer, tokens);
-    let contributions = integrate(
-        "image tokens",
-        PathEnds { x: &x, r: &r },
-        tokens,
-        footprint,
-        settings,
-        progress,
-        |primal, tangents| tower.jvp_from(layer, primal, tangents),
-    )?;
-    let ends = tower.embed_from(layer, &hidden)?;
+    let jvp = |primal: &Tensor, tangents: &Tangents| tower.jvp_from(layer, primal, tangents);
+    let contributions = integrate(label, ends, tokens, footprint, settings, progress, jvp)?;
+    let embedded = tower.embed_from(layer, &hidden)?;
     Ok(TowerSide {
         contributions: contributions.contributions,
-        embedding: ends.get(0)?,
-        path_end: ends.get(1)?,
-        reference: ends.get(1)?,
+        embedding: embedded.get(0)?,
+        path_end: embedded.get(1)?,
+        reference: embedded.get(1)?,
         pooled_index: 0,
     })
 }
@@ -303,7 +275,6 @@ mod tests {
     use super::*;
     use crate::model::{ClipConfig, ClipWeights, TextTower, VisionTower};
     use crate::progress::NoProgress;
-    use candle_core::Device;
 
     fn model(dtype: DType) -> ClipModel {
         let config = ClipConfig::tiny();
@@ -397,7 +368,6 @@ mod tests {
                     }
                 }
             }
-            let _ = Device::Cpu;
         }
     }
 }
