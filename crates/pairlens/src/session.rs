@@ -352,34 +352,34 @@ impl Explainer {
             .config
             .transformer
             .is_last(settings.image_layer);
-        let (image, encoded, (sides, text_seconds)) = if quick {
+        let image_part = |progress: &mut dyn Progress| {
+            let input = self.preprocess(image)?;
+            let side = self.image_with_progress(&input.pixels, settings, progress)?;
+            Ok::<_, Error>((input, side))
+        };
+        let ((input, side), encoded, (sides, text_seconds)) = if quick {
             std::thread::scope(|scope| {
                 let text = scope.spawn(|| {
                     let encoded = encode()?;
                     let sides = texts(&encoded, &mut NoProgress)?;
                     Ok::<_, Error>((encoded, sides))
                 });
-                let side = self.preprocess(image).and_then(|input| {
-                    let side = self.image_with_progress(&input.pixels, settings, progress)?;
-                    Ok((input, side))
-                });
+                let image = image_part(progress);
                 let (encoded, sides) = text
                     .join()
                     .unwrap_or_else(|e| std::panic::resume_unwind(e))?;
-                Ok::<_, Error>((side?, encoded, sides))
+                Ok::<_, Error>((image?, encoded, sides))
             })?
         } else {
             let encoded = encode()?;
-            let input = self.preprocess(image)?;
-            let side = self.image_with_progress(&input.pixels, settings, progress)?;
+            let image = image_part(progress)?;
             let sides = texts(&encoded, progress)?;
-            ((input, side), encoded, sides)
+            (image, encoded, sides)
         };
-        let (input, image) = image;
-        let explanations = self.combine(&image, &encoded, &sides)?;
+        let explanations = self.combine(&side, &encoded, &sides)?;
         Ok(Explained {
             input,
-            image,
+            image: side,
             explanations,
             encoded,
             text_seconds,

@@ -781,11 +781,6 @@ impl ClipTokenizer {
     pub(crate) fn context_length(&self) -> usize {
         self.context_length
     }
-    /// How captions are cleaned before tokenization.
-    #[allow(dead_code)] // no caller in the workspace
-    pub(crate) fn cleaning(&self) -> TextCleaning {
-        self.cleaning
-    }
     /// Vocabulary size including added tokens (49408 for CLIP).
     pub fn vocab_size(&self) -> usize {
         self.vocab_size
