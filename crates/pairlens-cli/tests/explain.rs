@@ -186,6 +186,14 @@ fn bad_input_gives_clear_errors() {
     assert!(e.contains("outside the image"), "{e}");
     let e = base(&["--caption", "a dog", "--steps", "0"]);
     assert!(e.contains("steps"), "{e}");
+    // The image is refused from its header, naming its size, the limit and the flag.
+    let e = base(&["--caption", "a dog", "--max-pixels", "1000"]);
+    assert!(
+        e.contains("gradient_44x30.png")
+            && e.contains("44×30 pixels, over the limit of 0.001 megapixels")
+            && e.contains("--max-pixels"),
+        "{e}"
+    );
     let missing = fixtures().join("nope.png").display().to_string();
     let e = error_of(&[
         "explain",

@@ -56,6 +56,7 @@ impl From<pairlens::Error> for ApiError {
                 Self::bad_request(e.to_string())
             }
             pairlens::Error::Image { .. } => Self::unsupported(e.to_string()),
+            pairlens::Error::ImageTooLarge { .. } => Self::too_large(e.to_string()),
             _ => Self::internal(e.to_string()),
         }
     }

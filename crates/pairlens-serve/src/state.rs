@@ -6,7 +6,6 @@
 //! requests arriving together may both compute; the results are equal and the second insert
 //! simply replaces the first.
 
-use std::io::Cursor;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -14,7 +13,7 @@ use std::time::Instant;
 use candle_core::Tensor;
 use pairlens::attribution::SpanHeatmap;
 use pairlens::attribution::{Explanation, Settings};
-use pairlens::io::image::{decode_bytes, DecodedImage};
+use pairlens::io::image::{decode_bytes_within, DecodedImage};
 use pairlens::io::preprocess::Geometry;
 use pairlens::io::tokenizer::Encoded;
 use pairlens::{Explainer, ImageSide, NoProgress};
@@ -173,7 +172,7 @@ impl AppState {
         Ok(state)
     }
 
-    /// Check the size claimed by the header, decode as `pairlens explain` does, preprocess,
+    /// Decode as `pairlens explain` does (the size the header claims checked first), preprocess,
     /// and make the PNG the page shows. Slow for big images: call it off the async threads.
     pub fn prepare_image(&self, bytes: &[u8], name: &Path) -> Result<StoredImage, ApiError> {
         if bytes.is_empty() {
@@ -182,26 +181,14 @@ impl AppState {
             ));
         }
         let what = name.display();
-        let not_image =
-            |msg: String| ApiError::unsupported(format!("{what}: not a decodable image ({msg})"));
-        let reader = image::ImageReader::new(Cursor::new(bytes))
-            .with_guessed_format()
-            .map_err(|e| not_image(e.to_string()))?;
-        if reader.format().is_none() {
-            return Err(not_image("expected a PNG, JPEG or WebP file".into()));
-        }
-        let (w, h) = reader
-            .into_dimensions()
-            .map_err(|e| not_image(e.to_string()))?;
-        let pixels = w as u64 * h as u64;
-        if pixels > self.config.max_image_pixels {
-            return Err(ApiError::too_large(format!(
-                "{what}: the image is {w}×{h} pixels, over the limit of {} megapixels",
-                self.config.max_image_pixels as f64 / 1e6
-            )));
-        }
-        let decoded =
-            decode_bytes(bytes, name).map_err(|e| ApiError::unsupported(e.to_string()))?;
+        let decoded = decode_bytes_within(bytes, name, self.config.max_image_pixels).map_err(
+            |e| match e {
+                pairlens::Error::Image { msg, .. } => {
+                    ApiError::unsupported(format!("{what}: not a decodable image ({msg})"))
+                }
+                other => ApiError::from(other),
+            },
+        )?;
         let pre = self.explainer.preprocess(&decoded).map_err(|e| {
             ApiError::bad_request(format!("{what}: cannot preprocess the image: {e}"))
         })?;

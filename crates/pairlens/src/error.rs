@@ -112,6 +112,23 @@ pub enum Error {
         msg: String,
     },
 
+    /// An image's header claims more pixels than the caller allows: refused before decoding,
+    /// so that a small file cannot make pairlens allocate gigabytes.
+    #[error(
+        "{path}: the image is {width}×{height} pixels, over the limit of {} megapixels",
+        *max_pixels as f64 / 1e6
+    )]
+    ImageTooLarge {
+        /// The image file.
+        path: PathBuf,
+        /// Width the header claims.
+        width: usize,
+        /// Height the header claims.
+        height: usize,
+        /// The limit.
+        max_pixels: u64,
+    },
+
     /// An argument or in-memory input is out of range or inconsistent (a layer past the
     /// model's depth, a span outside the caption, a batch size of 0, …); the message says which.
     #[error("{0}")]

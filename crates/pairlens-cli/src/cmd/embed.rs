@@ -4,7 +4,6 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
-use pairlens::io::image::decode_file;
 use pairlens::Explainer;
 
 #[derive(clap::Args)]
@@ -17,6 +16,8 @@ pub struct Args {
     pub image: PathBuf,
     #[command(flatten)]
     pub model: super::ModelArgs,
+    #[command(flatten)]
+    pub image_limit: super::ImageLimit,
     /// Cut captions longer than the context instead of failing.
     #[arg(long)]
     pub truncate: bool,
@@ -36,7 +37,7 @@ pub struct Embedding {
 pub fn embed(args: &Args) -> Result<(Explainer, Embedding)> {
     let ex = args.model.open()?;
     let enc = ex.encode(&args.caption, args.truncate)?;
-    let decoded = decode_file(&args.image)?;
+    let decoded = args.image_limit.decode(&args.image)?;
     let pre = ex
         .preprocess(&decoded)
         .with_context(|| format!("preprocessing {}", args.image.display()))?;

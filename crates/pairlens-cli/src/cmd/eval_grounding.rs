@@ -18,7 +18,6 @@ use pairlens::grounding::{
     align_items, box_mass, pointing_game, read_coco, read_flickr30k, read_jsonl, reverse_direction,
     union_weights, GroundingItem, PhraseResult, Skipped, Summary,
 };
-use pairlens::io::image::decode_file;
 use pairlens::io::preprocess::Preprocessed;
 use pairlens::io::tokenizer::ClipTokenizer;
 use pairlens::{Device, ImageSide, NoProgress};
@@ -40,6 +39,8 @@ pub enum Format {
 pub struct Args {
     #[command(flatten)]
     pub model: super::ModelArgs,
+    #[command(flatten)]
+    pub image_limit: super::ImageLimit,
     /// Dataset format.
     #[arg(long, value_enum, default_value = "jsonl")]
     pub format: Format,
@@ -329,7 +330,7 @@ pub fn run(args: Args) -> Result<()> {
             if !path.exists() {
                 bail!("{}: image file not found", at());
             }
-            let decoded = decode_file(path)?;
+            let decoded = args.image_limit.decode(path)?;
             let pre = ex
                 .preprocess(&decoded)
                 .with_context(|| format!("preprocessing {}", path.display()))?;

@@ -10,7 +10,7 @@ use anyhow::{bail, Context, Result};
 use image::RgbImage;
 use pairlens::attribution::SpanHeatmap;
 use pairlens::attribution::{export, Explanation, Settings};
-use pairlens::io::image::{decode_file, DecodedImage};
+use pairlens::io::image::DecodedImage;
 use pairlens::io::preprocess::Geometry;
 use pairlens::render;
 use pairlens::Explainer;
@@ -22,6 +22,8 @@ use super::progress::DelayedBar;
 pub struct Args {
     #[command(flatten)]
     pub model: super::ModelArgs,
+    #[command(flatten)]
+    pub image_limit: super::ImageLimit,
     /// Image file (JPEG, PNG, WebP).
     #[arg(long)]
     pub image: PathBuf,
@@ -131,7 +133,7 @@ pub fn run(args: Args) -> Result<()> {
     let ex = args.model.open()?;
     let settings = args.method.settings(&ex)?;
     let load_s = started.elapsed().as_secs_f64();
-    let decoded = decode_file(&args.image)?;
+    let decoded = args.image_limit.decode(&args.image)?;
     ex.preprocess_config()
         .check_image(&decoded)
         .with_context(|| format!("preprocessing {}", args.image.display()))?;

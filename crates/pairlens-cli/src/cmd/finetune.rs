@@ -323,6 +323,9 @@ fn evaluate_grounding(args: &Args, data: &Path) -> Result<()> {
             out: out.clone(),
             limit: args.grounding_limit,
             force: args.force,
+            image_limit: super::ImageLimit {
+                max_pixels: pairlens::io::image::DEFAULT_MAX_PIXELS,
+            },
         })?;
         dirs.push((step, out));
     }

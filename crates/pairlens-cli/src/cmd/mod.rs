@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use pairlens::io::checkpoint::{self, LoadedModel};
+use pairlens::io::image::{decode_file_within, DecodedImage};
 use pairlens::{Device, Explainer, ModelSource};
 
 /// The flags that choose a model and where it computes.
@@ -41,6 +42,27 @@ impl ModelArgs {
     /// The model loaded whole, every weight checked, for commands that evaluate or train it.
     pub fn load(&self) -> Result<LoadedModel> {
         load_model(self.model.as_deref(), &self.device)
+    }
+}
+
+/// The limit every command that reads images applies.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ImageLimit {
+    /// Largest image accepted, in pixels (width × height), checked from the file's header
+    /// before anything is decoded.
+    #[arg(long, default_value_t = pairlens::io::image::DEFAULT_MAX_PIXELS)]
+    pub max_pixels: u64,
+}
+
+impl ImageLimit {
+    /// Decode `path`, refusing images over the limit.
+    pub fn decode(&self, path: &Path) -> Result<DecodedImage> {
+        decode_file_within(path, self.max_pixels).map_err(|e| match e {
+            pairlens::Error::ImageTooLarge { .. } => {
+                anyhow::anyhow!("{e}; --max-pixels sets another limit")
+            }
+            e => e.into(),
+        })
     }
 }
 

@@ -11,6 +11,8 @@ use pairlens_serve::{examples, AppState, Config};
 pub struct Args {
     #[command(flatten)]
     pub model: super::ModelArgs,
+    #[command(flatten)]
+    pub image_limit: super::ImageLimit,
     /// Address to listen on; port 0 picks a free one. Anything but loopback exposes the server.
     #[arg(long, default_value = "127.0.0.1:7878")]
     pub addr: SocketAddr,
@@ -51,6 +53,7 @@ pub fn run(args: Args) -> Result<()> {
     let config = Config {
         max_upload_bytes: args.max_upload_mb << 20,
         cache_entries: args.cache,
+        max_image_pixels: args.image_limit.max_pixels,
         ..Config::default()
     };
     let state = Arc::new(AppState::new(explainer, model_name, example_files, config)?);

@@ -179,20 +179,57 @@ fn composite_over_white(s: u8, a: u8) -> u8 {
     ((((tmp >> 8) + tmp) >> 8) >> PB) as u8
 }
 
-/// Decode a JPEG, PNG or WebP file (format sniffed from its bytes, not its name).
+/// The largest image decoded unless a caller sets another limit: 40 megapixels (e.g. 8000 ×
+/// 5000), ~160 MB of decoded samples at most.
+pub const DEFAULT_MAX_PIXELS: u64 = 40_000_000;
+
+/// Decode a JPEG, PNG or WebP file (format sniffed from its bytes, not its name), of at most
+/// [`DEFAULT_MAX_PIXELS`].
 pub fn decode_file(path: &Path) -> Result<DecodedImage> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    decode_bytes(&bytes, path)
+    decode_file_within(path, DEFAULT_MAX_PIXELS)
 }
 
-/// Decode in-memory file bytes; `path` is only used in error messages.
+/// [`decode_file`] for images of at most `max_pixels`. The file's size is bounded by the
+/// limit too, so neither reading nor decoding can take memory the limit does not allow.
+pub fn decode_file_within(path: &Path, max_pixels: u64) -> Result<DecodedImage> {
+    let len = std::fs::metadata(path)
+        .map_err(|e| Error::io(path, e))?
+        .len();
+    // No format stores pixels in more than ~5 bytes each; the floor leaves room for metadata.
+    let max_bytes = (64 << 20).max(5 * max_pixels);
+    if len > max_bytes {
+        return Err(img_err(
+            path,
+            format!(
+                "the file is {} MB, more than an image of at most {} megapixels needs (limit \
+                 {} MB)",
+                len >> 20,
+                max_pixels as f64 / 1e6,
+                max_bytes >> 20
+            ),
+        ));
+    }
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    decode_bytes_within(&bytes, path, max_pixels)
+}
+
+/// Decode in-memory file bytes of an image of at most [`DEFAULT_MAX_PIXELS`]; `path` is only
+/// used in error messages.
 pub fn decode_bytes(bytes: &[u8], path: &Path) -> Result<DecodedImage> {
+    decode_bytes_within(bytes, path, DEFAULT_MAX_PIXELS)
+}
+
+/// [`decode_bytes`] for images of at most `max_pixels`: the dimensions are read from the
+/// header and checked before anything the size of the image is allocated (a small file can
+/// claim a huge image).
+pub fn decode_bytes_within(bytes: &[u8], path: &Path, max_pixels: u64) -> Result<DecodedImage> {
+    let gate = Gate { path, max_pixels };
     if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
-        decode_png(bytes, path)
+        decode_png(bytes, gate)
     } else if bytes.starts_with(&[0xFF, 0xD8]) {
-        decode_jpeg(bytes, path)
+        decode_jpeg(bytes, gate)
     } else if bytes.len() >= 12 && &bytes[..4] == b"RIFF" && &bytes[8..12] == b"WEBP" {
-        decode_with_image_crate(bytes, image::ImageFormat::WebP, path)
+        decode_with_image_crate(bytes, image::ImageFormat::WebP, gate)
     } else {
         Err(img_err(
             path,
@@ -201,13 +238,41 @@ pub fn decode_bytes(bytes: &[u8], path: &Path) -> Result<DecodedImage> {
     }
 }
 
+/// Where an image comes from and how large it may be: checked once the header is read.
+#[derive(Clone, Copy)]
+struct Gate<'a> {
+    path: &'a Path,
+    max_pixels: u64,
+}
+
+impl Gate<'_> {
+    fn check(&self, width: usize, height: usize) -> Result<()> {
+        if width == 0 || height == 0 {
+            return Err(img_err(self.path, "image has zero width or height"));
+        }
+        if width as u64 * height as u64 > self.max_pixels {
+            return Err(Error::ImageTooLarge {
+                path: self.path.to_path_buf(),
+                width,
+                height,
+                max_pixels: self.max_pixels,
+            });
+        }
+        Ok(())
+    }
+}
+
 fn decode_with_image_crate(
     bytes: &[u8],
     format: image::ImageFormat,
-    path: &Path,
+    gate: Gate,
 ) -> Result<DecodedImage> {
-    let img = image::load_from_memory_with_format(bytes, format)
-        .map_err(|e| img_err(path, format!("{format:?} decoding failed: {e}")))?;
+    let path = gate.path;
+    let failed = |e: image::ImageError| img_err(path, format!("{format:?} decoding failed: {e}"));
+    let reader = || image::ImageReader::with_format(std::io::Cursor::new(bytes), format);
+    let (w, h) = reader().into_dimensions().map_err(failed)?;
+    gate.check(w as usize, h as usize)?;
+    let img = reader().decode().map_err(failed)?;
     let (w, h) = (img.width() as usize, img.height() as usize);
     if w == 0 || h == 0 {
         return Err(img_err(path, "image has zero width or height"));
@@ -235,7 +300,8 @@ fn decode_with_image_crate(
 /// JPEG through libjpeg-turbo's decoder (as vendored by mozjpeg), the decoder Pillow links:
 /// same IDCT, fancy upsampling and YCbCr conversion, so pixels match Pillow exactly (the pure
 /// Rust zune-jpeg differed by up to 4 levels on the fixtures).
-fn decode_jpeg(bytes: &[u8], path: &Path) -> Result<DecodedImage> {
+fn decode_jpeg(bytes: &[u8], gate: Gate) -> Result<DecodedImage> {
+    let path = gate.path;
     // libjpeg pads a truncated scan with grey and only warns; Pillow refuses the file.
     let sos = bytes.windows(2).position(|w| w == [0xFF, 0xDA]);
     let has_eoi = sos.is_some_and(|i| bytes[i..].windows(2).any(|w| w == [0xFF, 0xD9]));
@@ -245,28 +311,34 @@ fn decode_jpeg(bytes: &[u8], path: &Path) -> Result<DecodedImage> {
             "truncated JPEG (no scan data or no end-of-image marker)",
         ));
     }
-    let decoded = std::panic::catch_unwind(|| -> std::io::Result<(usize, usize, Mode, Vec<u8>)> {
-        let d = mozjpeg::Decompress::new_mem(bytes)?;
+    // libjpeg reports fatal errors by unwinding out of its error handler.
+    let decoded = std::panic::catch_unwind(|| -> Result<(usize, usize, Mode, Vec<u8>)> {
+        let failed = |e: std::io::Error| img_err(path, format!("JPEG decoding failed: {e}"));
+        let d = mozjpeg::Decompress::new_mem(bytes).map_err(failed)?;
         let (w, h) = (d.width(), d.height());
-        match d.image()? {
-            mozjpeg::decompress::Format::RGB(mut s) => {
-                let data: Vec<u8> = s.read_scanlines()?;
-                s.finish()?;
-                Ok((w, h, Mode::Rgb, data))
-            }
-            mozjpeg::decompress::Format::Gray(mut s) => {
-                let data: Vec<u8> = s.read_scanlines()?;
-                s.finish()?;
-                Ok((w, h, Mode::L, data))
-            }
-            mozjpeg::decompress::Format::CMYK(_) => Err(std::io::Error::other(
-                "CMYK/YCCK JPEG is not supported (Pillow opens it as mode CMYK)",
-            )),
-        }
+        gate.check(w, h)?;
+        let (mode, data) =
+            match d.image().map_err(failed)? {
+                mozjpeg::decompress::Format::RGB(mut s) => {
+                    let data: Vec<u8> = s.read_scanlines().map_err(failed)?;
+                    s.finish().map_err(failed)?;
+                    (Mode::Rgb, data)
+                }
+                mozjpeg::decompress::Format::Gray(mut s) => {
+                    let data: Vec<u8> = s.read_scanlines().map_err(failed)?;
+                    s.finish().map_err(failed)?;
+                    (Mode::L, data)
+                }
+                mozjpeg::decompress::Format::CMYK(_) => return Err(img_err(
+                    path,
+                    "JPEG decoding failed: CMYK/YCCK JPEG is not supported (Pillow opens it as \
+                     mode CMYK)",
+                )),
+            };
+        Ok((w, h, mode, data))
     });
     let (w, h, mode, data) = match decoded {
-        Ok(Ok(v)) => v,
-        Ok(Err(e)) => return Err(img_err(path, format!("JPEG decoding failed: {e}"))),
+        Ok(result) => result?,
         Err(panic) => {
             let msg = panic
                 .downcast_ref::<String>()
@@ -300,7 +372,8 @@ fn unpack_row(row: &[u8], bits: u8, count: usize, out: &mut Vec<u16>) {
     }
 }
 
-fn decode_png(bytes: &[u8], path: &Path) -> Result<DecodedImage> {
+fn decode_png(bytes: &[u8], gate: Gate) -> Result<DecodedImage> {
+    let path = gate.path;
     use png::{BitDepth, ColorType, Transformations};
     let err = |e: png::DecodingError| img_err(path, format!("PNG decoding failed: {e}"));
     let mut dec = png::Decoder::new(std::io::Cursor::new(bytes));
@@ -317,9 +390,7 @@ fn decode_png(bytes: &[u8], path: &Path) -> Result<DecodedImage> {
             info.trns.as_ref().map(|t| t.to_vec()),
         )
     };
-    if w == 0 || h == 0 {
-        return Err(img_err(path, "image has zero width or height"));
-    }
+    gate.check(w, h)?;
     let bits = depth as u8;
     if color == ColorType::Grayscale && depth == BitDepth::Sixteen {
         // Pillow opens this as "I;16", which resamples in 16 bits before clipping to 8.
@@ -467,6 +538,68 @@ fn decode_png(bytes: &[u8], path: &Path) -> Result<DecodedImage> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn fixture(name: &str) -> Vec<u8> {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/images");
+        std::fs::read(dir.join(name)).unwrap()
+    }
+
+    /// A PNG whose header claims `w × h` (the IHDR rewritten, its CRC fixed; the pixel data
+    /// is the original's, far too short).
+    fn png_claiming(w: u32, h: u32) -> Vec<u8> {
+        let mut png = fixture("rgb_37x23.png");
+        png[16..20].copy_from_slice(&w.to_be_bytes());
+        png[20..24].copy_from_slice(&h.to_be_bytes());
+        let mut crc = flate2::Crc::new();
+        crc.update(&png[12..29]); // chunk type and data
+        png[29..33].copy_from_slice(&crc.sum().to_be_bytes());
+        png
+    }
+
+    /// A JPEG whose frame header claims `w × h`.
+    fn jpeg_claiming(w: u16, h: u16) -> Vec<u8> {
+        let mut jpeg = fixture("photo_45x45.jpg");
+        let sof = jpeg
+            .windows(2)
+            .position(|m| m[0] == 0xFF && (0xC0..=0xC2).contains(&m[1]))
+            .expect("a frame header");
+        jpeg[sof + 5..sof + 7].copy_from_slice(&h.to_be_bytes());
+        jpeg[sof + 7..sof + 9].copy_from_slice(&w.to_be_bytes());
+        jpeg
+    }
+
+    /// A small file claiming a huge image is refused from its header, in every format, before
+    /// anything its size is allocated; within the limit the same gate lets images through.
+    #[test]
+    fn the_size_gate_reads_headers_first() {
+        let path = Path::new("claim");
+        let too_large = |r: Result<DecodedImage>| match r {
+            Err(Error::ImageTooLarge { width, height, .. }) => (width, height),
+            other => panic!("expected ImageTooLarge, got {other:?}"),
+        };
+        let png = png_claiming(20_000, 20_000);
+        assert_eq!(too_large(decode_bytes(&png, path)), (20_000, 20_000));
+        let jpeg = jpeg_claiming(65_000, 65_000);
+        assert_eq!(too_large(decode_bytes(&jpeg, path)), (65_000, 65_000));
+        let webp = fixture("lossless_24x30.webp");
+        assert_eq!(too_large(decode_bytes_within(&webp, path, 719)), (24, 30));
+        assert!(decode_bytes_within(&webp, path, 720).is_ok());
+        let e = decode_bytes_within(&fixture("rgb_37x23.png"), path, 100).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("37×23 pixels, over the limit of 0.0001 megapixels"),
+            "{e}"
+        );
+        // A file far larger than any image within the limit is not even read.
+        let big = std::env::temp_dir().join(format!("pairlens-big-{}.png", std::process::id()));
+        std::fs::File::create(&big)
+            .unwrap()
+            .set_len(80 << 20)
+            .unwrap(); // sparse
+        let e = decode_file_within(&big, 1000).unwrap_err().to_string();
+        assert!(e.contains("the file is 80 MB"), "{e}");
+        std::fs::remove_file(&big).unwrap();
+    }
 
     #[test]
     fn composite_matches_pillow_formula_edges() {
