@@ -20,7 +20,7 @@ use crate::state::{AppState, CachedExplanation, MAX_CAPTIONS, MAX_CAPTION_CHARS}
 type Shared = State<Arc<AppState>>;
 
 /// `Json` whose rejections (bad syntax, wrong types, unknown fields, empty body) are 400s with a
-/// JSON body; the Content-Type is not required.
+/// JSON body (the Content-Type is checked before, by [`crate::guard`]).
 pub struct ApiJson<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {

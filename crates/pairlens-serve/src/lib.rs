@@ -3,14 +3,15 @@
 //! image box. Explanations are cached; span and box queries never recompute.
 //!
 //! Modules: [`state`] (model, images, explanation cache, computing), [`api`] (handlers and JSON
-//! types), [`assets`] (the embedded files), [`examples`] (the example images), [`error`]
-//! (errors as `{"error": …}`), [`cache`] (the LRU).
+//! types), [`guard`] (what keeps other web pages out), [`assets`] (the embedded files),
+//! [`examples`] (the example images), [`error`] (errors as `{"error": …}`), [`cache`] (the LRU).
 
 pub mod api;
 pub mod assets;
 pub mod cache;
 pub mod error;
 pub mod examples;
+pub mod guard;
 pub mod state;
 
 use std::sync::Arc;
@@ -22,10 +23,11 @@ use axum::Router;
 pub use error::ApiError;
 pub use state::{AppState, Config};
 
-/// All routes. Uploads are limited to `config.max_upload_bytes` (413 above); other JSON bodies
-/// to axum's default of 2 MB.
+/// All routes, behind [`guard::guard`]. Uploads are limited to `config.max_upload_bytes` (413
+/// above); other JSON bodies to axum's default of 2 MB.
 pub fn router(state: Arc<AppState>) -> Router {
     let upload_limit = state.config.max_upload_bytes;
+    let hosts = state.config.hosts;
     Router::new()
         .route("/", get(assets::index))
         .route("/index.html", get(assets::index))
@@ -41,6 +43,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/span", post(api::span))
         .route("/api/box", post(api::bbox))
         .fallback(api::not_found)
+        .layer(axum::middleware::from_fn_with_state(hosts, guard::guard))
         .with_state(state)
 }
 

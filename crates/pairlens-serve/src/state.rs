@@ -37,6 +37,8 @@ pub struct Config {
     pub image_store_bytes: u64,
     /// Image sides (the image tower's half, shared by all captions) kept.
     pub image_side_entries: usize,
+    /// Which `Host` values name the server.
+    pub hosts: crate::guard::Hosts,
 }
 
 impl Default for Config {
@@ -47,6 +49,7 @@ impl Default for Config {
             max_image_pixels: 40_000_000,
             image_store_bytes: 512 << 20,
             image_side_entries: 16,
+            hosts: Default::default(),
         }
     }
 }

@@ -75,13 +75,33 @@ impl Reply {
     }
 }
 
+/// A request as the page sends it: POSTs carry the page's content type.
 async fn call(app: &Router, method: &str, uri: &str, body: impl Into<Body>) -> Reply {
-    let req = Request::builder()
-        .method(method)
-        .uri(uri)
-        .body(body.into())
-        .unwrap();
-    send(app, req).await
+    let content_type = match (method, uri) {
+        ("POST", "/api/images") => Some("application/octet-stream"),
+        ("POST", _) => Some("application/json"),
+        _ => None,
+    };
+    call_with(app, method, uri, content_type, None, body).await
+}
+
+/// A request with the given `Content-Type` and `Host` headers (none when `None`).
+async fn call_with(
+    app: &Router,
+    method: &str,
+    uri: &str,
+    content_type: Option<&str>,
+    host: Option<&str>,
+    body: impl Into<Body>,
+) -> Reply {
+    let mut req = Request::builder().method(method).uri(uri);
+    if let Some(t) = content_type {
+        req = req.header("content-type", t);
+    }
+    if let Some(h) = host {
+        req = req.header("host", h);
+    }
+    send(app, req.body(body.into()).unwrap()).await
 }
 
 async fn post_json(app: &Router, uri: &str, v: Value) -> Reply {
@@ -655,4 +675,68 @@ async fn evicted_explanations_are_404() {
     .await
     .error(StatusCode::NOT_FOUND);
     assert!(msg.contains("explain again"), "{msg}");
+}
+
+/// Other web pages cannot drive the server: a request naming another host is refused (DNS
+/// rebinding), and POSTs without the page's own content type (which a page elsewhere could send
+/// without a CORS preflight) are refused before any work.
+#[tokio::test]
+async fn other_sites_cannot_drive_the_server() {
+    let (app, state) = app();
+    let image = state.examples[0].image.clone();
+    let body = json!({"image": image, "captions": ["a bag"]}).to_string();
+    let explain = |content_type, host| {
+        call_with(
+            &app,
+            "POST",
+            "/api/explain",
+            content_type,
+            host,
+            body.clone(),
+        )
+    };
+    let msg = explain(Some("application/json"), Some("evil.example:7878"))
+        .await
+        .error(StatusCode::FORBIDDEN);
+    assert!(msg.contains("evil.example"), "{msg}");
+    for host in ["localhost:7878", "127.0.0.1:7878", "[::1]:7878"] {
+        ok(explain(Some("application/json"), Some(host)).await);
+    }
+    for simple in [
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+        None,
+    ] {
+        let msg = explain(simple, Some("127.0.0.1:7878"))
+            .await
+            .error(StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        assert!(msg.contains("application/json"), "{msg}");
+    }
+    let upload = |content_type| {
+        call_with(
+            &app,
+            "POST",
+            "/api/images",
+            content_type,
+            None,
+            example_bytes(1).to_vec(),
+        )
+    };
+    upload(Some("text/plain"))
+        .await
+        .error(StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    upload(Some("multipart/form-data; boundary=x"))
+        .await
+        .error(StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    ok(upload(Some("image/png")).await);
+    let r = call_with(
+        &app,
+        "GET",
+        "/api/info",
+        None,
+        Some("rebound.example"),
+        Body::empty(),
+    )
+    .await;
+    r.error(StatusCode::FORBIDDEN);
 }

@@ -54,6 +54,9 @@ pub fn run(args: Args) -> Result<()> {
         max_upload_bytes: args.max_upload_mb << 20,
         cache_entries: args.cache,
         max_image_pixels: args.image_limit.max_pixels,
+        hosts: pairlens_serve::guard::Hosts {
+            any_address: !args.addr.ip().is_loopback(),
+        },
         ..Config::default()
     };
     let state = Arc::new(AppState::new(explainer, model_name, example_files, config)?);
