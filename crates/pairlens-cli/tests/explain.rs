@@ -186,6 +186,36 @@ fn bad_input_gives_clear_errors() {
     assert!(e.contains("outside the image"), "{e}");
     let e = base(&["--caption", "a dog", "--steps", "0"]);
     assert!(e.contains("steps"), "{e}");
+    // Flag values clap rejects exit with its usage code, 2.
+    let out = pairlens(&[
+        "explain",
+        "--image",
+        &i,
+        "--caption",
+        "a dog",
+        "--box",
+        "0,0,inf,5",
+    ]);
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.code() == Some(2) && e.contains("finite"), "{e}");
+    // A caption far too long is named by its start and length, not echoed whole.
+    let long = "dog ".repeat(2000);
+    let e = base(&["--caption", &long]);
+    assert!(
+        e.contains("(8000 characters)") && e.contains("--truncate") && e.len() < 400,
+        "{e}"
+    );
+    // An output that is a directory is never taken for a file, --force or not.
+    let dir = temp_dir("html-dir");
+    let d = dir.display().to_string();
+    for force in [false, true] {
+        let mut args = vec!["--caption", "a dog", "--html", &d];
+        if force {
+            args.push("--force");
+        }
+        let e = base(&args);
+        assert!(e.contains("is a directory: give a file name"), "{e}");
+    }
     // The image is refused from its header, naming its size, the limit and the flag.
     let e = base(&["--caption", "a dog", "--max-pixels", "1000"]);
     assert!(
@@ -205,6 +235,11 @@ fn bad_input_gives_clear_errors() {
         "a dog",
     ]);
     assert!(e.contains("nope.png"), "{e}");
+    assert_eq!(
+        e.matches("No such file").count(),
+        1,
+        "the OS error once: {e}"
+    );
     let not_image = fixtures()
         .join("hf-tiny-quickgelu/config.json")
         .display()
@@ -219,6 +254,27 @@ fn bad_input_gives_clear_errors() {
         "a dog",
     ]);
     assert!(e.contains("config.json"), "{e}");
+}
+
+/// A box reaching past the image's edges (negative coordinates included) is clipped, as the
+/// README says, not mistaken for a flag.
+#[test]
+fn boxes_past_the_edges_are_clipped() {
+    let (m, i) = (model(), image());
+    let j = ok_json(&[
+        "explain",
+        "--model",
+        &m,
+        "--image",
+        &i,
+        "--caption",
+        "a dog",
+        "--box",
+        "-10,-10,30,30",
+        "--json",
+    ]);
+    let scores = &j["captions"][0]["boxes"][0]["token_scores"];
+    assert!(scores.as_array().is_some_and(|s| !s.is_empty()), "{j}");
 }
 
 /// `--device` names are checked before any work; a GPU asked of a build without CUDA says so.

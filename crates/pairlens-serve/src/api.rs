@@ -372,6 +372,14 @@ pub async fn bbox(
 }
 
 /// Unknown paths: a JSON 404 like every other error.
+/// A known path with another method (`GET /api/explain`): 405, as JSON like every error.
+pub async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{method} is not allowed on {} (see API.md)", uri.path()),
+    )
+}
+
 pub async fn not_found(uri: axum::http::Uri) -> ApiError {
     ApiError::not_found(format!("no such page or endpoint: {}", uri.path()))
 }

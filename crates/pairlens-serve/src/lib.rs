@@ -43,6 +43,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/span", post(api::span))
         .route("/api/box", post(api::bbox))
         .fallback(api::not_found)
+        .method_not_allowed_fallback(api::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(hosts, guard::guard))
         .with_state(state)
 }

@@ -740,3 +740,24 @@ async fn other_sites_cannot_drive_the_server() {
     .await;
     r.error(StatusCode::FORBIDDEN);
 }
+
+/// Errors speak the API's language: an over-long caption does not mention a command-line flag,
+/// and a known path with the wrong method answers with a JSON error too.
+#[tokio::test]
+async fn api_errors_name_no_cli_flags() {
+    let (app, state) = app();
+    let image = state.examples[1].image.clone();
+    let long = json!({"image": image, "captions": ["a bag ".repeat(60)]});
+    let msg = post_json(&app, "/api/explain", long)
+        .await
+        .error(StatusCode::BAD_REQUEST);
+    assert!(
+        msg.contains("context length") && !msg.contains("--"),
+        "{msg}"
+    );
+    assert!(msg.len() < 300, "the caption is not echoed whole: {msg}");
+    let msg = call(&app, "GET", "/api/explain", Body::empty())
+        .await
+        .error(StatusCode::METHOD_NOT_ALLOWED);
+    assert!(msg.contains("GET") && msg.contains("/api/explain"), "{msg}");
+}

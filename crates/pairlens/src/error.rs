@@ -11,13 +11,12 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// Reading or writing `path` failed at the operating-system level.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         /// The file or directory being read or written.
         path: PathBuf,
-        /// The underlying I/O error.
-        #[source]
-        source: std::io::Error,
+        /// The underlying I/O error (in the message, so not repeated as a source).
+        error: std::io::Error,
     },
 
     /// `dir` is missing, is a file, or holds neither a Hugging Face CLIP `config.json` (with
@@ -95,7 +94,7 @@ pub enum Error {
     /// A caption cannot be encoded: empty, longer than the model's context (when not
     /// truncating), or with no token to pool at; also a zero-shot prompt with a word outside
     /// the built-in vocabulary.
-    #[error("caption {caption:?}: {msg}")]
+    #[error("caption {}: {msg}", shown(caption))]
     Caption {
         /// The caption as given.
         caption: String,
@@ -168,7 +167,7 @@ impl Error {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),
-            source,
+            error: source,
         }
     }
 
@@ -179,4 +178,16 @@ impl Error {
             msg: msg.into(),
         }
     }
+}
+
+/// A caption as error messages quote it: whole if short, else its start and its length (a
+/// 5000-word caption is not echoed back).
+fn shown(caption: &str) -> String {
+    const SHOWN: usize = 80;
+    let chars = caption.chars().count();
+    if chars <= SHOWN {
+        return format!("{caption:?}");
+    }
+    let start: String = caption.chars().take(SHOWN).collect();
+    format!("{start:?}… ({chars} characters)")
 }

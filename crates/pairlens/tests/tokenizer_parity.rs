@@ -136,7 +136,7 @@ fn bundled_hf_matches_transformers() {
                         msg.contains(&raw.len().to_string()) && msg.contains(&ctx.to_string()),
                         "{msg}"
                     );
-                    assert!(msg.contains("--truncate"), "{msg}");
+                    assert!(msg.contains("truncate it"), "{msg}");
                 }
                 Err(e) => panic!("{cap:?}: {e}"),
             }
@@ -260,7 +260,7 @@ fn errors_and_truncation() {
     let long = "one two three four five six seven";
     let msg = t.encode(long, false).unwrap_err().to_string();
     assert!(
-        msg.contains("9 tokens") && msg.contains("8") && msg.contains("--truncate"),
+        msg.contains("9 tokens") && msg.contains("8") && msg.contains("truncate it"),
         "{msg}"
     );
     let e = t.encode(long, true).unwrap();

@@ -36,7 +36,7 @@ pub struct Embedding {
 
 pub fn embed(args: &Args) -> Result<(Explainer, Embedding)> {
     let ex = args.model.open()?;
-    let enc = ex.encode(&args.caption, args.truncate)?;
+    let enc = super::truncate_hint(ex.encode(&args.caption, args.truncate))?;
     let decoded = args.image_limit.decode(&args.image)?;
     let pre = ex
         .preprocess(&decoded)

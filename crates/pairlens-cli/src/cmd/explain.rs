@@ -36,7 +36,7 @@ pub struct Args {
     #[arg(long = "span", value_parser = parse_span)]
     pub spans: Vec<(usize, usize)>,
     /// Image box X0,Y0,X1,Y1 in pixels of the original image: every token's interaction with it.
-    #[arg(long = "box", value_parser = parse_box)]
+    #[arg(long = "box", value_parser = parse_box, allow_hyphen_values = true)]
     pub boxes: Vec<[f32; 4]>,
     /// Write the interactions and scalars to this safetensors file.
     #[arg(long)]
@@ -86,16 +86,21 @@ fn parse_box(s: &str) -> Result<[f32; 4], String> {
         })
         .collect::<Result<_, _>>()?;
     match v.as_slice() {
-        [x0, y0, x1, y1] if x0 < x1 && y0 < y1 && v.iter().all(|c| c.is_finite()) => {
-            Ok([*x0, *y0, *x1, *y1])
+        [_, _, _, _] if !v.iter().all(|c| c.is_finite()) => {
+            Err(format!("box {s:?}: coordinates must be finite numbers"))
         }
+        [x0, y0, x1, y1] if x0 < x1 && y0 < y1 => Ok([*x0, *y0, *x1, *y1]),
         [_, _, _, _] => Err(format!("box {s:?}: expected X0 < X1 and Y0 < Y1")),
         _ => Err(format!("box {s:?}: expected four numbers X0,Y0,X1,Y1")),
     }
 }
 
-/// Refuse to replace a file the user already has, unless `--force`.
+/// Refuse to replace a file the user already has, unless `--force`; a directory is never
+/// replaced.
 fn check_writable(path: &Path, force: bool) -> Result<()> {
+    if path.is_dir() {
+        bail!("{} is a directory: give a file name", path.display());
+    }
     if path.exists() && !force {
         bail!(
             "{} already exists; pass --force to overwrite it",
@@ -138,8 +143,8 @@ pub fn run(args: Args) -> Result<()> {
         .check_image(&decoded)
         .with_context(|| format!("preprocessing {}", args.image.display()))?;
     let mut bar = DelayedBar::new();
-    let explained =
-        ex.explain_image(&decoded, &args.captions, args.truncate, &settings, &mut bar)?;
+    let explained = ex.explain_image(&decoded, &args.captions, args.truncate, &settings, &mut bar);
+    let explained = super::truncate_hint(explained)?;
     drop(bar);
     let pre = explained.input;
     let explanations = explained.explanations;

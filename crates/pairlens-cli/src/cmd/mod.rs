@@ -76,6 +76,16 @@ pub fn load_model(dir: Option<&Path>, device: &Device) -> Result<LoadedModel> {
     }
 }
 
+/// A caption too long for the context, reported with the flag that truncates it.
+pub fn truncate_hint<T>(result: pairlens::Result<T>) -> Result<T> {
+    result.map_err(|e| match &e {
+        pairlens::Error::Caption { msg, .. } if msg.contains("exceed the context length") => {
+            anyhow::anyhow!("{e} (--truncate does that)")
+        }
+        _ => e.into(),
+    })
+}
+
 /// `--device`'s parser: `cpu`, `cuda` or `cuda:N`.
 fn parse_device(name: &str) -> Result<Device, String> {
     pairlens::parse_device(name).map_err(|e| e.to_string())

@@ -859,7 +859,7 @@ impl ClipTokenizer {
             if !truncate {
                 return Err(err(format!(
                     "{n} tokens (with start and end tokens) exceed the context length of {ctx}; \
-                     shorten the caption or pass --truncate to keep the first {}",
+                     shorten the caption, or truncate it to its first {}",
                     ctx - 1
                 )));
             }
