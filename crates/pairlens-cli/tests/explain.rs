@@ -261,18 +261,9 @@ fn bad_input_gives_clear_errors() {
 #[test]
 fn boxes_past_the_edges_are_clipped() {
     let (m, i) = (model(), image());
-    let j = ok_json(&[
-        "explain",
-        "--model",
-        &m,
-        "--image",
-        &i,
-        "--caption",
-        "a dog",
-        "--box",
-        "-10,-10,30,30",
-        "--json",
-    ]);
+    let mut args = vec!["explain", "--model", &m, "--image", &i];
+    args.extend(["--caption", "a dog", "--box", "-10,-10,30,30", "--json"]);
+    let j = ok_json(&args);
     let scores = &j["captions"][0]["boxes"][0]["token_scores"];
     assert!(scores.as_array().is_some_and(|s| !s.is_empty()), "{j}");
 }
