@@ -147,6 +147,19 @@ async function main() {
     check(info.examples.length > 0, 'the server lists no examples');
     check(await page.isHidden('#error'), `an error is shown after loading: ${await page.textContent('#error')}`);
 
+    step = 'thumbnails';
+    // Every example thumbnail is shown once its image is decoded (not left a dark square).
+    await page.waitForFunction(() =>
+      [...document.querySelectorAll('.example')].every(
+        (b) => b.classList.contains('loaded') && getComputedStyle(b.querySelector('img')).opacity === '1',
+      ),
+    );
+    const thumbs = await page.$$eval('.example img', (els) => els.map((i) => i.naturalWidth));
+    check(
+      thumbs.length === info.examples.length && thumbs.every((w) => w > 0),
+      `thumbnails: ${thumbs.length} shown for ${info.examples.length} examples, widths ${thumbs}`,
+    );
+
     step = 'pick example';
     const ex = info.examples[0];
     await page.click('.example[data-index="0"]');
@@ -247,6 +260,21 @@ async function main() {
     closeArrays(st.heatmap, ref.explanations[1].heatmap.patches, 'second caption heatmap');
     const boxRef2 = await api('POST', 'api/box', { explanation: st.explanation, box: st.box });
     closeArrays(st.tokenScores, boxRef2.scores, 'second caption box scores');
+
+    step = 'unknown words';
+    // The note appears when an explanation lists words the model reads as <unk>, and only then.
+    check(await page.isHidden('#unknown-note'), 'the unknown-words note is shown for known words');
+    await page.route('**/api/explain', async (route) => {
+      const res = await route.fetch();
+      const data = await res.json();
+      for (const x of data.explanations) x.unknown_words = ['shiny', 'red'];
+      await route.fulfill({ response: res, json: data });
+    });
+    await page.click('#explain');
+    await page.waitForFunction(() => !document.getElementById('unknown-note').hidden && !document.body.dataset.busy);
+    const note = (await page.textContent('#unknown-note')).trim();
+    check(note.includes('“shiny”, “red”') && note.includes('<unk>'), `unknown-words note: "${note}"`);
+    await page.unroute('**/api/explain');
 
     step = 'drop an image';
     // Drag and drop a PNG (the second example's bytes) onto the drop zone: it is uploaded and shown.

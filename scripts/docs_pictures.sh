@@ -17,7 +17,7 @@ trap 'rm -rf "$tmp"' EXIT
     --caption "a running shoe next to a boot and a pair of trousers beside a blouse" \
     --text-layer 1 --image-layer 1 --span 2:4 --box 0,8,31,25 \
     --png "$tmp/png" --html "$tmp/report.html" > "$tmp/explain.txt"
-cp "$tmp/png/caption0_span2-4.png" docs/running-shoe.png
+cp "$tmp/png/caption1_span2-4.png" docs/running-shoe.png
 
 chromium --headless --no-sandbox --disable-gpu --hide-scrollbars \
     --screenshot="$tmp/report.png" --window-size=1200,1730 "file://$tmp/report.html" 2> /dev/null

@@ -42,6 +42,8 @@ enum Command {
     Serve(cmd::serve::Args),
     /// Train the built-in CLIP model on Fashion-MNIST mosaics; writes a Hugging Face checkpoint.
     Train(cmd::train::Args),
+    /// List the tokens a model's vocabulary holds (words outside it are read as <unk>).
+    Vocab(cmd::vocab::Args),
 }
 
 fn main() -> ExitCode {
@@ -63,6 +65,7 @@ fn main() -> ExitCode {
         Command::Mosaics(args) => cmd::mosaics::run(args),
         Command::Serve(args) => cmd::serve::run(args),
         Command::Train(args) => cmd::train::run(args),
+        Command::Vocab(args) => cmd::vocab::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -149,7 +149,7 @@ fn writes_safetensors_and_pngs_without_overwriting() {
     let a = &tensors["interactions"];
     assert_eq!(a.dims()[0], 4, "<sot> a dog <eot>");
     assert_eq!(a.dims()[1], 1 + 16, "CLS + 4×4 patches");
-    for f in ["caption0.png", "caption0_span1-2.png", "caption0_box0.png"] {
+    for f in ["caption1.png", "caption1_span1-2.png", "caption1_box1.png"] {
         let img = image::open(Path::new(&png).join(f)).unwrap();
         assert!(img.width() > 100 && img.height() > 50, "{f}");
     }

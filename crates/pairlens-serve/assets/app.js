@@ -48,6 +48,7 @@
     imageLayer: $('image-layer'), steps: $('steps'), mode: $('mode'), explain: $('explain'),
     placeholder: $('placeholder'), result: $('result'), tabs: $('tabs'), tokens: $('tokens'),
     tokenLegend: $('token-legend'), stripTitle: $('strip-title'), clearSpan: $('clear-span'),
+    unknownNote: $('unknown-note'),
     clearBox: $('clear-box'), heatmapTitle: $('heatmap-title'), stage: $('stage'), image: $('image'),
     canvas: $('heatmap'), boxOutline: $('box-outline'), colorbar: $('colorbar'),
     cbarMax: $('cbar-max'), cbarMin: $('cbar-min'), readout: $('readout'), opacity: $('opacity'),
@@ -285,6 +286,30 @@
     }
     el.clearBox.hidden = !S.box;
     el.clearSpan.hidden = !S.span;
+    renderUnknownWords(e);
+  }
+
+  /**
+   * The caption's words the model does not know (the API's optional `unknown_words`, an array
+   * of strings): they are read as <unk>, so the score ignores what they say.
+   */
+  function renderUnknownWords(e) {
+    const words = Array.isArray(e.unknown_words)
+      ? e.unknown_words.filter((w) => typeof w === 'string' && w.length > 0)
+      : [];
+    el.unknownNote.hidden = words.length === 0;
+    el.unknownNote.textContent = '';
+    if (!words.length) return;
+    const list = words.map((w) => `“${w}”`).join(', ');
+    const noun = words.length === 1 ? 'word' : 'words';
+    el.unknownNote.append(
+      `The model does not know the ${noun} ${list}: it reads ${words.length === 1 ? 'it' : 'them'} as `,
+      Object.assign(document.createElement('code'), { textContent: '<unk>' }),
+      '. ',
+      Object.assign(document.createElement('code'), { textContent: 'pairlens vocab' }),
+      ' lists the words it knows.',
+    );
+    el.unknownNote.dataset.words = JSON.stringify(words);
   }
 
   function renderHeatmapTitle() {
@@ -753,8 +778,18 @@
         b.dataset.image = ex.image;
         b.title = `${ex.name}: ${ex.caption}`;
         const im = document.createElement('img');
-        im.src = `/api/images/${encodeURIComponent(ex.image)}`;
         im.alt = ex.name;
+        // Shown only once decoded: a thumbnail painted while its pixels were still on the way
+        // stayed the button's dark background until something else repainted the page.
+        im.addEventListener('load', () => {
+          const decoded = typeof im.decode === 'function' ? im.decode() : Promise.resolve();
+          decoded.catch(() => {}).then(() => b.classList.add('loaded'));
+        });
+        im.addEventListener('error', () => {
+          b.classList.add('failed');
+          b.title = `${ex.name}: the image could not be loaded`;
+        });
+        im.src = `/api/images/${encodeURIComponent(ex.image)}`;
         b.append(im);
         b.addEventListener('click', () => pickExample(i));
         el.examples.append(b);

@@ -1,5 +1,5 @@
 //! The JSON API under `/api/` (contract: `../API.md`, summarised on each handler).
-//! Every error is `{"error": …}` with 400/404/413/415, including malformed JSON.
+//! Every error is `{"error": …}` with 400/401/403/404/405/413/415/503, including malformed JSON.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -120,7 +120,7 @@ pub struct Uploaded {
     pub height: usize,
 }
 
-/// Raw image bytes in the body, any Content-Type. Decoding runs on a blocking thread.
+/// Raw image bytes in the body. Decoding is a job on the queue (503 when it is full).
 pub async fn upload(
     State(state): Shared,
     body: Result<Bytes, BytesRejection>,
@@ -141,9 +141,10 @@ pub async fn upload(
         ));
     }
     let s = state.clone();
-    let img = tokio::task::spawn_blocking(move || s.prepare_image(&bytes, Path::new("upload")))
-        .await
-        .map_err(|e| ApiError::internal(format!("decoding the upload failed: {e}")))??;
+    let img = state
+        .jobs
+        .run(move |_| s.prepare_image(&bytes, Path::new("upload")))
+        .await?;
     let img = state.add_upload(img);
     Ok(Json(Uploaded {
         image: img.id.clone(),
@@ -223,11 +224,18 @@ pub struct ExplanationOut {
     pub grid: [usize; 2],
     pub token_totals: Vec<f32>,
     pub heatmap: HeatmapOut,
+    /// Words of the caption the vocabulary lacks: the model read `<unk>` for each.
+    #[serde(default)]
+    pub unknown_words: Vec<String>,
     pub cached: bool,
     pub seconds: f64,
 }
 
-fn explanation_out(e: &CachedExplanation, cached: bool) -> ExplanationOut {
+fn explanation_out(
+    e: &CachedExplanation,
+    cached: bool,
+    unknown_words: Vec<String>,
+) -> ExplanationOut {
     let x = &e.explanation;
     ExplanationOut {
         id: e.id.clone(),
@@ -243,6 +251,7 @@ fn explanation_out(e: &CachedExplanation, cached: bool) -> ExplanationOut {
             cls: e.whole.cls,
             patches: e.whole.patches.clone(),
         },
+        unknown_words,
         cached,
         seconds: e.seconds,
     }
@@ -289,12 +298,18 @@ pub async fn explain(
         steps: settings.steps,
         mode: settings.mode.to_string(),
     };
+    let unknown = req
+        .captions
+        .iter()
+        .map(|c| state.explainer.unknown_words(c))
+        .collect::<pairlens::Result<Vec<_>>>()?;
     let explained = state.explain(image, &req.captions, settings).await?;
     Ok(Json(ExplainResponse {
         settings: settings_out,
         explanations: explained
             .iter()
-            .map(|e| explanation_out(&e.entry, e.cached))
+            .zip(unknown)
+            .map(|(e, words)| explanation_out(&e.entry, e.cached, words))
             .collect(),
     }))
 }

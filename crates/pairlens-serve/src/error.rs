@@ -8,6 +8,8 @@ use axum::response::{IntoResponse, Response};
 pub struct ApiError {
     pub status: StatusCode,
     pub message: String,
+    /// Seconds to wait before retrying, sent as `Retry-After` (503 only).
+    pub retry_after_s: Option<u32>,
 }
 
 impl ApiError {
@@ -15,6 +17,7 @@ impl ApiError {
         ApiError {
             status,
             message: message.into(),
+            retry_after_s: None,
         }
     }
     /// 400: a value the request may not have.
@@ -36,6 +39,17 @@ impl ApiError {
     /// 415: an upload that is not a decodable image.
     pub fn unsupported(message: impl Into<String>) -> Self {
         Self::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, message)
+    }
+    /// 401: a server started with a token, asked without it (see [`crate::guard`]).
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, message)
+    }
+    /// 503: the job queue is full (see [`crate::jobs`]); try again after `retry_after_s`.
+    pub fn busy(message: impl Into<String>, retry_after_s: u32) -> Self {
+        ApiError {
+            retry_after_s: Some(retry_after_s),
+            ..Self::new(StatusCode::SERVICE_UNAVAILABLE, message)
+        }
     }
     /// 500: the server's fault (a failed computation, a panic in a worker).
     pub fn internal(message: impl Into<String>) -> Self {
@@ -61,6 +75,8 @@ impl From<pairlens::Error> for ApiError {
             }
             pairlens::Error::Image { .. } => Self::unsupported(e.to_string()),
             pairlens::Error::ImageTooLarge { .. } => Self::too_large(e.to_string()),
+            // Only a job whose client has gone is cancelled: nobody reads this.
+            pairlens::Error::Cancelled => Self::new(StatusCode::SERVICE_UNAVAILABLE, "cancelled"),
             _ => Self::internal(e.to_string()),
         }
     }
@@ -68,10 +84,16 @@ impl From<pairlens::Error> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (
+        let mut response = (
             self.status,
             axum::Json(serde_json::json!({ "error": self.message })),
         )
-            .into_response()
+            .into_response();
+        if let Some(s) = self.retry_after_s {
+            response
+                .headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, s.into());
+        }
+        response
     }
 }

@@ -38,7 +38,10 @@ pub fn from_dir(dir: &Path) -> Result<Vec<ExampleFile>> {
         std::fs::read_to_string(&jsonl).with_context(|| format!("reading {}", jsonl.display()))?;
     parse(&text, &jsonl, |name| {
         let path = dir.join(name);
-        std::fs::read(&path).with_context(|| format!("reading {}", path.display()))
+        Ok(pairlens::io::image::read_image_file(
+            &path,
+            pairlens::io::image::DEFAULT_MAX_PIXELS,
+        )?)
     })
 }
 

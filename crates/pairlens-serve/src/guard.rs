@@ -9,7 +9,11 @@
 //! - every POST must carry the content type the page's own script sends (`application/json`,
 //!   or for uploads `application/octet-stream` or an image type), which no simple request can,
 //!   so a foreign page's browser first asks permission (a CORS preflight) and this server never
-//!   grants it.
+//!   grants it;
+//! - when the server has a token (required when it listens beyond loopback, where other people
+//!   and machines can reach it), every request must show it: `Authorization: Bearer TOKEN`, a
+//!   `?token=TOKEN` query (the URL `pairlens serve` prints; opening it sets a same-site cookie, so
+//!   the page's own requests carry it), or that cookie.
 
 use axum::extract::{Request, State};
 use axum::http::{header, Method};
@@ -17,6 +21,15 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::error::ApiError;
+
+/// Which requests reach the API.
+#[derive(Clone, Debug, Default)]
+pub struct Access {
+    /// Which `Host` values name this server.
+    pub hosts: Hosts,
+    /// The secret every request must show, if any.
+    pub token: Option<String>,
+}
 
 /// Which `Host` values name this server.
 #[derive(Clone, Copy, Debug, Default)]
@@ -50,17 +63,97 @@ fn host_name(host: &str) -> &str {
     }
 }
 
-/// Refuses requests whose `Host` is another site's (403) and POSTs without the content type
-/// the page sends (415).
-pub async fn guard(State(hosts): State<Hosts>, req: Request, next: Next) -> Response {
+/// A fresh token: 128 random bits in hex, from the operating system's generator.
+pub fn new_token() -> std::io::Result<String> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).map_err(std::io::Error::other)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The cookie that carries the token, named after it so that servers with different tokens on
+/// one host (cookies ignore ports) do not overwrite each other's.
+fn cookie_name(token: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let tag: String = Sha256::digest(token.as_bytes())[..4]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("pairlens-token-{tag}")
+}
+
+/// Equal strings, in time that does not depend on where they differ.
+fn same_secret(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
+}
+
+/// How the request shows the token, if it does.
+enum Shown {
+    /// In the `Authorization` header or the cookie.
+    Header,
+    /// In the query: the response sets the cookie.
+    Query,
+}
+
+fn shows_token(req: &Request, token: &str) -> Option<Shown> {
+    let headers = req.headers();
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if bearer.is_some_and(|t| same_secret(t.trim(), token)) {
+        return Some(Shown::Header);
+    }
+    let name = cookie_name(token);
+    let in_cookie = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .any(|(k, v)| k == name && same_secret(v, token));
+    if in_cookie {
+        return Some(Shown::Header);
+    }
+    let in_query = req
+        .uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .any(|(k, v)| k == "token" && same_secret(v, token));
+    in_query.then_some(Shown::Query)
+}
+
+/// Refuses requests whose `Host` is another site's (403), requests without the token when
+/// there is one (401), and POSTs without the content type the page sends (415).
+pub async fn guard(State(access): State<Access>, req: Request, next: Next) -> Response {
     if let Some(host) = req.headers().get(header::HOST) {
         let host = host.to_str().unwrap_or("");
-        if !hosts.allows(host) {
+        if !access.hosts.allows(host) {
             return ApiError::forbidden(format!(
                 "Host {host:?} is not this server: requests must name it as localhost, \
                  127.0.0.1 or the address it listens on"
             ))
             .into_response();
+        }
+    }
+    let mut set_cookie = None;
+    if let Some(token) = &access.token {
+        match shows_token(&req, token) {
+            None => {
+                return ApiError::unauthorized(
+                    "this server needs its token: open the URL `pairlens serve` printed \
+                     (…/?token=…), or send the header `Authorization: Bearer TOKEN`",
+                )
+                .into_response()
+            }
+            Some(Shown::Query) => {
+                set_cookie = Some(format!(
+                    "{}={token}; Path=/; HttpOnly; SameSite=Strict",
+                    cookie_name(token)
+                ))
+            }
+            Some(Shown::Header) => {}
         }
     }
     if req.method() == Method::POST {
@@ -94,7 +187,11 @@ pub async fn guard(State(hosts): State<Hosts>, req: Request, next: Next) -> Resp
             .into_response();
         }
     }
-    next.run(req).await
+    let mut response = next.run(req).await;
+    if let Some(cookie) = set_cookie.and_then(|c| header::HeaderValue::try_from(c).ok()) {
+        response.headers_mut().insert(header::SET_COOKIE, cookie);
+    }
+    response
 }
 
 #[cfg(test)]

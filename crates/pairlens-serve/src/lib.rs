@@ -3,7 +3,8 @@
 //! image box. Explanations are cached; span and box queries never recompute.
 //!
 //! Modules: [`state`] (model, images, explanation cache, computing), [`api`] (handlers and JSON
-//! types), [`guard`] (what keeps other web pages out), [`assets`] (the embedded files),
+//! types), [`guard`] (what keeps other web pages out), [`jobs`] (the bounded job queue),
+//! [`assets`] (the embedded files),
 //! [`examples`] (the example images), [`error`] (errors as `{"error": …}`), [`cache`] (the LRU).
 
 pub mod api;
@@ -12,6 +13,7 @@ pub mod cache;
 pub mod error;
 pub mod examples;
 pub mod guard;
+pub mod jobs;
 pub mod state;
 
 use std::sync::Arc;
@@ -27,7 +29,7 @@ pub use state::{AppState, Config};
 /// above); other JSON bodies to axum's default of 2 MB.
 pub fn router(state: Arc<AppState>) -> Router {
     let upload_limit = state.config.max_upload_bytes;
-    let hosts = state.config.hosts;
+    let access = state.config.access.clone();
     Router::new()
         .route("/", get(assets::index))
         .route("/index.html", get(assets::index))
@@ -44,7 +46,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api/box", post(api::bbox))
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
-        .layer(axum::middleware::from_fn_with_state(hosts, guard::guard))
+        .layer(axum::middleware::from_fn_with_state(access, guard::guard))
         .with_state(state)
 }
 

@@ -1,10 +1,11 @@
 //! What the server holds: the model, the images (examples pinned, uploads in a byte-bounded
-//! LRU) and the explanations (an LRU keyed by image, caption and settings).
+//! LRU), the explanations and the image sides (byte-bounded LRUs keyed by image, caption and
+//! settings), and the job queue that computes them.
 //!
-//! Computing happens in `spawn_blocking` with no lock held: the locks guard only lookups and
-//! inserts, so a user waits for their own computation, never for someone else's. Two identical
-//! requests arriving together may both compute; the results are equal and the second insert
-//! simply replaces the first.
+//! Computing happens on the job queue's blocking threads with no lock held: the locks guard only
+//! lookups and inserts, so a user waits for their own computation, never for someone else's.
+//! Two identical requests arriving together may both compute; the results are equal and the
+//! second insert simply replaces the first.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -16,40 +17,47 @@ use pairlens::attribution::{Explanation, Settings};
 use pairlens::io::image::{decode_bytes_within, DecodedImage};
 use pairlens::io::preprocess::Geometry;
 use pairlens::io::tokenizer::Encoded;
-use pairlens::{Explainer, ImageSide, NoProgress};
+use pairlens::{Explainer, ImageSide};
 use sha2::{Digest, Sha256};
 
 use crate::cache::Lru;
 use crate::error::ApiError;
 use crate::examples::ExampleFile;
+use crate::jobs::{Cancel, Jobs};
 
 /// Limits and sizes, set by `pairlens serve`'s flags.
 #[derive(Clone, Debug)]
 pub struct Config {
     /// Largest upload body accepted (413 above).
     pub max_upload_bytes: usize,
-    /// Explanations kept.
-    pub cache_entries: usize,
+    /// Bytes of explanations kept (interaction matrices and what queries need).
+    pub explanation_bytes: u64,
     /// Largest image accepted, in pixels, checked from the header before decoding (a small file
     /// can claim a huge image).
     pub max_image_pixels: u64,
     /// Bytes of uploaded images kept (served PNG + network input); the oldest go first.
     pub image_store_bytes: u64,
-    /// Image sides (the image tower's half, shared by all captions) kept.
-    pub image_side_entries: usize,
-    /// Which `Host` values name the server.
-    pub hosts: crate::guard::Hosts,
+    /// Bytes of image sides (the image tower's half, shared by all captions) kept.
+    pub image_side_bytes: u64,
+    /// Computations (explanations, uploads) running at once.
+    pub workers: usize,
+    /// Computations waiting for a worker; more are refused with 503.
+    pub queued: usize,
+    /// Which requests reach the API: `Host` names and the token, if any.
+    pub access: crate::guard::Access,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Config {
             max_upload_bytes: 8 << 20,
-            cache_entries: 64,
+            explanation_bytes: 192 << 20,
             max_image_pixels: 40_000_000,
             image_store_bytes: 512 << 20,
-            image_side_entries: 16,
-            hosts: Default::default(),
+            image_side_bytes: 64 << 20,
+            workers: 2,
+            queued: 8,
+            access: Default::default(),
         }
     }
 }
@@ -98,6 +106,14 @@ pub struct CachedExplanation {
     pub seconds: f64,
 }
 
+impl CachedExplanation {
+    /// What it holds, as the cache weighs it.
+    pub fn bytes(&self) -> usize {
+        let floats = self.token_totals.len() + self.whole.patches.len();
+        self.explanation.bytes() + floats * 4 + self.caption.len() + std::mem::size_of::<Self>()
+    }
+}
+
 /// An explanation for a request, and whether it came from the cache.
 pub struct Explained {
     pub entry: Arc<CachedExplanation>,
@@ -115,6 +131,7 @@ pub struct AppState {
     pub model_name: String,
     pub config: Config,
     pub examples: Vec<Example>,
+    pub jobs: Jobs,
     images: Mutex<Images>,
     explanations: Mutex<Lru<String, Arc<CachedExplanation>>>,
     image_sides: Mutex<Lru<String, ImageSide>>,
@@ -155,8 +172,9 @@ impl AppState {
                 pinned: Default::default(),
                 uploads: Lru::new(config.image_store_bytes),
             }),
-            explanations: Mutex::new(Lru::new(config.cache_entries as u64)),
-            image_sides: Mutex::new(Lru::new(config.image_side_entries as u64)),
+            explanations: Mutex::new(Lru::new(config.explanation_bytes)),
+            image_sides: Mutex::new(Lru::new(config.image_side_bytes)),
+            jobs: Jobs::new(config.workers, config.queued),
             config,
             examples: Vec::new(),
         };
@@ -290,22 +308,22 @@ impl AppState {
                 .collect()
         };
         // Each missing id once (a caption may repeat within a request).
-        let mut jobs: Vec<(String, String, Encoded)> = Vec::new();
+        let mut missing: Vec<(String, String, Encoded)> = Vec::new();
         for (i, id) in ids.iter().enumerate() {
-            if found[i].is_none() && !jobs.iter().any(|(j, _, _)| j == id) {
-                jobs.push((id.clone(), captions[i].clone(), encoded[i].clone()));
+            if found[i].is_none() && !missing.iter().any(|(j, _, _)| j == id) {
+                missing.push((id.clone(), captions[i].clone(), encoded[i].clone()));
             }
         }
-        if !jobs.is_empty() {
+        if !missing.is_empty() {
             let state = self.clone();
             let image = image.clone();
-            let computed =
-                tokio::task::spawn_blocking(move || state.compute(&image, jobs, &settings))
-                    .await
-                    .map_err(|e| ApiError::internal(format!("the computation failed: {e}")))??;
+            let computed = self
+                .jobs
+                .run(move |cancel| state.compute(&image, missing, &settings, cancel))
+                .await?;
             let mut cache = lock(&self.explanations);
             for entry in &computed {
-                cache.insert(entry.id.clone(), entry.clone(), 1);
+                cache.insert(entry.id.clone(), entry.clone(), entry.bytes() as u64);
             }
             drop(cache);
             for (i, id) in ids.iter().enumerate() {
@@ -333,8 +351,9 @@ impl AppState {
     fn compute(
         &self,
         image: &StoredImage,
-        jobs: Vec<(String, String, Encoded)>,
+        missing: Vec<(String, String, Encoded)>,
         settings: &Settings,
+        cancel: &mut Cancel,
     ) -> Result<Vec<Arc<CachedExplanation>>, ApiError> {
         let ex = &self.explainer;
         let side_key = format!(
@@ -345,17 +364,18 @@ impl AppState {
         let (side, image_s) = match cached_side {
             Some(side) => (side.with_settings(settings)?, 0.0),
             None => {
-                let side = ex.image(&image.pixels, settings)?;
-                lock(&self.image_sides).insert(side_key, side.clone(), 1);
+                let side = ex.image_with_progress(&image.pixels, settings, cancel)?;
+                lock(&self.image_sides).insert(side_key, side.clone(), side.bytes() as u64);
                 let seconds = side.seconds();
                 (side, seconds)
             }
         };
-        jobs.into_iter()
+        missing
+            .into_iter()
             .map(|(id, caption, encoded)| {
                 let t = Instant::now();
                 let explanation = ex
-                    .explain_encoded(&side, std::slice::from_ref(&encoded), &mut NoProgress)?
+                    .explain_encoded(&side, std::slice::from_ref(&encoded), cancel)?
                     .remove(0);
                 let token_totals = explanation
                     .interactions

@@ -44,6 +44,7 @@ fn app() -> (Router, Arc<AppState>) {
 struct Reply {
     status: StatusCode,
     content_type: String,
+    headers: axum::http::HeaderMap,
     body: Vec<u8>,
 }
 
@@ -123,10 +124,12 @@ async fn send(app: &Router, req: Request<Body>) -> Reply {
         .get("content-type")
         .map(|v| v.to_str().unwrap().to_string())
         .unwrap_or_default();
+    let headers = res.headers().clone();
     let body = res.into_body().collect().await.unwrap().to_bytes().to_vec();
     Reply {
         status,
         content_type,
+        headers,
         body,
     }
 }
@@ -662,7 +665,7 @@ async fn concurrent_explains_both_succeed() {
 #[tokio::test]
 async fn evicted_explanations_are_404() {
     let (app, state) = app_with(Config {
-        cache_entries: 1,
+        explanation_bytes: 1,
         ..Config::default()
     });
     let first = explain_example(&app, &state, 1, "a bag").await;
@@ -760,4 +763,97 @@ async fn api_errors_name_no_cli_flags() {
         .await
         .error(StatusCode::METHOD_NOT_ALLOWED);
     assert!(msg.contains("GET") && msg.contains("/api/explain"), "{msg}");
+}
+
+/// A server with a token (as beyond loopback) answers only requests that show it: in the
+/// `Authorization` header, in the query (which sets a cookie for the page's own requests), or in
+/// that cookie. A wrong or missing token is 401 before any work.
+#[tokio::test]
+async fn a_server_with_a_token_needs_it() {
+    let token = "s3cret-token";
+    let (app, _) = app_with(Config {
+        access: pairlens_serve::guard::Access {
+            token: Some(token.into()),
+            ..Default::default()
+        },
+        ..Config::default()
+    });
+    let get = |uri: &str, header: Option<(&str, String)>| {
+        let mut req = Request::builder().method("GET").uri(uri);
+        if let Some((k, v)) = header {
+            req = req.header(k, v);
+        }
+        send(&app, req.body(Body::empty()).unwrap())
+    };
+    for (uri, header) in [
+        ("/api/info", None),
+        ("/", None),
+        ("/api/info?token=wrong-token", None),
+        ("/api/info?tokens=s3cret-token", None),
+        (
+            "/api/info",
+            Some(("authorization", "Bearer s3cret-tokem".to_string())),
+        ),
+        (
+            "/api/info",
+            Some(("cookie", "pairlens-token=s3cret-token".to_string())),
+        ),
+    ] {
+        let msg = get(uri, header.clone())
+            .await
+            .error(StatusCode::UNAUTHORIZED);
+        assert!(msg.contains("token"), "{uri} {header:?}: {msg}");
+    }
+    let r = get(
+        "/api/info",
+        Some(("authorization", format!("Bearer {token}"))),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.headers.get("set-cookie").is_none());
+    // The printed URL: the page, and a same-site cookie its own requests then carry.
+    let r = get(&format!("/?token={token}"), None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let cookie = r.headers["set-cookie"].to_str().unwrap().to_string();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    let pair = cookie.split(';').next().unwrap().to_string();
+    let r = get("/api/info", Some(("cookie", format!("theme=dark; {pair}")))).await;
+    assert_eq!(r.status, StatusCode::OK, "{pair}");
+}
+
+/// Caches are bounded in bytes: explanations weigh what they hold, so a budget smaller than two
+/// of them keeps one.
+#[tokio::test]
+async fn caches_are_bounded_in_bytes() {
+    let (app, state) = app();
+    let first = explain_example(&app, &state, 1, "a bag").await;
+    let entry = state.explanation(first["id"].as_str().unwrap()).unwrap();
+    let weight = entry.bytes() as u64;
+    let interactions = entry.explanation.interactions.elem_count() as u64 * 4;
+    assert!(
+        weight >= interactions && weight < interactions + 4096,
+        "{weight} vs {interactions}"
+    );
+    let (app, state) = app_with(Config {
+        explanation_bytes: weight * 3 / 2,
+        ..Config::default()
+    });
+    let first = explain_example(&app, &state, 1, "a bag").await;
+    let second = explain_example(&app, &state, 1, "a boot").await;
+    assert!(state.explanation(first["id"].as_str().unwrap()).is_none());
+    assert!(state.explanation(second["id"].as_str().unwrap()).is_some());
+}
+
+/// Words the model's vocabulary lacks are named in the response (the model read `<unk>`).
+#[tokio::test]
+async fn unknown_words_are_named() {
+    let (app, state) = app();
+    let image = state.examples[0].image.clone();
+    let body = json!({"image": image, "captions": ["a fluffy bag", "a bag"]});
+    let v = ok(post_json(&app, "/api/explain", body).await);
+    assert_eq!(v["explanations"][0]["unknown_words"], json!(["fluffy"]));
+    assert_eq!(v["explanations"][1]["unknown_words"], json!([]));
 }

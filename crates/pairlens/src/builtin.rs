@@ -38,6 +38,18 @@ const FILES: [(&str, &[u8]); 4] = [
 /// What users see in place of a directory name.
 pub const NAME: &str = "the built-in Fashion-MNIST model";
 
+/// Blocks in the built-in model's (text, image) towers, read from its embedded config without
+/// loading it: for help texts, which must not touch the cache.
+pub fn layers() -> (usize, usize) {
+    let config: serde_json::Value = serde_json::from_slice(FILES[0].1).unwrap_or_default();
+    let blocks = |tower: &str| {
+        config[tower]["num_hidden_layers"]
+            .as_u64()
+            .map_or(0, |n| n as usize)
+    };
+    (blocks("text_config"), blocks("vision_config"))
+}
+
 /// 16 hex digits of a 64-bit FNV-1a hash over the file names, sizes and bytes: the cache key,
 /// so a binary with other weights never reuses a stale copy.
 pub fn hash() -> &'static str {
@@ -195,6 +207,15 @@ mod tests {
         ));
         let _ = std::fs::remove_dir_all(&d);
         d
+    }
+
+    #[test]
+    fn layers_match_the_loaded_model() {
+        let loaded = load(&Device::Cpu).unwrap();
+        let (text, image) = layers();
+        assert_eq!(text, loaded.model.text.config.transformer.layers);
+        assert_eq!(image, loaded.model.vision.config.transformer.layers);
+        assert!(text > 0 && image > 0);
     }
 
     #[test]

@@ -156,6 +156,10 @@ pub enum Error {
         msg: String,
     },
 
+    /// The caller's [`crate::Progress::cancelled`] asked the computation to stop.
+    #[error("cancelled")]
+    Cancelled,
+
     /// A tensor operation failed inside candle (device, dtype or shape errors not caught
     /// earlier).
     #[error(transparent)]

@@ -118,6 +118,15 @@ impl ImageSide {
             ..self.clone()
         })
     }
+
+    /// Bytes of tensor data it holds, for caches bounded in memory.
+    pub fn bytes(&self) -> usize {
+        let s = &self.side;
+        [&s.contributions, &s.embedding, &s.path_end, &s.reference]
+            .iter()
+            .map(|t| t.elem_count() * t.dtype().size_in_bytes())
+            .sum()
+    }
 }
 
 /// What [`Explainer::explain_image`] returns.
@@ -271,6 +280,12 @@ impl Explainer {
     /// `truncate`.
     pub fn encode(&self, caption: &str, truncate: bool) -> Result<Encoded> {
         self.tokenizer()?.encode(caption, truncate)
+    }
+
+    /// The words of `caption` the model's vocabulary does not hold (each becomes `<unk>`), in
+    /// order, each once; see [`ClipTokenizer::unknown_words`].
+    pub fn unknown_words(&self, caption: &str) -> Result<Vec<String>> {
+        self.tokenizer()?.unknown_words(caption)
     }
 
     /// The network input of a decoded image, exactly as the checkpoint's own processor makes

@@ -106,6 +106,24 @@ fn pillow_decoded(exp: &Expected, name: &str, ours: &DecodedImage) -> DecodedIma
 #[test]
 fn decoding_matches_pillow() {
     let exp = Expected::load();
+    // 16-bit PNGs as Pillow opens them (high byte kept; grey + alpha becomes RGBA; a tRNS colour
+    // compared with the 8-bit pixels); 16-bit greyscale is refused (`io::image` unit test).
+    let sixteen: Vec<(String, String)> = exp
+        .images()
+        .into_iter()
+        .filter(|(name, _)| name.contains("16_"))
+        .collect();
+    let want = [
+        ("la16_13x8.png", "RGBA"),
+        ("rgb16_12x10.png", "RGB"),
+        ("rgb16_trns_10x7.png", "RGB"),
+        ("rgba16_11x9.png", "RGBA"),
+    ];
+    assert_eq!(
+        sixteen,
+        want.map(|(n, m)| (n.to_string(), m.to_string())),
+        "16-bit fixtures"
+    );
     let mut report = Vec::new();
     for (name, mode) in exp.images() {
         let img = decode_file(&fixtures().join(&name)).unwrap_or_else(|e| panic!("{e}"));

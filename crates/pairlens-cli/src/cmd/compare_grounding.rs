@@ -392,5 +392,8 @@ pub fn run(args: Args) -> Result<()> {
     chart(&before, &after, lb, la)
         .save(&files[2])
         .with_context(|| format!("writing {}", files[2].display()))?;
+    for f in &files {
+        super::wrote(f);
+    }
     super::print(&md)
 }

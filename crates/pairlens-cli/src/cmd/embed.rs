@@ -9,7 +9,7 @@ use pairlens::Explainer;
 #[derive(clap::Args)]
 pub struct Args {
     /// Caption to embed.
-    #[arg(long)]
+    #[arg(long, value_parser = super::utf8_text())]
     pub caption: String,
     /// Image file (JPEG, PNG, WebP).
     #[arg(long)]
@@ -32,6 +32,8 @@ pub struct Embedding {
     pub score: f32,
     pub tokens: Vec<String>,
     pub ids: Vec<u32>,
+    /// Words of the caption the model reads as `<unk>`.
+    pub unknown_words: Vec<String>,
 }
 
 pub fn embed(args: &Args) -> Result<(Explainer, Embedding)> {
@@ -42,12 +44,14 @@ pub fn embed(args: &Args) -> Result<(Explainer, Embedding)> {
         .preprocess(&decoded)
         .with_context(|| format!("preprocessing {}", args.image.display()))?;
     let e = ex.embed(&pre.pixels, &enc)?;
+    let unknown_words = args.model.unknown_words(&ex, &args.caption)?;
     let embedding = Embedding {
         image: e.image,
         text: e.text,
         score: e.score,
         tokens: enc.tokens,
         ids: enc.ids[..enc.len].to_vec(),
+        unknown_words,
     };
     Ok((ex, embedding))
 }
@@ -57,7 +61,7 @@ pub fn run(args: Args) -> Result<()> {
     let mut text = String::new();
     if args.json {
         let out = serde_json::json!({
-            "model": ex.dir(),
+            "model": args.model.json_name(),
             "format": ex.format().to_string(),
             "image": args.image,
             "caption": args.caption,
@@ -67,6 +71,7 @@ pub fn run(args: Args) -> Result<()> {
             "logit_scale": ex.model().logit_scale.exp(),
             "tokens": e.tokens,
             "ids": e.ids,
+            "unknown_words": e.unknown_words,
         });
         text = serde_json::to_string(&out)? + "\n";
     } else {
@@ -77,7 +82,7 @@ pub fn run(args: Args) -> Result<()> {
                 .collect::<Vec<_>>()
                 .join(" ")
         };
-        writeln!(text, "model: {} ({})", ex.dir().display(), ex.format())?;
+        writeln!(text, "model: {} ({})", args.model.name(), ex.format())?;
         writeln!(
             text,
             "tokens ({}): {}",

@@ -263,6 +263,10 @@ enum ImageWork {
 
 pub fn run(args: Args) -> Result<()> {
     let data = data_flags(&args)?;
+    super::check_out_dir(&args.out, "--out")?;
+    if args.limit == Some(0) {
+        anyhow::bail!("--limit 0 explains nothing: give at least 1 (or leave it out for all)");
+    }
     let ex = args.model.open()?;
     // A long run fails at start, not at its first image: the tokenizer and every weight now.
     let loading = || format!("loading {}", ex.source());
@@ -276,6 +280,22 @@ pub fn run(args: Args) -> Result<()> {
     let mut items = read_items(&args, tokenizer, &mut skipped)?;
     if let Some(k) = args.limit {
         items.truncate(k);
+    }
+    if items.is_empty() {
+        let source = [&args.data, &args.captions, &args.sentences]
+            .into_iter()
+            .flatten()
+            .next()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        let skips: usize = skipped.values().sum();
+        bail!(
+            "{source}: no image-caption pairs with a phrase to explain{}",
+            match skips {
+                0 => String::new(),
+                n => format!(" ({n} skipped: {skipped:?})"),
+            }
+        );
     }
     let model_id = match &args.model.model {
         Some(dir) => absolute(dir),
@@ -468,7 +488,7 @@ pub fn run(args: Args) -> Result<()> {
     let json = json!({
         "method": method,
         "settings": method_settings(method, &settings),
-        "model": ex.dir(),
+        "model": args.model.json_name(),
         "model_id": run_info["model"],
         "data": run_info["data"],
         "skipped_by_reader": skipped,
@@ -485,6 +505,9 @@ pub fn run(args: Args) -> Result<()> {
         .bar_chart(method.name())
         .save(&png)
         .with_context(|| format!("writing {}", png.display()))?;
+    for path in [&csv_path, &summary_path, &png] {
+        super::wrote(path);
+    }
     let mut text = format!("method: {method}\n");
     text += &summary.table();
     if method == Method::Ig {

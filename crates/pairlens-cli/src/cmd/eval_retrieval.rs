@@ -124,7 +124,7 @@ pub fn run(args: Args) -> Result<()> {
     let mut out = String::new();
     if args.json {
         let v = serde_json::json!({
-            "model": loaded.dir,
+            "model": args.model.json_name(),
             "data": args.data,
             "split": "test",
             "retrieval": r,
@@ -145,7 +145,7 @@ pub fn run(args: Args) -> Result<()> {
                 x.median_rank
             )
         };
-        writeln!(out, "model: {} ({})", loaded.dir.display(), loaded.format)?;
+        writeln!(out, "model: {} ({})", args.model.name(), loaded.format)?;
         writeln!(
             out,
             "retrieval over {} test mosaics (seed {}, {}×{} canvas):",

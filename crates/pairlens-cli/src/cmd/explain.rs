@@ -28,7 +28,7 @@ pub struct Args {
     #[arg(long)]
     pub image: PathBuf,
     /// Caption to explain; repeat for several captions (the image side is computed once).
-    #[arg(long = "caption", required = true)]
+    #[arg(long = "caption", required = true, value_parser = super::utf8_text())]
     pub captions: Vec<String>,
     #[command(flatten)]
     pub method: MethodArgs,
@@ -107,7 +107,7 @@ fn check_writable(path: &Path, force: bool) -> Result<()> {
             path.display()
         );
     }
-    Ok(())
+    super::check_ancestors(path)
 }
 
 struct Query {
@@ -127,6 +127,7 @@ pub fn run(args: Args) -> Result<()> {
     }
     let png_files = png_names(&args);
     if let Some(dir) = &args.png {
+        super::check_out_dir(dir, "--png")?;
         for f in &png_files {
             check_writable(&dir.join(f), args.force)?;
         }
@@ -148,6 +149,11 @@ pub fn run(args: Args) -> Result<()> {
     drop(bar);
     let pre = explained.input;
     let explanations = explained.explanations;
+    let unknown_words = args
+        .captions
+        .iter()
+        .map(|c| args.model.unknown_words(&ex, c))
+        .collect::<Result<Vec<_>>>()?;
     let queries = explanations
         .iter()
         .map(|e| query(e, &args, &pre.geometry))
@@ -155,10 +161,15 @@ pub fn run(args: Args) -> Result<()> {
 
     if let Some(out) = &args.out {
         let mut meta = HashMap::new();
-        meta.insert("model".into(), ex.dir().display().to_string());
+        meta.insert("model".into(), args.model.json_name());
         meta.insert("image".into(), args.image.display().to_string());
         meta.insert("captions".into(), serde_json::to_string(&args.captions)?);
+        if let Some(parent) = out.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
+        }
         export::save(&explanations, out, meta)?;
+        super::wrote(out);
     }
     let report = Report {
         args: &args,
@@ -168,6 +179,7 @@ pub fn run(args: Args) -> Result<()> {
         geometry: &pre.geometry,
         explanations: &explanations,
         queries: &queries,
+        unknown_words: &unknown_words,
     };
     if let Some(dir) = &args.png {
         report.pngs(dir, &png_files)?;
@@ -178,6 +190,7 @@ pub fn run(args: Args) -> Result<()> {
     });
     if let Some(path) = &args.html {
         report.html(path, &timings)?;
+        super::wrote(path);
     }
     let text = match args.json {
         true => serde_json::to_string(&report.json(timings))? + "\n",
@@ -195,6 +208,8 @@ struct Report<'a> {
     geometry: &'a Geometry,
     explanations: &'a [Explanation],
     queries: &'a [Query],
+    /// Per caption, the words the model reads as `<unk>`.
+    unknown_words: &'a [Vec<String>],
 }
 
 fn query(e: &Explanation, args: &Args, geometry: &Geometry) -> Result<Query> {
@@ -216,14 +231,16 @@ fn query(e: &Explanation, args: &Args, geometry: &Geometry) -> Result<Query> {
     })
 }
 
+/// `--png` file names, in the order [`Report::pngs`] draws them. Captions and boxes count from
+/// 1, as the HTML report and the text output number them; spans are named by their tokens.
 fn png_names(args: &Args) -> Vec<String> {
     let mut names = Vec::new();
-    for c in 0..args.captions.len() {
+    for c in 1..=args.captions.len() {
         names.push(format!("caption{c}.png"));
         for (a, b) in &args.spans {
             names.push(format!("caption{c}_span{a}-{b}.png"));
         }
-        for k in 0..args.boxes.len() {
+        for k in 1..=args.boxes.len() {
             names.push(format!("caption{c}_box{k}.png"));
         }
     }
@@ -242,11 +259,13 @@ impl Report<'_> {
             let mut save = |img: RgbImage| -> Result<()> {
                 let path = dir.join(names.next().expect("one name per picture"));
                 img.save(&path)
-                    .with_context(|| format!("writing {}", path.display()))
+                    .with_context(|| format!("writing {}", path.display()))?;
+                super::wrote(&path);
+                Ok(())
             };
             let title = |what: &str| {
                 format!(
-                    "{what}  score {:.3}  {} L{}/{} N={}",
+                    "{what}\nscore {:.3}  {}  layers {}/{}  N = {}",
                     e.score, e.mode, e.text_layer, e.image_layer, e.steps
                 )
             };
@@ -271,9 +290,25 @@ impl Report<'_> {
                     &title(&format!("\"{words}\"")),
                 ))?;
             }
-            for (bx, scores) in args.boxes.iter().zip(&q.box_scores) {
-                let t = format!("box {},{},{},{}: token scores", bx[0], bx[1], bx[2], bx[3]);
-                save(render::token_strip(&e.tokens, scores, &t, 720))?;
+            for (k, (bx, scores)) in args.boxes.iter().zip(&q.box_scores).enumerate() {
+                let t = format!(
+                    "box {}: ({}, {}) - ({}, {}) px\neach token's interaction with the box \
+                     (score {:.3})",
+                    k + 1,
+                    bx[0],
+                    bx[1],
+                    bx[2],
+                    bx[3],
+                    e.score
+                );
+                let thumbnail = render::box_thumbnail(&original, *bx);
+                save(render::token_strip(
+                    &e.tokens,
+                    scores,
+                    &t,
+                    720,
+                    Some(&thumbnail),
+                ))?;
             }
         }
         Ok(())
@@ -297,12 +332,13 @@ impl Report<'_> {
         let captions: Vec<_> = explanations
         .iter()
         .zip(queries)
-        .zip(&args.captions)
-        .map(|((e, q), caption)| {
+        .zip(args.captions.iter().zip(self.unknown_words))
+        .map(|((e, q), (caption, unknown_words))| {
             let token_totals = e.interactions.sum(1).and_then(|t| t.to_vec1::<f32>()).unwrap_or_default();
             serde_json::json!({
                 "caption": caption,
                 "tokens": e.tokens,
+                "unknown_words": unknown_words,
                 "score": e.score,
                 "sum": e.total().unwrap_or(f32::NAN),
                 "reference_terms": e.reference_terms,
@@ -321,10 +357,17 @@ impl Report<'_> {
         })
         .collect();
         serde_json::json!({
-            "model": ex.dir(),
+            "model": args.model.json_name(),
             "format": ex.format().to_string(),
             "image": args.image,
             "image_size": [geometry.original.0, geometry.original.1],
+            "preprocessing": {
+                "resized": [geometry.resized().0, geometry.resized().1],
+                "cropped": geometry.crops(),
+                "crop_offset": [geometry.crop_offset().0, geometry.crop_offset().1],
+                "input": [geometry.input.0, geometry.input.1],
+                "visible": geometry.visible(),
+            },
             "settings": {
                 "text_layer": settings.text_layer, "image_layer": settings.image_layer,
                 "steps": settings.steps, "mode": settings.mode,
@@ -342,7 +385,7 @@ impl Report<'_> {
         let (explanations, queries) = (self.explanations, self.queries);
         let mut s = String::new();
         let (gh, gw) = ex.model().vision.config.grid();
-        writeln!(s, "model: {} ({})", ex.dir().display(), ex.format())?;
+        writeln!(s, "model: {} ({})", args.model.name(), ex.format())?;
         writeln!(
             s,
             "image: {} ({}×{} px → input {}×{}, {gh}×{gw} patches)",
@@ -352,14 +395,30 @@ impl Report<'_> {
             geometry.input.0,
             geometry.input.1
         )?;
+        if geometry.crops() {
+            let ((rw, rh), (cx, cy)) = (geometry.resized(), geometry.crop_offset());
+            let [x0, y0, x1, y1] = geometry.visible();
+            writeln!(
+                s,
+                "  centre-cropped: resized to {rw}×{rh}, then {}×{} cut at ({cx}, {cy}); the model \
+                 sees x {x0:.1}–{x1:.1}, y {y0:.1}–{y1:.1} px of the original",
+                geometry.input.0, geometry.input.1
+            )?;
+        }
         writeln!(
             s,
             "text layer {}, image layer {}, N = {}, mode {}",
             settings.text_layer, settings.image_layer, settings.steps, settings.mode
         )?;
-        for ((e, q), caption) in explanations.iter().zip(queries).zip(&args.captions) {
+        for (k, ((e, q), caption)) in explanations
+            .iter()
+            .zip(queries)
+            .zip(&args.captions)
+            .enumerate()
+        {
             let r = e.reference_terms;
-            writeln!(s, "\ncaption {caption:?}")?;
+            // Numbered as in the --png file names and the HTML report.
+            writeln!(s, "\ncaption {}: {caption:?}", k + 1)?;
             writeln!(s, "  score (cosine)          {:+.6}", e.score)?;
             writeln!(s, "  sum of interactions     {:+.6}", e.total()?)?;
             writeln!(
@@ -442,10 +501,7 @@ impl Report<'_> {
         use render::html::{report, BoxReport, CaptionReport, ReportInput, SpanReport};
         let original = rgb_image(self.decoded)?;
         let to_input = |x: f32, y: f32| geometry.to_input(x, y);
-        let model = match &args.model.model {
-            Some(dir) => dir.display().to_string(),
-            None => pairlens::builtin::NAME.to_string(),
-        };
+        let model = args.model.name();
         let image_name = args.image.display().to_string();
         let captions = explanations
             .iter()

@@ -164,7 +164,7 @@ pub fn run(args: Args) -> Result<()> {
     if model_cfg.vision.image_size != side {
         bail!(
             "{}: the model takes {}×{} images, but fine-tuning draws {}×{} mosaics",
-            src.display(),
+            super::model_name(args.model.as_deref()),
             model_cfg.vision.image_size.0,
             model_cfg.vision.image_size.1,
             side.0,
@@ -266,7 +266,7 @@ pub fn run(args: Args) -> Result<()> {
     let secs = obs.progress.started.elapsed().as_secs_f64();
     super::print(&format!(
         "fine-tuned {} for {} steps of {} pairs in {:.1} s ({:.2} steps/s); checkpoint in {}\n",
-        src.display(),
+        super::model_name(args.model.as_deref()),
         args.steps,
         args.batch,
         secs,

@@ -11,6 +11,7 @@ pub mod mosaics;
 mod progress;
 pub mod serve;
 pub mod train;
+pub mod vocab;
 
 use std::path::{Path, PathBuf};
 
@@ -43,6 +44,92 @@ impl ModelArgs {
     pub fn load(&self) -> Result<LoadedModel> {
         load_model(self.model.as_deref(), &self.device)
     }
+
+    /// How text output names the model: its directory as given, or the built-in model's name
+    /// (never its cache directory, an implementation detail).
+    pub fn name(&self) -> String {
+        model_name(self.model.as_deref())
+    }
+
+    /// How JSON output names the model: its directory as given, or `"built-in"` (as the
+    /// viewer's API does).
+    pub fn json_name(&self) -> String {
+        match &self.model {
+            Some(dir) => dir.display().to_string(),
+            None => "built-in".to_string(),
+        }
+    }
+
+    /// The command that lists this model's vocabulary.
+    fn vocab_command(&self) -> String {
+        match &self.model {
+            Some(dir) => format!("pairlens vocab --model {}", dir.display()),
+            None => "pairlens vocab".to_string(),
+        }
+    }
+
+    /// Warns on stderr when `caption` has words the model does not know: they become `<unk>`,
+    /// and a caption can score well or badly on the words the model never read. Returns them
+    /// for the JSON output.
+    pub fn unknown_words(&self, explainer: &Explainer, caption: &str) -> Result<Vec<String>> {
+        let words = explainer.unknown_words(caption)?;
+        if !words.is_empty() {
+            let quoted: Vec<String> = words.iter().map(|w| format!("{w:?}")).collect();
+            let (noun, pronoun) = match words.len() {
+                1 => ("word", "it"),
+                _ => ("words", "them"),
+            };
+            eprintln!(
+                "warning: caption {caption:?}: the model does not know the {noun} {}; it reads \
+                 {pronoun} as <unk>. `{}` lists the words it knows",
+                quoted.join(", "),
+                self.vocab_command()
+            );
+        }
+        Ok(words)
+    }
+}
+
+/// How text output names the model of a `--model` flag: the directory as given, or the
+/// built-in model's name.
+pub fn model_name(dir: Option<&Path>) -> String {
+    match dir {
+        Some(dir) => dir.display().to_string(),
+        None => pairlens::builtin::NAME.to_string(),
+    }
+}
+
+/// An output directory (`--png DIR`, `--out DIR`), checked before the work: it may be missing
+/// (it is created), but not a file, nor under one.
+pub fn check_out_dir(dir: &Path, flag: &str) -> Result<()> {
+    if dir.exists() && !dir.is_dir() {
+        anyhow::bail!(
+            "{} is not a directory: {flag} takes a directory",
+            dir.display()
+        );
+    }
+    check_ancestors(dir)
+}
+
+/// The nearest existing ancestor of an output path must be a directory (else creating the
+/// path fails after the work, with an OS error that does not say why).
+pub fn check_ancestors(path: &Path) -> Result<()> {
+    let existing = path.ancestors().skip(1).find(|a| a.exists());
+    match existing {
+        Some(a) if !a.as_os_str().is_empty() && !a.is_dir() => {
+            anyhow::bail!(
+                "{}: {} is a file, not a directory",
+                path.display(),
+                a.display()
+            )
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Tells stderr that a file was written (stdout may be JSON), once it is complete.
+pub fn wrote(path: &Path) {
+    eprintln!("wrote {}", path.display());
 }
 
 /// The limit every command that reads images applies.
@@ -50,8 +137,19 @@ impl ModelArgs {
 pub struct ImageLimit {
     /// Largest image accepted, in pixels (width × height), checked from the file's header
     /// before anything is decoded.
-    #[arg(long, default_value_t = pairlens::io::image::DEFAULT_MAX_PIXELS)]
+    #[arg(long, default_value_t = pairlens::io::image::DEFAULT_MAX_PIXELS,
+          value_parser = clap::value_parser!(u64).range(1..), allow_negative_numbers = true)]
     pub max_pixels: u64,
+}
+
+/// Text arguments (captions): clap's own check names no argument, this one names the flag and
+/// shows the text with the bad bytes replaced.
+pub fn utf8_text() -> impl clap::builder::TypedValueParser<Value = String> {
+    use clap::builder::TypedValueParser;
+    clap::builder::OsStringValueParser::new().try_map(|s| {
+        s.into_string()
+            .map_err(|s| format!("{:?} is not valid UTF-8", s.to_string_lossy()))
+    })
 }
 
 impl ImageLimit {

@@ -84,6 +84,14 @@ pub fn cosine(a: &Tensor, b: &Tensor) -> Result<f32> {
 }
 
 impl Explanation {
+    /// Bytes it holds (the interaction matrix and the token strings), for caches bounded in
+    /// memory.
+    pub fn bytes(&self) -> usize {
+        let matrix = self.interactions.elem_count() * self.interactions.dtype().size_in_bytes();
+        let tokens: usize = self.tokens.iter().map(|t| t.len() + 24).sum();
+        matrix + tokens + std::mem::size_of::<Self>()
+    }
+
     /// A = U Vᵀ (rows: text tokens, columns: image tokens), normalised per the mode.
     pub fn combine(
         text: &TowerSide,

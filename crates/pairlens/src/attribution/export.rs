@@ -1,9 +1,14 @@
 //! Explanations as a safetensors file, readable from Python with `safetensors.numpy.load_file`.
 //!
-//! One caption: tensors `interactions` `[tokens, image_tokens]`, `score` `[1]`, `residual` `[1]`,
-//! `reference_terms` `[3]` (f(x)·g(r), f̃(r)·g(y), f̃(r)·g(r)), `exclip_terms` `[4]` (exclip's
-//! lhs cosines). Several captions: the same names prefixed `caption{c}/`. The metadata holds the
-//! tokens and settings as JSON strings.
+//! One caption: tensors `interactions` `[tokens, image_tokens]` (CLS column first), `score`
+//! `[1]`, `residual` `[1]`, and one `[1]` tensor per reference term, named as in the JSON
+//! output so that no position has to be remembered: `reference_terms/text_vs_image_reference`
+//! (f(x)·g(r_y)), `reference_terms/text_reference_vs_image` (f̃(r_x)·g(y)),
+//! `reference_terms/reference_vs_reference` (f̃(r_x)·g(r_y)), and exclip's cosines
+//! `exclip_terms/score`, `exclip_terms/text_vs_image_reference`,
+//! `exclip_terms/text_reference_vs_image`, `exclip_terms/reference_vs_reference`. Several
+//! captions: the same names prefixed `caption{k}/`, k counting from 1 like the HTML report and
+//! the PNG files. The metadata holds the tokens and settings as JSON strings.
 
 use super::Explanation;
 use crate::{Error, Result};
@@ -23,7 +28,7 @@ pub fn save(
         let prefix = if explanations.len() == 1 {
             String::new()
         } else {
-            format!("caption{c}/")
+            format!("caption{}/", c + 1)
         };
         let dims = e.interactions.dims().to_vec();
         let values: Vec<f32> = e.interactions.flatten_all()?.to_vec1()?;
@@ -36,25 +41,21 @@ pub fn save(
         push("interactions", dims, &values);
         push("score", vec![1], &[e.score]);
         push("residual", vec![1], &[e.residual]);
-        push(
-            "reference_terms",
-            vec![3],
-            &[
-                r.text_vs_image_reference,
-                r.text_reference_vs_image,
-                r.reference_vs_reference,
-            ],
-        );
-        push(
-            "exclip_terms",
-            vec![4],
-            &[
-                x.score,
-                x.text_vs_image_reference,
-                x.text_reference_vs_image,
-                x.reference_vs_reference,
-            ],
-        );
+        for (name, v) in [
+            ("text_vs_image_reference", r.text_vs_image_reference),
+            ("text_reference_vs_image", r.text_reference_vs_image),
+            ("reference_vs_reference", r.reference_vs_reference),
+        ] {
+            push(&format!("reference_terms/{name}"), vec![1], &[v]);
+        }
+        for (name, v) in [
+            ("score", x.score),
+            ("text_vs_image_reference", x.text_vs_image_reference),
+            ("text_reference_vs_image", x.text_reference_vs_image),
+            ("reference_vs_reference", x.reference_vs_reference),
+        ] {
+            push(&format!("exclip_terms/{name}"), vec![1], &[v]);
+        }
         metadata.insert(
             format!("{prefix}tokens"),
             serde_json::to_string(&e.tokens).unwrap_or_default(),

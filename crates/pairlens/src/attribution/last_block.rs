@@ -29,7 +29,7 @@ use super::side::PathEnds;
 use crate::model::{mlp_half, ops, MlpHalf, Stack};
 use crate::model::{Block, LayerNorm, Linear, TransformerConfig};
 use crate::progress::Progress;
-use crate::Result;
+use crate::{Error, Result};
 
 /// A tower from the input of its last block on: that block, the final LayerNorm, the projection.
 pub(crate) struct LastBlock<'a> {
@@ -468,6 +468,9 @@ pub(crate) fn integrate(
         }
         rest = (rest + sub)?;
         progress.advance((tokens * n) as u64);
+        if progress.cancelled() {
+            return Err(Error::Cancelled);
+        }
     }
     // Σ_n weight_n Pγ v: fc2 and the projection once, on the path sums.
     let v_sum = (acc_x + ops::linear_tangent(&acc_m, &w.fc2)?)?;

@@ -26,5 +26,5 @@ pub use explanation::{
     cosine, patch_weights, region_scores, span_rows, ExclipTerms, Explanation, ReferenceTerms,
     SpanHeatmap,
 };
-pub use settings::{ImageReference, Mode, Settings};
+pub use settings::{ImageReference, Mode, Settings, LARGE_STEPS, MAX_STEPS};
 pub use side::{image_side, text_side, TowerSide};

@@ -55,6 +55,18 @@ pub enum ImageReference {
     Tensor(Tensor),
 }
 
+/// The most path points N an explanation may use. The path sum's error falls like 1/N (the
+/// residual shows it: a few per cent of the score at N = 10, under one per cent at N = 50 on the
+/// fixtures), so N beyond a few hundred changes nothing visible, while the work below a tower's
+/// last block grows linearly with N: the limit turns a typo such as `--steps 1000000` into an
+/// error instead of days of computing. A front end may set a lower limit of its own (the viewer,
+/// interactive, does).
+pub const MAX_STEPS: usize = 1000;
+
+/// Above this N, a split below a tower's last block gets [`Settings::cost_warning`]: N = 10–50
+/// is what the method needs in practice.
+pub const LARGE_STEPS: usize = 50;
+
 /// What an explanation computes. [`crate::Explainer::default_settings`] gives a model's
 /// defaults (the last block of each tower, N = 10, exclip mode).
 #[derive(Clone, Debug)]
@@ -121,6 +133,13 @@ impl Settings {
         if self.steps == 0 {
             return Err(Error::InvalidArgument("steps must be at least 1".into()));
         }
+        if self.steps > MAX_STEPS {
+            return Err(Error::InvalidArgument(format!(
+                "steps {} is too many: at most {MAX_STEPS} (the residual falls like 1/N; N = 10–50 \
+                 usually suffices)",
+                self.steps
+            )));
+        }
         if self.text_reference_len + 2 > model.text.config.context_length {
             return Err(Error::InvalidArgument(format!(
                 "text reference length {} does not fit the context length {}",
@@ -139,6 +158,34 @@ impl Settings {
         Ok(())
     }
 
+    /// A warning for valid settings that will be slow for no benefit: more than [`LARGE_STEPS`]
+    /// path points where a split lies below its tower's last block. There every path point is a
+    /// batch of tangents through all the blocks after the split, so the time grows in proportion
+    /// to N; at the last block the closed form makes N nearly free, and no warning is given.
+    pub fn cost_warning(&self, model: &ClipModel) -> Option<String> {
+        let text_deep = !model.text.config.transformer.is_last(self.text_layer);
+        let image_deep = !model.vision.config.transformer.is_last(self.image_layer);
+        if self.steps <= LARGE_STEPS || !(text_deep || image_deep) {
+            return None;
+        }
+        let below = match (text_deep, image_deep) {
+            (true, true) => format!(
+                "text layer {} and image layer {}",
+                self.text_layer, self.image_layer
+            ),
+            (true, false) => format!("text layer {}", self.text_layer),
+            _ => format!("image layer {}", self.image_layer),
+        };
+        let defaults = Settings::default().steps;
+        Some(format!(
+            "N = {} path points at {below} (below the last block): each point costs a pass \
+             through every later block, so this takes about {}× as long as N = {defaults}; \
+             N = 10–50 usually suffices (the residual shows how close the sum is)",
+            self.steps,
+            self.steps.div_ceil(defaults)
+        ))
+    }
+
     /// α_n = 1 − n/N, n = 0, 1, …, as exclip's `torch.arange(1, 0, -1/N)`: N points, α = 1
     /// first, α = 0 excluded — except that torch computes the length as ceil(1 / (1/N)) in
     /// floating point, which gives N + 1 points for some N (49, 98, 103, 107, 196, …; the extra
@@ -154,6 +201,61 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::{ClipConfig, ClipWeights, TextTower, VisionTower};
+
+    fn model() -> ClipModel {
+        let config = ClipConfig::tiny();
+        let w = ClipWeights::random(&config, 3).unwrap();
+        ClipModel {
+            text: TextTower {
+                config: config.text.clone(),
+                weights: w.text,
+            },
+            vision: VisionTower {
+                config: config.vision.clone(),
+                weights: w.vision,
+            },
+            logit_scale: w.logit_scale,
+        }
+    }
+
+    /// N is capped with an error that says the limit; large N below the last block is allowed
+    /// with a warning saying what it costs, at the last block silently.
+    #[test]
+    fn steps_limit_and_cost_warning() {
+        let model = model();
+        let last = Settings::for_model(&model);
+        let with = |steps, layer| Settings {
+            steps,
+            text_layer: layer,
+            image_layer: layer,
+            ..last.clone()
+        };
+        let e = with(1_000_000, last.text_layer)
+            .validate(&model)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("steps 1000000 is too many") && e.contains(&format!("at most {MAX_STEPS}")),
+            "{e}"
+        );
+        assert!(with(MAX_STEPS, 0).validate(&model).is_ok());
+        assert_eq!(with(MAX_STEPS, last.text_layer).cost_warning(&model), None);
+        assert_eq!(with(LARGE_STEPS, 0).cost_warning(&model), None);
+        let w = with(500, 0).cost_warning(&model).expect("a warning");
+        assert!(
+            w.contains("N = 500")
+                && w.contains("text layer 0 and image layer 0")
+                && w.contains("50×"),
+            "{w}"
+        );
+        let only_image = Settings {
+            image_layer: 0,
+            ..with(200, last.text_layer)
+        };
+        let w = only_image.cost_warning(&model).expect("a warning");
+        assert!(w.contains("at image layer 0 (below"), "{w}");
+    }
 
     #[test]
     fn path_points_follow_torch_arange() {

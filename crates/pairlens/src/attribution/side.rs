@@ -242,6 +242,9 @@ fn integrate(
                 Some(s) => (s + chunk_sum)?,
             });
             progress.advance(((row1 - row0) * p) as u64);
+            if progress.cancelled() {
+                return Err(Error::Cancelled);
+            }
         }
         sums.push(sum.expect("at least one path point"));
     }
@@ -368,6 +371,45 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    /// A caller that no longer wants the work (a viewer client gone, Ctrl-C in a notebook)
+    /// stops it after the first chunk of path points: both routes, both towers.
+    #[test]
+    fn a_cancelled_computation_stops_with_cancelled() {
+        struct Cancelled(u64);
+        impl Progress for Cancelled {
+            fn start(&mut self, _: &str, _: u64) {}
+            fn advance(&mut self, done: u64) {
+                self.0 += done;
+            }
+            fn cancelled(&self) -> bool {
+                true
+            }
+        }
+        let m = model(DType::F32);
+        let caption = encoded(&[38, 5, 17, 3, 39], 8);
+        let reference = encoded(&[38, 0, 39], 8);
+        let pixels = crate::model::Rng::new(3)
+            .tensor(&[3, 8, 12], 0.0, 1.0)
+            .unwrap();
+        let last = m.vision.config.transformer.layers - 1;
+        for (route, layer) in [(Route::ClosedForm, last), (Route::Jvp, 0)] {
+            let settings = Settings {
+                text_layer: layer,
+                image_layer: layer,
+                steps: 50,
+                max_batch_elements: 1500,
+                ..Settings::default()
+            };
+            let mut p = Cancelled(0);
+            let r = text_side_by(&m, &caption, &reference, &settings, &mut p, route);
+            assert!(matches!(r, Err(Error::Cancelled)), "text {route:?}");
+            let mut q = Cancelled(0);
+            let r = image_side_by(&m, &pixels, &settings, &mut q, route);
+            assert!(matches!(r, Err(Error::Cancelled)), "image {route:?}");
+            assert!(p.0 < 5 * 50 && q.0 < 96 * 50, "{route:?}: stopped early");
         }
     }
 }

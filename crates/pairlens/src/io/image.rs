@@ -192,9 +192,29 @@ pub fn decode_file(path: &Path) -> Result<DecodedImage> {
 /// [`decode_file`] for images of at most `max_pixels`. The file's size is bounded by the
 /// limit too, so neither reading nor decoding can take memory the limit does not allow.
 pub fn decode_file_within(path: &Path, max_pixels: u64) -> Result<DecodedImage> {
-    let len = std::fs::metadata(path)
-        .map_err(|e| Error::io(path, e))?
-        .len();
+    let bytes = read_image_file(path, max_pixels)?;
+    decode_bytes_within(&bytes, path, max_pixels)
+}
+
+/// The bytes of an image file of at most `max_pixels`, undecoded: refused when it is not a
+/// regular file, is empty, or is larger than such an image can be.
+pub fn read_image_file(path: &Path, max_pixels: u64) -> Result<Vec<u8>> {
+    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    // A device or a pipe has no size to check, may never end (/dev/zero) or block forever
+    // (a FIFO with no writer): only regular files are images.
+    if meta.is_dir() {
+        return Err(img_err(path, "is a directory, not an image file"));
+    }
+    if !meta.is_file() {
+        return Err(img_err(
+            path,
+            "not a regular file (a device, pipe or socket): give an image file",
+        ));
+    }
+    let len = meta.len();
+    if len == 0 {
+        return Err(img_err(path, "the file is empty"));
+    }
     // No format stores pixels in more than ~5 bytes each; the floor leaves room for metadata.
     let max_bytes = (64 << 20).max(5 * max_pixels);
     if len > max_bytes {
@@ -209,8 +229,14 @@ pub fn decode_file_within(path: &Path, max_pixels: u64) -> Result<DecodedImage> 
             ),
         ));
     }
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    decode_bytes_within(&bytes, path, max_pixels)
+    // Read at most what the size check allowed, should the file grow meanwhile.
+    let mut bytes = Vec::with_capacity(len as usize);
+    std::fs::File::open(path)
+        .and_then(|f| {
+            std::io::Read::read_to_end(&mut std::io::Read::take(f, max_bytes), &mut bytes)
+        })
+        .map_err(|e| Error::io(path, e))?;
+    Ok(bytes)
 }
 
 /// Decode in-memory file bytes of an image of at most [`DEFAULT_MAX_PIXELS`]; `path` is only
@@ -224,6 +250,9 @@ pub fn decode_bytes(bytes: &[u8], path: &Path) -> Result<DecodedImage> {
 /// claim a huge image).
 pub fn decode_bytes_within(bytes: &[u8], path: &Path, max_pixels: u64) -> Result<DecodedImage> {
     let gate = Gate { path, max_pixels };
+    if bytes.is_empty() {
+        return Err(img_err(path, "the file is empty"));
+    }
     if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
         decode_png(bytes, gate)
     } else if bytes.starts_with(&[0xFF, 0xD8]) {
@@ -393,10 +422,14 @@ fn decode_png(bytes: &[u8], gate: Gate) -> Result<DecodedImage> {
     gate.check(w, h)?;
     let bits = depth as u8;
     if color == ColorType::Grayscale && depth == BitDepth::Sixteen {
-        // Pillow opens this as "I;16", which resamples in 16 bits before clipping to 8.
+        // Pillow opens this as "I;16" and CLIP's `convert("RGB")` clips every value above 255
+        // (both transformers and open_clip), so the model would see a white image, not the
+        // picture: refused rather than matched.
         return Err(img_err(
             path,
-            "16-bit greyscale PNG (Pillow mode I;16) is not supported; convert it to 8-bit",
+            "16-bit greyscale PNG is not supported: Pillow opens it as mode I;16, whose RGB \
+             conversion in CLIP preprocessing turns every value above 255 white; convert it to \
+             8-bit first",
         ));
     }
     let size = reader
@@ -467,6 +500,21 @@ fn decode_png(bytes: &[u8], gate: Gate) -> Result<DecodedImage> {
                 transparency,
             }
         }
+        // Pillow opens 16-bit grey + alpha as RGBA (unpacker "LA;16B"), grey replicated.
+        ColorType::GrayscaleAlpha if bits == 16 => DecodedImage {
+            width: w,
+            height: h,
+            mode: Mode::Rgba,
+            data: s
+                .chunks_exact(2)
+                .flat_map(|p| {
+                    let (l, a) = (to8(p[0]), to8(p[1]));
+                    [l, l, l, a]
+                })
+                .collect(),
+            pil_mode: PilMode::Rgba,
+            transparency: None,
+        },
         ColorType::GrayscaleAlpha => DecodedImage {
             width: w,
             height: h,
@@ -619,6 +667,48 @@ mod tests {
         out.clear();
         unpack_row(&[0b1010_0000], 1, 3, &mut out);
         assert_eq!(out, vec![1, 0, 1]);
+    }
+
+    /// A 16-bit PNG of `samples` in the given colour type, written with the png crate.
+    fn png16(w: u32, h: u32, color: png::ColorType, samples: &[u16]) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut enc = png::Encoder::new(&mut out, w, h);
+        enc.set_color(color);
+        enc.set_depth(png::BitDepth::Sixteen);
+        let bytes: Vec<u8> = samples.iter().flat_map(|v| v.to_be_bytes()).collect();
+        let mut writer = enc.write_header().unwrap();
+        writer.write_image_data(&bytes).unwrap();
+        writer.finish().unwrap();
+        out
+    }
+
+    /// 16-bit greyscale is refused with the reason (Pillow's I;16 turns white through CLIP's
+    /// RGB conversion); the other 16-bit layouts keep the high byte, as Pillow does (pixel
+    /// parity with Pillow: tests/preprocess_parity.rs).
+    #[test]
+    fn sixteen_bit_png_layouts() {
+        let path = Path::new("deep.png");
+        let grey = png16(2, 1, png::ColorType::Grayscale, &[0x1234, 0xffff]);
+        let e = decode_bytes(&grey, path).unwrap_err().to_string();
+        assert!(
+            e.contains("deep.png") && e.contains("16-bit greyscale") && e.contains("8-bit"),
+            "{e}"
+        );
+        let la = png16(
+            2,
+            1,
+            png::ColorType::GrayscaleAlpha,
+            &[0x1234, 0xff00, 0xabcd, 0x0080],
+        );
+        let d = decode_bytes(&la, path).unwrap();
+        assert_eq!((d.mode, d.pil_mode), (Mode::Rgba, PilMode::Rgba));
+        assert_eq!(d.data, [0x12, 0x12, 0x12, 0xff, 0xab, 0xab, 0xab, 0x00]);
+        let rgb = png16(1, 1, png::ColorType::Rgb, &[0x0102, 0x0304, 0xfffe]);
+        let d = decode_bytes(&rgb, path).unwrap();
+        assert_eq!(
+            (d.pil_mode, d.data.as_slice()),
+            (PilMode::Rgb, &[1u8, 3, 255][..])
+        );
     }
 
     #[test]

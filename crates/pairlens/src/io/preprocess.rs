@@ -12,7 +12,7 @@ use std::path::Path;
 use candle_core::{Device, Tensor};
 use serde_json::Value;
 
-use crate::io::image::{decode_file, DecodedImage, Mode, PilMode};
+use crate::io::image::{decode_file, DecodedImage, Mode, PilMode, DEFAULT_MAX_PIXELS};
 use crate::io::resample::{self, Filter};
 use crate::{Error, Result};
 
@@ -178,10 +178,34 @@ impl Geometry {
         Ok(self.box_to_input(clipped))
     }
 
+    /// (w, h) of the image after resizing, before the crop.
+    pub fn resized(&self) -> (usize, usize) {
+        self.resized
+    }
+
+    /// (x, y) of the crop window's top-left corner in the resized image.
+    pub fn crop_offset(&self) -> (usize, usize) {
+        self.crop_offset
+    }
+
+    /// Whether the crop cuts part of the resized image away, so that the model does not see the
+    /// whole image: boxes and heatmaps only cover [`Geometry::visible`].
+    pub fn crops(&self) -> bool {
+        self.resized.0 > self.input.0 || self.resized.1 > self.input.1
+    }
+
+    /// The part of the original image the network input shows, `[x0, y0, x1, y1]` in original
+    /// pixels.
+    pub fn visible(&self) -> [f32; 4] {
+        let (x0, y0) = self.to_original(0.0, 0.0);
+        let (x1, y1) = self.to_original(self.input.0 as f32, self.input.1 as f32);
+        let (w, h) = (self.original.0 as f32, self.original.1 as f32);
+        [x0.max(0.0), y0.max(0.0), x1.min(w), y1.min(h)]
+    }
+
     /// Inverse of [`Geometry::to_input`].
-    #[cfg(test)]
     #[allow(clippy::wrong_self_convention)] // takes `&self` like `to_input`
-    fn to_original(&self, x: f32, y: f32) -> (f32, f32) {
+    pub fn to_original(&self, x: f32, y: f32) -> (f32, f32) {
         let sx = self.resized.0 as f32 / self.original.0 as f32;
         let sy = self.resized.1 as f32 / self.original.1 as f32;
         (
@@ -237,10 +261,24 @@ fn as_size(v: &Value, key: &str, path: &Path) -> Result<usize> {
         .ok_or_else(|| bad(path, format!("`{key}` must be a positive integer, got {v}")))
 }
 
+/// What a one-entry list means for a per-channel field. The two reference pipelines disagree:
+/// transformers' `CLIPImageProcessorPil` (`normalize`) refuses a list whose length is not the
+/// channel count and broadcasts only a bare number, while open_clip hands the list to
+/// torchvision's `Normalize`, whose tensor arithmetic broadcasts a single entry (both checked
+/// with transformers 5.25 and open_clip 3.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum OneEntryList {
+    /// An error naming the file and the field (HF).
+    Reject,
+    /// The entry for every channel (open_clip).
+    Broadcast,
+}
+
 fn get_triple(
     obj: &serde_json::Map<String, Value>,
     key: &str,
     default: [f32; 3],
+    one_entry: OneEntryList,
     path: &Path,
 ) -> Result<[f32; 3]> {
     let err = |v: &Value| {
@@ -258,7 +296,18 @@ fn get_triple(
         Some(v @ Value::Array(a)) => {
             if a.len() == 1 {
                 let x = a[0].as_f64().ok_or_else(|| err(v))? as f32;
-                return Ok([x; 3]);
+                return match one_entry {
+                    OneEntryList::Broadcast => Ok([x; 3]),
+                    OneEntryList::Reject => Err(bad(
+                        path,
+                        format!(
+                            "`{key}` {v} has 1 entry but the model has 3 channels: give one per \
+                             channel (R, G, B), or a bare number ({}) for all three, as \
+                             transformers' CLIPImageProcessorPil requires",
+                            a[0]
+                        ),
+                    )),
+                };
             }
             if a.len() != 3 {
                 return Err(err(v));
@@ -372,8 +421,9 @@ impl PreprocessConfig {
             cfg.scaling = PixelScaling::None;
         }
         if get_bool(obj, "do_normalize", true, path)? {
-            cfg.mean = get_triple(obj, "image_mean", OPENAI_CLIP_MEAN, path)?;
-            cfg.std = get_triple(obj, "image_std", OPENAI_CLIP_STD, path)?;
+            let reject = OneEntryList::Reject;
+            cfg.mean = get_triple(obj, "image_mean", OPENAI_CLIP_MEAN, reject, path)?;
+            cfg.std = get_triple(obj, "image_std", OPENAI_CLIP_STD, reject, path)?;
             if cfg.std.contains(&0.0) {
                 return Err(bad(path, "`image_std` contains 0"));
             }
@@ -509,8 +559,9 @@ impl PreprocessConfig {
                 ))
             }
         };
-        let mean = get_triple(obj, "mean", OPENAI_CLIP_MEAN, path)?;
-        let std = get_triple(obj, "std", OPENAI_CLIP_STD, path)?;
+        let broadcast = OneEntryList::Broadcast;
+        let mean = get_triple(obj, "mean", OPENAI_CLIP_MEAN, broadcast, path)?;
+        let std = get_triple(obj, "std", OPENAI_CLIP_STD, broadcast, path)?;
         if std.contains(&0.0) {
             return Err(bad(path, "`std` contains 0"));
         }
@@ -534,8 +585,10 @@ impl PreprocessConfig {
             ResizeMode::Exact { height, width } => (width, height),
             ResizeMode::ShortestEdge(s) => {
                 let (short, long) = if w <= h { (w, h) } else { (h, w) };
-                // Python: int(s * long / short), true division of exact integers.
-                let new_long = ((s * long) as f64 / short as f64) as usize;
+                // Python: int(s * long / short), true division of exact integers (the product
+                // in u128 cannot overflow; the conversion saturates, for [`Self::check_image`]
+                // to refuse).
+                let new_long = ((s as u128 * long as u128) as f64 / short as f64) as usize;
                 if w <= h {
                     (s, new_long)
                 } else {
@@ -603,9 +656,31 @@ impl PreprocessConfig {
                 img.width, img.height
             )));
         }
-        Ok(())
+        // A thin strip resized to the model's short side grows by the model's size over its
+        // width (1 x 4 000 000 pixels to 224 x 896 000 000): refused before anything is
+        // allocated, as is a configuration asking for a huge crop.
+        let (cw, ch) = self.crop.map_or((rw, rh), |(h, w)| (w, h));
+        let too_many = |w: usize, h: usize| w as u128 * h as u128 > MAX_RESIZED_PIXELS as u128;
+        let (what, w, h, why) = if too_many(rw, rh) {
+            ("resizes to", rw, rh, "its aspect ratio is too extreme")
+        } else if too_many(cw, ch) {
+            ("is cropped to", cw, ch, "a huge input size")
+        } else {
+            return Ok(());
+        };
+        Err(Error::InvalidArgument(format!(
+            "image of {}x{} {what} {w}x{h} for the model, more than {} megapixels: {why}",
+            img.width,
+            img.height,
+            MAX_RESIZED_PIXELS / 1_000_000
+        )))
     }
 }
+
+/// The most pixels preprocessing makes of an image at any step (the resize, the crop): as many
+/// as the largest image decoded by default. Only an image of extreme aspect ratio, or a
+/// configuration asking for a huge size, comes near it.
+pub const MAX_RESIZED_PIXELS: u64 = DEFAULT_MAX_PIXELS;
 
 /// Resize, crop and convert to 8-bit RGB: everything before the float conversion.
 pub fn preprocess_u8(img: &DecodedImage, cfg: &PreprocessConfig) -> Result<CroppedRgb> {
@@ -707,6 +782,41 @@ pub fn preprocess_file(path: &Path, cfg: &PreprocessConfig) -> Result<Preprocess
 mod tests {
     use super::*;
 
+    /// Found by `fuzz/` (image_decode): a 1 x 4 000 000 PNG (8 KB) was resized to
+    /// 32 x 128 000 000 before the crop, and a 1 x 40 000 000 one (78 KB, within the decoding
+    /// limit) asked for 224 x 8 960 000 000 pixels; a preprocessor config's huge
+    /// `shortest_edge` overflowed `s * long`.
+    #[test]
+    fn extreme_aspect_ratios_are_refused_before_allocating() {
+        let strip = |w: usize, h: usize| DecodedImage::from_raw(w, h, Mode::L, vec![128; w * h]);
+        let square =
+            PreprocessConfig::from_open_clip(&Value::Null, (32, 32), Path::new("x")).unwrap();
+        let err = preprocess(&strip(1, 4_000_000).unwrap(), &square).unwrap_err();
+        assert!(
+            matches!(&err, Error::InvalidArgument(m) if m.contains("1x4000000 resizes to 32x128000000")),
+            "{err}"
+        );
+        // Moderately thin images still work, on both pipelines.
+        for cfg in [&square, &PreprocessConfig::hf_default((32, 32))] {
+            let p = preprocess(&strip(3, 1000).unwrap(), cfg).unwrap();
+            assert_eq!(p.geometry.resized, (32, 10_666));
+            assert_eq!(p.pixels.dims(), [3, 32, 32]);
+        }
+        // Sizes from a hostile config: no overflow, a refusal.
+        let huge: Value = serde_json::json!({"size": {"shortest_edge": u64::MAX}});
+        let cfg = PreprocessConfig::from_hf_json(&huge, Path::new("x")).unwrap();
+        assert_eq!(cfg.resized_size(2, 3).1, usize::MAX);
+        assert!(preprocess(&strip(2, 3).unwrap(), &cfg).is_err());
+        let crop: Value =
+            serde_json::json!({"crop_size": {"height": 1_000_000, "width": 1_000_000}});
+        let cfg = PreprocessConfig::from_hf_json(&crop, Path::new("x")).unwrap();
+        let err = preprocess(&strip(2, 3).unwrap(), &cfg).unwrap_err();
+        assert!(
+            err.to_string().contains("cropped to 1000000x1000000"),
+            "{err}"
+        );
+    }
+
     #[test]
     fn shortest_edge_sizes_follow_python_int() {
         let cfg = PreprocessConfig::hf_default((224, 224));
@@ -737,6 +847,20 @@ mod tests {
         assert!((x - (320.0 * 298.0 / 640.0 - 37.0)).abs() < 1e-4 && (y - 112.0).abs() < 1e-4);
         let (x0, y0) = g.to_original(x, y);
         assert!((x0 - 320.0).abs() < 1e-3 && (y0 - 240.0).abs() < 1e-3);
+        // The crop keeps x 37..261 of the 298 resized columns: 79.5..560.9 of the original.
+        assert!(g.crops());
+        let v = g.visible();
+        let want = [37.0 * 640.0 / 298.0, 0.0, 261.0 * 640.0 / 298.0, 480.0];
+        assert!(
+            v.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-3),
+            "{v:?}"
+        );
+        // A square image is resized, not cropped.
+        let img = DecodedImage::from_raw(50, 50, Mode::L, vec![0; 2500]).unwrap();
+        let g = preprocess_u8(&img, &PreprocessConfig::hf_default((16, 16)))
+            .unwrap()
+            .geometry;
+        assert!(!g.crops() && g.visible() == [0.0, 0.0, 50.0, 50.0]);
     }
 
     #[test]
@@ -765,5 +889,36 @@ mod tests {
         assert!(e.to_string().contains("resample"), "{e}");
         let v = serde_json::json!({"size": {"shortest_edge": 10, "longest_edge": 20}});
         assert!(PreprocessConfig::from_hf_json(&v, p).is_err());
+    }
+
+    /// A per-channel field as HF and open_clip read it: a bare number is every channel's in
+    /// both, a one-entry list only in open_clip (HF's PIL processor refuses it), other lengths
+    /// in neither.
+    #[test]
+    fn one_entry_mean_and_std() {
+        let hf = Path::new("preprocessor_config.json");
+        for key in ["image_mean", "image_std"] {
+            let c = PreprocessConfig::from_hf_json(&serde_json::json!({ key: 0.5 }), hf).unwrap();
+            assert_eq!(if key == "image_mean" { c.mean } else { c.std }, [0.5; 3]);
+            let e = PreprocessConfig::from_hf_json(&serde_json::json!({ key: [0.5] }), hf)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("preprocessor_config.json")
+                    && e.contains(&format!("`{key}` [0.5] has 1 entry"))
+                    && e.contains("3 channels"),
+                "{e}"
+            );
+            let e = PreprocessConfig::from_hf_json(&serde_json::json!({ key: [0.5, 0.5] }), hf)
+                .unwrap_err();
+            assert!(e.to_string().contains(key), "{e}");
+        }
+        let oc = Path::new("open_clip_config.json");
+        let v = serde_json::json!({"mean": [0.5], "std": 0.25});
+        let c = PreprocessConfig::from_open_clip(&v, (16, 16), oc).unwrap();
+        assert_eq!((c.mean, c.std), ([0.5; 3], [0.25; 3]));
+        let v = serde_json::json!({"mean": [0.5, 0.5]});
+        let e = PreprocessConfig::from_open_clip(&v, (16, 16), oc).unwrap_err();
+        assert!(e.to_string().contains("open_clip_config.json"), "{e}");
     }
 }

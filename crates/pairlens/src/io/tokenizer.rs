@@ -891,6 +891,81 @@ impl ClipTokenizer {
         Encoded { ids, len, tokens }
     }
 
+    /// The words of `caption` that the vocabulary does not hold, in order, each once: the
+    /// tokenizer replaces them by its unknown token (`<unk>`), so the model reads nothing of
+    /// them, and a caption of unknown words still gets a score. Neighbouring unknown pieces
+    /// ("red-hot" split at the hyphen) are reported as one word. Always empty for byte-level
+    /// vocabularies such as CLIP's, which spell any text.
+    pub fn unknown_words(&self, caption: &str) -> Result<Vec<String>> {
+        if self.clip_bpe.is_some() {
+            return Ok(Vec::new());
+        }
+        let Some((unk, unk_name)) = self.unknown_token() else {
+            return Ok(Vec::new());
+        };
+        let text = self.clean(caption);
+        let enc = self
+            .tok
+            .encode(text.as_str(), false)
+            .map_err(|e| Error::Caption {
+                caption: caption.to_string(),
+                msg: format!("{}: {e}", self.source),
+            })?;
+        // (start, end) byte ranges of the unknown pieces, neighbours merged.
+        let mut spans: Vec<(usize, usize)> = Vec::new();
+        for (&id, &(start, end)) in enc.get_ids().iter().zip(enc.get_offsets()) {
+            // The unknown token's own text (CLIP's HF BPE names EOT as unknown) is no word.
+            let piece = text.get(start..end).unwrap_or("");
+            if id != unk || piece.is_empty() || piece == unk_name {
+                continue;
+            }
+            match spans.last_mut() {
+                Some(last) if last.1 == start => last.1 = end,
+                _ => spans.push((start, end)),
+            }
+        }
+        let mut words: Vec<String> = Vec::new();
+        for (start, end) in spans {
+            let word = text[start..end].to_string();
+            if !words.contains(&word) {
+                words.push(word);
+            }
+        }
+        Ok(words)
+    }
+
+    /// The unknown token's id and text, where the vocabulary's model has one in the vocabulary.
+    fn unknown_token(&self) -> Option<(u32, String)> {
+        use tokenizers::models::ModelWrapper;
+        let name = match self.tok.get_model() {
+            ModelWrapper::BPE(m) => m.unk_token.clone()?,
+            ModelWrapper::WordPiece(m) => m.unk_token.clone(),
+            ModelWrapper::WordLevel(m) => m.unk_token.clone(),
+            // Unigram keeps its unknown id private; CLIP-style models do not use it.
+            ModelWrapper::Unigram(_) => return None,
+        };
+        Some((self.tok.token_to_id(&name)?, name))
+    }
+
+    /// Every token of the vocabulary in id order, as [`Encoded::tokens`] shows them (end-of-word
+    /// marks stripped, byte-level encoding undone), each form once, special tokens left out:
+    /// what captions are made of. For a word-level vocabulary (the built-in model's) these are
+    /// the words it knows; for a byte-level one, pieces of words that spell any text.
+    pub fn vocabulary(&self) -> Vec<String> {
+        let added = self.tok.get_added_tokens_decoder();
+        let mut seen = std::collections::HashSet::new();
+        (0..self.vocab_size as u32)
+            .filter(|id| ![self.sot, self.eot, self.pad].contains(id))
+            .filter(|id| !added.get(id).is_some_and(|a| a.special))
+            .filter(|&id| match self.clip_bpe {
+                Some(b) => b.token(id).is_some(),
+                None => self.tok.id_to_token(id).is_some(),
+            })
+            .map(|id| self.token_str(id))
+            .filter(|t| seen.insert(t.clone()))
+            .collect()
+    }
+
     /// Human-readable form of one id: `<sot>`/`<eot>`, end-of-word marker stripped, byte-level
     /// encoding undone (stray bytes of a split character shown as `<0xNN>`).
     fn token_str(&self, id: u32) -> String {
@@ -945,6 +1020,49 @@ mod tests {
         assert_eq!(e[b' ' as usize], 'Ġ');
         assert_eq!(e[0], 'Ā');
         assert_eq!(readable_bytes(&[0xF0, 0x9F, b'a']), "<0xF0><0x9F>a");
+    }
+
+    /// A word-level vocabulary like the built-in model's names the words it turns into
+    /// `<unk>`, once each, neighbours joined; a byte-level one has none.
+    #[test]
+    fn unknown_words_and_vocabulary() {
+        let dir = std::env::temp_dir().join(format!("pairlens-unk-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("tokenizer.json");
+        let vocab = serde_json::json!({"<pad>": 0, "<unk>": 1, "<|startoftext|>": 2,
+            "<|endoftext|>": 3, "a": 4, "bag": 5, "red": 6});
+        let added: Vec<_> = ["<pad>", "<unk>", "<|startoftext|>", "<|endoftext|>"]
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                serde_json::json!({"id": i, "content": t, "special": true,
+                "single_word": false, "lstrip": false, "rstrip": false, "normalized": false})
+            })
+            .collect();
+        let json = serde_json::json!({
+            "version": "1.0", "truncation": null, "padding": null, "added_tokens": added,
+            "normalizer": {"type": "Lowercase"}, "pre_tokenizer": {"type": "Whitespace"},
+            "post_processor": null, "decoder": null,
+            "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "<unk>"}
+        });
+        std::fs::write(&path, json.to_string()).unwrap();
+        let t = ClipTokenizer::from_file(&path, TextCleaning::None, 16, None).unwrap();
+        let words = t
+            .unknown_words("A Red bag, a blue-green bag and a blue one")
+            .unwrap();
+        assert_eq!(words, [",", "blue-green", "and", "blue", "one"]);
+        assert_eq!(t.unknown_words("a red bag").unwrap(), Vec::<String>::new());
+        assert_eq!(t.vocabulary(), ["a", "bag", "red"]);
+        std::fs::remove_dir_all(&dir).ok();
+
+        let clip = ClipTokenizer::bundled_open_clip(77).unwrap();
+        assert!(clip.unknown_words("zxqv blorp 🙂").unwrap().is_empty());
+        let v = clip.vocabulary();
+        assert!(
+            v.len() > 30_000 && v.contains(&"dog".to_string()),
+            "{}",
+            v.len()
+        );
     }
 
     #[test]

@@ -2,13 +2,12 @@
 //! colour bar. Parts of the image the model never sees (cropped away) are dimmed.
 
 use super::colormap::{diverging, symmetric_limit};
-use super::font::{draw_text, text_width};
+use super::font::{draw_text, Title};
 use image::{Rgb, RgbImage};
 
 /// Maps a point of the original image to network-input pixel coordinates.
 pub type ToInput<'a> = &'a dyn Fn(f32, f32) -> (f32, f32);
 
-const TITLE_H: u32 = 28;
 const BAR_W: u32 = 96;
 
 /// Upscale factor so that small images stay readable (short side ≥ 256 px).
@@ -18,7 +17,8 @@ fn display_scale(w: u32, h: u32) -> u32 {
 
 /// Render `values` (row-major over a `grid = (rows, cols)` of patches covering the network input
 /// of `input_size = (w, h)` pixels) over `original`. Colours use the symmetric range
-/// `[-limit, limit]` (`None`: max |value|).
+/// `[-limit, limit]` (`None`: max |value|). The title is fitted to the picture's width
+/// ([`Title`]): its first line large, lines after a `\n` small.
 pub fn heatmap_overlay(
     original: &RgbImage,
     to_input: ToInput,
@@ -32,9 +32,11 @@ pub fn heatmap_overlay(
     let (ow, oh) = original.dimensions();
     let s = display_scale(ow, oh);
     let (iw, ih) = (ow * s, oh * s);
-    let width = (iw + BAR_W).max(text_width(title, 2) + 16);
-    let mut out = RgbImage::from_pixel(width, TITLE_H + ih + 8, Rgb([255, 255, 255]));
-    draw_text(&mut out, 8, 6, title, 2, [0, 0, 0]);
+    let width = iw + BAR_W;
+    let title = Title::fit(title, width - 16);
+    let top = title.height();
+    let mut out = RgbImage::from_pixel(width, top + ih + 8, Rgb([255, 255, 255]));
+    title.draw(&mut out, 8);
     let (pw, ph) = (
         input_size.0 as f32 / grid.1 as f32,
         input_size.1 as f32 / grid.0 as f32,
@@ -58,10 +60,10 @@ pub fn heatmap_overlay(
             } else {
                 blend(grey(src), [255, 255, 255], 0.6)
             };
-            out.put_pixel(x, TITLE_H + y, Rgb(px));
+            out.put_pixel(x, top + y, Rgb(px));
         }
     }
-    colour_bar(&mut out, iw + 12, TITLE_H, ih, limit);
+    colour_bar(&mut out, iw + 12, top, ih, limit);
     out
 }
 
@@ -131,12 +133,27 @@ mod tests {
             "t",
         );
         let s = display_scale(4, 4);
-        let top_left = img.get_pixel(0, TITLE_H).0;
-        let bottom_right = img.get_pixel(4 * s - 1, TITLE_H + 4 * s - 1).0;
+        let top = Title::fit("t", 4 * s + BAR_W - 16).height();
+        let top_left = img.get_pixel(0, top).0;
+        let bottom_right = img.get_pixel(4 * s - 1, top + 4 * s - 1).0;
         assert!(top_left[0] > top_left[2], "positive is red: {top_left:?}");
         assert!(
             bottom_right[2] > bottom_right[0],
             "negative is blue: {bottom_right:?}"
         );
+    }
+
+    /// A title far wider than the picture wraps instead of widening it.
+    #[test]
+    fn long_titles_keep_the_picture_width() {
+        let original = RgbImage::from_pixel(64, 64, Rgb([128, 128, 128]));
+        let id = |x: f32, y: f32| (x, y);
+        let title = "\"a running shoe next to a boot and a pair of trousers beside a blouse\"\n\
+                     score 0.795  exclip  layers 1/1  N = 10";
+        let img = heatmap_overlay(&original, &id, (64, 64), (8, 8), &[0.5; 64], None, title);
+        let s = display_scale(64, 64);
+        assert_eq!(img.width(), 64 * s + BAR_W);
+        let top = Title::fit(title, 64 * s + BAR_W - 16).height();
+        assert_eq!(img.height(), top + 64 * s + 8);
     }
 }

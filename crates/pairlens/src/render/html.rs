@@ -5,11 +5,12 @@
 use std::fmt::Write as _;
 use std::io::Cursor;
 
-use image::{imageops, ImageFormat, Rgb, RgbImage};
+use image::{ImageFormat, RgbImage};
 
 use super::colormap::{diverging, symmetric_limit};
 use super::font::ink_for;
 use super::heatmap::{heatmap_overlay, ToInput};
+use super::thumbnail::{box_thumbnail, display_copy};
 use crate::attribution::SpanHeatmap;
 use crate::attribution::{Explanation, Mode};
 use crate::{Error, Result};
@@ -130,7 +131,7 @@ fn caption_section(
     let cls: Vec<f32> = rows.iter().map(|r| r[0]).collect();
     let whole = e.span_heatmap(0, n)?;
     let overlay = |values: &[f32], what: &str| -> Result<String> {
-        let title = format!("{what}  score {:.3}", e.score);
+        let title = format!("{what}\nscore {:.3}", e.score);
         png_data_uri(&heatmap_overlay(
             input.original,
             input.to_input,
@@ -342,56 +343,6 @@ fn css(c: [u8; 3]) -> String {
     format!("rgb({},{},{})", c[0], c[1], c[2])
 }
 
-/// A copy whose long side is at most `max_side` (downscaled smoothly) and whose short side is
-/// at least ~128 px (upscaled by whole pixels, so small images stay crisp).
-fn display_copy(img: &RgbImage, max_side: u32) -> RgbImage {
-    let (w, h) = img.dimensions();
-    if w.max(h) > max_side {
-        let f = max_side as f32 / w.max(h) as f32;
-        let (nw, nh) = (
-            ((w as f32 * f).round() as u32).max(1),
-            ((h as f32 * f).round() as u32).max(1),
-        );
-        imageops::resize(img, nw, nh, imageops::FilterType::Triangle)
-    } else {
-        let s = (128 / w.min(h).max(1))
-            .clamp(1, 16)
-            .min((max_side / w.max(h)).max(1));
-        imageops::resize(img, w * s, h * s, imageops::FilterType::Nearest)
-    }
-}
-
-/// The image with the box outlined (yellow inside black, visible on any background).
-fn box_thumbnail(original: &RgbImage, [x0, y0, x1, y1]: [f32; 4]) -> RgbImage {
-    let mut img = display_copy(original, 240);
-    let (w, h) = img.dimensions();
-    let f = w as f32 / original.width() as f32;
-    let clamp_x = |v: f32| ((v * f).round() as i64).clamp(0, w as i64 - 1);
-    let clamp_y = |v: f32| ((v * f).round() as i64).clamp(0, h as i64 - 1);
-    let (ax, ay, bx, by) = (clamp_x(x0), clamp_y(y0), clamp_x(x1) - 1, clamp_y(y1) - 1);
-    let (bx, by) = (bx.max(ax), by.max(ay));
-    for (inset, colour) in [
-        (0i64, [0u8, 0, 0]),
-        (1, [255, 214, 0]),
-        (2, [255, 214, 0]),
-        (3, [0, 0, 0]),
-    ] {
-        let (l, t, r, b) = (ax + inset, ay + inset, bx - inset, by - inset);
-        if l > r || t > b {
-            break;
-        }
-        for x in l..=r {
-            img.put_pixel(x as u32, t as u32, Rgb(colour));
-            img.put_pixel(x as u32, b as u32, Rgb(colour));
-        }
-        for y in t..=b {
-            img.put_pixel(l as u32, y as u32, Rgb(colour));
-            img.put_pixel(r as u32, y as u32, Rgb(colour));
-        }
-    }
-    img
-}
-
 fn png_data_uri(img: &RgbImage) -> Result<String> {
     let mut bytes = Cursor::new(Vec::new());
     img.write_to(&mut bytes, ImageFormat::Png).map_err(|e| {
@@ -494,6 +445,7 @@ mod tests {
     use super::*;
     use crate::attribution::{ExclipTerms, ReferenceTerms};
     use candle_core::{Device, Tensor};
+    use image::Rgb;
 
     fn explanation() -> Explanation {
         // 4 tokens × (1 CLS + 2×2 patches).

@@ -7,6 +7,8 @@ pub mod font;
 pub mod heatmap;
 pub mod html;
 mod strip;
+pub mod thumbnail;
 
 pub use heatmap::heatmap_overlay;
 pub use strip::token_strip;
+pub use thumbnail::box_thumbnail;

@@ -33,7 +33,7 @@ fn transformer(sec: &Section, d: [usize; 4]) -> Result<TransformerConfig> {
         layers: sec.positive("num_hidden_layers", Some(layers))?,
         heads: sec.positive("num_attention_heads", Some(heads))?,
         activation: activation(sec)?,
-        layer_norm_eps: sec.f64("layer_norm_eps", 1e-5)?,
+        layer_norm_eps: sec.positive_f64("layer_norm_eps", 1e-5)?,
     };
     if !t.width.is_multiple_of(t.heads) {
         return Err(sec.err(

@@ -103,6 +103,15 @@ impl<'a> Section<'a> {
         }
     }
 
+    /// A number that must be finite and > 0 (an epsilon, a scale).
+    pub fn positive_f64(&self, key: &str, default: f64) -> Result<f64> {
+        let v = self.f64(key, default)?;
+        if !(v.is_finite() && v > 0.0) {
+            return Err(self.err(key, format!("must be a positive number, got {v}")));
+        }
+        Ok(v)
+    }
+
     pub fn bool(&self, key: &str, default: bool) -> Result<bool> {
         match self.get(key) {
             None => Ok(default),

@@ -162,11 +162,10 @@ fn norm_eps(sec: &Section) -> Result<f64> {
             ));
         }
     }
-    match nk.get("eps") {
+    match nk.get("eps").map(|v| v.as_f64()) {
         None => Ok(1e-5),
-        Some(v) => v
-            .as_f64()
-            .ok_or_else(|| sec.err("norm_kwargs", "eps must be a number")),
+        Some(Some(eps)) if eps.is_finite() && eps > 0.0 => Ok(eps),
+        Some(_) => Err(sec.err("norm_kwargs", "eps must be a positive number")),
     }
 }
 
