@@ -155,8 +155,10 @@ pub async fn upload(
 
 pub async fn image(
     State(state): Shared,
-    axum::extract::Path(id): axum::extract::Path<String>,
+    id: Result<axum::extract::Path<String>, axum::extract::rejection::PathRejection>,
 ) -> Result<Response, ApiError> {
+    // A path that does not decode (`%ff`) is a JSON 400 like every other error.
+    let axum::extract::Path(id) = id.map_err(|r| ApiError::bad_request(r.body_text()))?;
     let img = state
         .image(&id)
         .ok_or_else(|| ApiError::not_found(format!("unknown image {id:?}")))?;

@@ -857,3 +857,13 @@ async fn unknown_words_are_named() {
     assert_eq!(v["explanations"][0]["unknown_words"], json!(["fluffy"]));
     assert_eq!(v["explanations"][1]["unknown_words"], json!([]));
 }
+
+/// An image id that is not UTF-8 once percent-decoded is a JSON 400 (found by the fuzzer).
+#[tokio::test]
+async fn an_undecodable_image_id_is_a_json_400() {
+    let (app, _) = app();
+    let msg = call(&app, "GET", "/api/images/%ff", Body::empty())
+        .await
+        .error(StatusCode::BAD_REQUEST);
+    assert!(msg.contains("UTF-8"), "{msg}");
+}

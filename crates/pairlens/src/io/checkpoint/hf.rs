@@ -130,6 +130,7 @@ pub(crate) fn read_config(dir: &Path) -> Result<ClipConfig> {
             format!("{image_size:?} is smaller than one {ph}-pixel patch"),
         ));
     }
+    super::check_input_size(&vs, image_size)?;
     let vision = VisionConfig {
         transformer: vision_t,
         patch_size: ph,

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::Device;
 
-use crate::io::preprocess::{PreprocessConfig, ResizeMode};
+use crate::io::preprocess::{PreprocessConfig, ResizeMode, MAX_RESIZED_PIXELS};
 use crate::io::tokenizer::{ClipTokenizer, TextCleaning};
 use crate::model::{ClipConfig, ClipModel, ClipWeights, TextPooling};
 use crate::{Error, Result};
@@ -49,6 +49,23 @@ pub struct LoadedModel {
     pub tokenizer: ClipTokenizer,
     /// The image preprocessing, checked to produce the vision tower's input size.
     pub preprocess: PreprocessConfig,
+}
+
+/// Refuses a vision tower input (`image_size`, h x w) larger than preprocessing ever makes
+/// ([`MAX_RESIZED_PIXELS`]): no image could reach such a tower, and its patch grid would
+/// overflow the sequence length.
+fn check_input_size(sec: &json::Section, image_size: (usize, usize)) -> Result<()> {
+    let (h, w) = image_size;
+    if h as u128 * w as u128 > MAX_RESIZED_PIXELS as u128 {
+        return Err(sec.err(
+            "image_size",
+            format!(
+                "{h}x{w} is more than the {} megapixels image preprocessing makes at most",
+                MAX_RESIZED_PIXELS / 1_000_000
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Which layout `dir` holds (by its config file; open_clip wins if both are present, since
@@ -302,4 +319,48 @@ pub fn load_weights(
     let checkpoint = Checkpoint::open(dir)?;
     let weights = checkpoint.weights(device, ValueCheck::Now)?;
     Ok((checkpoint.format, checkpoint.config, weights))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found with the checkpoint fuzz target (`fuzz/`): sizes no file can hold overflowed the
+    /// element count of a tensor (`vocab_size` x `hidden_size`) and the vision tower's patch grid
+    /// (`image_size`): a panic in debug builds, a wrapped number in release ones. Both are now
+    /// errors naming the tensor or the key.
+    #[test]
+    fn absurd_sizes_are_errors() {
+        let fixture =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/models/hf-tiny-quickgelu");
+        let dir = std::env::temp_dir().join(format!("pairlens-absurd-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in [
+            "model.safetensors",
+            "tokenizer.json",
+            "preprocessor_config.json",
+        ] {
+            std::fs::copy(fixture.join(f), dir.join(f)).unwrap();
+        }
+        let config: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(fixture.join(hf::CONFIG)).unwrap()).unwrap();
+        let cases: [(&str, &str, u64, &str); 2] = [
+            ("text_config", "vocab_size", 1 << 30, "too large to exist"),
+            ("vision_config", "image_size", 1 << 40, "megapixels"),
+        ];
+        for (section, key, value, want) in cases {
+            let mut c = config.clone();
+            c[section][key] = value.into();
+            if key == "vocab_size" {
+                c[section]["hidden_size"] = (1u64 << 40).into();
+            }
+            std::fs::write(dir.join(hf::CONFIG), c.to_string()).unwrap();
+            let err = load(&dir, &Device::Cpu)
+                .err()
+                .expect("an error")
+                .to_string();
+            assert!(err.contains(want), "{section}.{key}: {err}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -256,6 +256,7 @@ pub(crate) fn read_config(dir: &Path) -> Result<(ClipConfig, OpenClipExtra)> {
             format!("{image_size:?} is smaller than one {ph}-pixel patch"),
         ));
     }
+    super::check_input_size(&vs, image_size)?;
     let vision = VisionConfig {
         transformer: TransformerConfig {
             width,

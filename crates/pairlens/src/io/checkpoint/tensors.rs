@@ -257,9 +257,22 @@ impl TensorStore {
         }
     }
 
+    /// Elements of a tensor of shape `shape`, or an error when the count does not fit a
+    /// `usize` (a config with absurd sizes asks for it; no file can hold such a tensor).
+    fn elements(&self, name: &str, shape: &[usize]) -> Result<usize> {
+        shape
+            .iter()
+            .try_fold(1usize, |n, &d| n.checked_mul(d))
+            .ok_or_else(|| Error::BadTensor {
+                path: self.path.clone(),
+                name: name.into(),
+                msg: format!("the configuration asks for shape {shape:?}, too large to exist"),
+            })
+    }
+
     /// The whole tensor, checked against `expected`.
     pub fn tensor(&self, name: &str, expected: &[usize], device: &Device) -> Result<Tensor> {
-        let n = expected.iter().product();
+        let n = self.elements(name, expected)?;
         let v = self.read_f32(name, expected, 0..n)?;
         Ok(Tensor::from_vec(v, expected, device)?)
     }
@@ -273,7 +286,9 @@ impl TensorStore {
         rows: Range<usize>,
         device: &Device,
     ) -> Result<Tensor> {
-        let row_len: usize = expected[1..].iter().product();
+        // The whole count first: it bounds every row range of the tensor.
+        self.elements(name, expected)?;
+        let row_len = self.elements(name, &expected[1..])?;
         let v = self.read_f32(name, expected, rows.start * row_len..rows.end * row_len)?;
         let mut shape = expected.to_vec();
         shape[0] = rows.len();
@@ -283,7 +298,7 @@ impl TensorStore {
     /// A 2-D tensor `[a, b]` returned as its transpose `[b, a]` (contiguous).
     pub fn transposed(&self, name: &str, expected: [usize; 2], device: &Device) -> Result<Tensor> {
         let [a, b] = expected;
-        let v = self.read_f32(name, &expected, 0..a * b)?;
+        let v = self.read_f32(name, &expected, 0..self.elements(name, &expected)?)?;
         let mut t = vec![0f32; a * b];
         for i in 0..a {
             for j in 0..b {
@@ -398,7 +413,11 @@ impl TensorStore {
                 Source::Packed(name, i) => {
                     let n = shape[0];
                     let mut packed = shape.clone();
-                    packed[0] = 3 * n;
+                    packed[0] = n.checked_mul(3).ok_or_else(|| Error::BadTensor {
+                        path: self.path.clone(),
+                        name: name.clone(),
+                        msg: format!("the configuration asks for 3 x {n} rows, too many to exist"),
+                    })?;
                     self.rows(&name, &packed, i * n..(i + 1) * n, device)
                 }
                 Source::Transposed(name) => self.transposed(&name, [shape[1], shape[0]], device),
