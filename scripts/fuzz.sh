@@ -130,7 +130,7 @@ case $cmd in
   run)
     t=${1:?usage: scripts/fuzz.sh run TARGET [LIBFUZZER ARGS...]}
     shift
-    [ -x "$BIN_DIR/$t" ] || build
+    build >&2 # (a second when nothing changed)
     run_target "$t" "$@"
     ;;
   *)

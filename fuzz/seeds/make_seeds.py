@@ -314,8 +314,9 @@ def api():
         "method": req("DELETE /api/explain", []),
         "empty_body": req("POST /api/explain", js, b"   "),
         "ipv6_host": req("GET /api/info", [("host", "[::1]:7878")]),
-        # Known issue (see fuzz_targets/api_request.rs): a plain-text 400, not JSON.
-        "known-issue-path-not-utf8": req("GET /api/images/%ff", []),
+        # Regression: an image id that is not UTF-8 once percent-decoded got axum's own
+        # plain-text 400, not JSON.
+        "regression-path-not-utf8": req("GET /api/images/%ff", []),
         # The server with a token: shown as a bearer token, a query parameter, the cookie; not
         # shown; a wrong one.
         "token_bearer": b"@token\n" + req("POST /api/span", js + [
