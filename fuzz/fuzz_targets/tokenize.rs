@@ -2,29 +2,38 @@
 //! tokenizer (WordLevel tokenizer.json, no cleaning), the bundled CLIP BPE with open_clip's
 //! cleaning and regex split (`bundled_open_clip`), the bundled vocabulary through its
 //! tokenizer.json pipeline (HF `CLIPTokenizerFast` behaviour), a byte-level BPE tokenizer.json
-//! with open_clip cleaning, each with and without truncation; and the cleaning functions on
-//! their own. Errors are fine; panics are not, and a success must be a well-formed sequence.
+//! with open_clip cleaning, SigLIP's SentencePiece tokenizer (the tiny fixture `spiece.model`),
+//! each with and without truncation; and the cleaning functions on their own. Errors are fine; panics are not, and a success must be a well-formed sequence.
 
 #![no_main]
 
 use std::sync::LazyLock;
 
 use libfuzzer_sys::fuzz_target;
+use pairlens::io::caption_tokenizer::CaptionTokenizer;
+use pairlens::io::siglip_tokenizer::SiglipTokenizer;
 use pairlens::io::text_clean::{html_unescape, open_clip_clean};
 use pairlens::io::tokenizer::{ClipTokenizer, TextCleaning};
 use pairlens::Device;
 
-static TOKENIZERS: LazyLock<Vec<ClipTokenizer>> = LazyLock::new(|| {
+static TOKENIZERS: LazyLock<Vec<CaptionTokenizer>> = LazyLock::new(|| {
     let builtin = pairlens::builtin::load(&Device::Cpu)
         .expect("the built-in model loads")
         .tokenizer;
-    let tiny_bpe = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../fixtures/tokenizers/tiny_bpe_tokenizer.json");
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/tokenizers");
+    let tiny_bpe = fixtures.join("tiny_bpe_tokenizer.json");
     vec![
         builtin,
-        ClipTokenizer::bundled_open_clip(77).unwrap(),
-        ClipTokenizer::bundled(TextCleaning::None, 77, None).unwrap(),
-        ClipTokenizer::from_file(&tiny_bpe, TextCleaning::OpenClip, 16, None).unwrap(),
+        ClipTokenizer::bundled_open_clip(77).unwrap().into(),
+        ClipTokenizer::bundled(TextCleaning::None, 77, None)
+            .unwrap()
+            .into(),
+        ClipTokenizer::from_file(&tiny_bpe, TextCleaning::OpenClip, 16, None)
+            .unwrap()
+            .into(),
+        SiglipTokenizer::from_dir(&fixtures.join("siglip-spm"), 16)
+            .unwrap()
+            .into(),
     ]
 });
 
@@ -45,15 +54,23 @@ fuzz_target!(|data: &[u8]| {
         let full = tok.encode(&caption, false);
         let truncated = full.is_err().then(|| tok.encode(&caption, true));
         for result in std::iter::once(full).chain(truncated) {
-            match result {
-                Ok(e) => {
+            match (result, tok) {
+                (Ok(e), CaptionTokenizer::Clip(clip)) => {
                     assert!(e.len >= 2 && e.len <= e.ids.len(), "{e:?}");
                     assert_eq!(e.tokens.len(), e.len);
-                    assert_eq!(e.ids[0], tok.sot_id());
-                    assert_eq!(e.ids[e.len - 1], tok.eot_id());
+                    assert_eq!(e.ids[0], clip.sot_id());
+                    assert_eq!(e.ids[e.len - 1], clip.eot_id());
                     assert!(e.ids[e.len..].iter().all(|&id| id == tok.pad_id()));
                 }
-                Err(_) => {
+                (Ok(e), CaptionTokenizer::Siglip(siglip)) => {
+                    // Content, `</s>`, padding; every row has a display string.
+                    assert!(e.len >= 2 && e.len <= e.ids.len(), "{e:?}");
+                    assert_eq!(e.tokens.len(), e.len);
+                    assert_eq!(e.ids[e.len - 1], siglip.eos_id());
+                    assert!(e.ids[e.len..].iter().all(|&id| id == tok.pad_id()));
+                    assert_eq!(tok.row_tokens(&e).len(), e.ids.len());
+                }
+                (Err(_), _) => {
                     // Too long without truncation, or nothing left after cleaning.
                 }
             }

@@ -332,3 +332,78 @@ fn a_nan_weight_is_named() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A SigLIP checkpoint end to end: every text position is a row (the bidirectional tower reads
+/// the padding), the columns are the patches alone (no CLS), the references are recorded, the
+/// HTML report and PNGs are written, and `embed` reports the model's logit and its sigmoid.
+#[test]
+fn siglip_end_to_end() {
+    let m = fixtures().join("siglip-a").display().to_string();
+    let i = image();
+    let dir = temp_dir("siglip");
+    let out = dir.join("e.safetensors").display().to_string();
+    let html = dir.join("e.html").display().to_string();
+    let j = ok_json(&[
+        "explain",
+        "--model",
+        &m,
+        "--image",
+        &i,
+        "--caption",
+        "a cat",
+        "--span",
+        "0:2",
+        "--box",
+        "0,0,20,15",
+        "--out",
+        &out,
+        "--html",
+        &html,
+        "--json",
+    ]);
+    let s = &j["settings"];
+    assert_eq!(s["class_token"], false);
+    assert_eq!(
+        (s["text_layer"].as_u64(), s["image_layer"].as_u64()),
+        (Some(1), Some(2))
+    );
+    assert_eq!(
+        s["text_reference_ids"],
+        serde_json::json!(vec![1; 16]),
+        "padding everywhere"
+    );
+    let c = &j["captions"][0];
+    let tokens: Vec<&str> = c["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    assert_eq!(tokens.len(), 16, "every position of the padded caption");
+    assert_eq!(c["spans"][0]["cls"], serde_json::Value::Null);
+    let tensors = candle_core::safetensors::load(&out, &candle_core::Device::Cpu).unwrap();
+    assert_eq!(
+        tensors["interactions"].dims(),
+        &[16, 16],
+        "16 positions × 4×4 patches"
+    );
+    assert!(std::fs::read_to_string(&html).unwrap().contains("a cat"));
+
+    let e = ok_json(&[
+        "embed",
+        "--model",
+        &m,
+        "--image",
+        &i,
+        "--caption",
+        "a cat",
+        "--json",
+    ]);
+    let (cos, logit) = (e["score"].as_f64().unwrap(), e["logit"].as_f64().unwrap());
+    let bias = e["logit_bias"].as_f64().expect("SigLIP has a logit bias");
+    let scale = e["logit_scale"].as_f64().unwrap();
+    assert!((logit - (scale * cos + bias)).abs() < 1e-4);
+    let p = e["probability"].as_f64().unwrap();
+    assert!((p - 1.0 / (1.0 + (-logit).exp())).abs() < 1e-6);
+    let _ = std::fs::remove_dir_all(&dir);
+}

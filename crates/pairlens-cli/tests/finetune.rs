@@ -38,11 +38,7 @@ fn pairlens(args: &[&str]) -> Output {
 }
 
 fn weights(m: &LoadedModel) -> ClipWeights {
-    ClipWeights {
-        text: m.model.text.weights.clone(),
-        vision: m.model.vision.weights.clone(),
-        logit_scale: m.model.logit_scale,
-    }
+    m.model.weights()
 }
 
 fn bits(t: &Tensor) -> Vec<u32> {
@@ -63,7 +59,7 @@ fn batch0_loss(m: &LoadedModel, seed: u64, batch: usize) -> f32 {
             MosaicConfig::default(),
             seed,
         ),
-        tokenizer: m.tokenizer.clone(),
+        tokenizer: m.tokenizer.as_clip().expect("a CLIP model").clone(),
         batch_size: batch,
         preprocess: m.preprocess.clone(),
         negatives: Default::default(),

@@ -736,7 +736,8 @@ impl ImageSide {
 
 #[pymethods]
 impl Explanation {
-    /// The token × image-token interactions, float32 `[tokens, 1 + patches]`, CLS column first.
+    /// The token × image-token interactions, float32 `[tokens, image tokens]`: the CLS column
+    /// first if the image tower has one (CLIP), then the patches.
     #[getter]
     fn interactions<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyArray2<f32>>> {
         let (rows, cols) = self
@@ -757,6 +758,13 @@ impl Explanation {
     #[getter]
     fn tokens(&self) -> Vec<String> {
         self.inner.tokens.clone()
+    }
+
+    /// Whether column 0 of `interactions` is a class token (CLIP) or every column a patch
+    /// (SigLIP).
+    #[getter]
+    fn class_token(&self) -> bool {
+        self.inner.class_token
     }
 
     /// The caption explained.
@@ -858,8 +866,9 @@ impl Explanation {
         matrix(py, h.grid.0, h.grid.1, h.patches)
     }
 
-    /// The interaction of tokens `start:end` with the CLS image token.
-    fn span_cls(&self, start: i64, end: i64) -> PyResult<f32> {
+    /// The interaction of tokens `start:end` with the CLS image token (`None`: the image tower
+    /// has no class token, as SigLIP's).
+    fn span_cls(&self, start: i64, end: i64) -> PyResult<Option<f32>> {
         Ok(self.span_heatmap(start, end)?.cls)
     }
 

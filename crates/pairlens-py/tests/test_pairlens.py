@@ -493,3 +493,23 @@ def test_readme_example(capsys):
         os.chdir(cwd)
     printed = capsys.readouterr().out
     assert "['running', 'shoe']" in printed, printed
+
+
+def test_siglip_equals_cli():
+    """A SigLIP checkpoint: every text position is a row, no CLS column, same numbers as the
+    CLI's JSON (its default layers: the last text block, the image tower's pooling head)."""
+    model = ROOT / "fixtures" / "models" / "siglip-a"
+    image = ROOT / "fixtures" / "siglip" / "gradient_45x30.png"
+    sig = pairlens.Explainer(model)
+    (e,) = sig.explain(image, ["a cat"])
+    out = json.loads(
+        cli("explain", "--model", model, "--image", image, "--caption", "a cat",
+            "--span", "0:2", "--json").stdout
+    )
+    c = out["captions"][0]
+    assert not e.class_token
+    assert e.interactions.shape == (16, 16)
+    assert e.tokens == c["tokens"]
+    assert_same_bits(e.span(0, 2), c["spans"][0]["heatmap"])
+    assert e.span_cls(0, 2) is None and c["spans"][0]["cls"] is None
+    assert_same_bits(e.token_totals(), c["token_totals"])

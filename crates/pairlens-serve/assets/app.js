@@ -217,7 +217,7 @@
     cv.dataset.limit = String(limit);
     cv.dataset.cls = String(S.heat.cls);
     drawColorbar(limit);
-    $('num-cls').textContent = fixed(S.heat.cls);
+    $('num-cls').textContent = S.heat.cls === null ? 'none (no class token)' : fixed(S.heat.cls);
     $('num-cls').dataset.value = String(S.heat.cls);
   }
 
@@ -739,12 +739,12 @@
   window.addEventListener('drop', (ev) => ev.preventDefault());
 
   // ---- start ----
-  function fillLayers(select, n, def) {
+  function fillLayers(select, n, def, lastName = 'last') {
     select.textContent = '';
     for (let i = 0; i < n; i++) {
       const o = document.createElement('option');
       o.value = String(i);
-      o.textContent = i === n - 1 ? `${i} (last)` : String(i);
+      o.textContent = i === n - 1 ? `${i} (${lastName})` : String(i);
       if (i === def) o.selected = true;
       select.append(o);
     }
@@ -756,7 +756,11 @@
       S.info = info;
       const d = info.defaults || {};
       fillLayers(el.textLayer, info.text_layers, d.text_layer);
-      fillLayers(el.imageLayer, info.image_layers, d.image_layer);
+      if (info.pooling_head) {
+        fillLayers(el.imageLayer, info.image_layers + 1, d.image_layer, 'pooling head');
+      } else {
+        fillLayers(el.imageLayer, info.image_layers, d.image_layer);
+      }
       el.steps.value = String(d.steps || 10);
       el.mode.value = d.mode || 'exclip';
       const model = info.model === 'built-in' ? 'the built-in Fashion-MNIST model' : info.model;

@@ -56,6 +56,9 @@ pub struct Info {
     pub model: String,
     pub text_layers: usize,
     pub image_layers: usize,
+    /// The image tower ends in an attention-pooling head (SigLIP): its input, layer
+    /// `image_layers`, is a split point too (and the default).
+    pub pooling_head: bool,
     pub image_size: usize,
     pub patch: usize,
     pub grid: [usize; 2],
@@ -89,6 +92,7 @@ pub async fn info(State(state): Shared) -> Json<Info> {
         model: state.model_name.clone(),
         text_layers: cfg.text.transformer.layers,
         image_layers: cfg.vision.transformer.layers,
+        pooling_head: !cfg.vision.class_token(),
         image_size: cfg.vision.image_size.0,
         patch: cfg.vision.patch_size,
         grid: [rows, cols],
@@ -193,7 +197,8 @@ pub struct ExplainResponse {
 
 #[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 pub struct HeatmapOut {
-    pub cls: f32,
+    /// The CLS column; `null` for an image tower without a class token (SigLIP).
+    pub cls: Option<f32>,
     pub patches: Vec<f32>,
 }
 
@@ -336,7 +341,7 @@ pub struct SpanRequest {
 
 #[derive(Serialize, Deserialize, Debug)]
 pub struct SpanResponse {
-    pub cls: f32,
+    pub cls: Option<f32>,
     pub patches: Vec<f32>,
     pub grid: [usize; 2],
 }

@@ -406,7 +406,7 @@ async fn explain_equals_the_library_and_is_cached() {
     );
     assert_close(
         &[e1["heatmap"]["cls"].as_f64().unwrap() as f32],
-        &[whole.cls],
+        &[whole.cls.unwrap()],
         "whole CLS",
     );
 
@@ -469,7 +469,11 @@ async fn span_equals_span_heatmap() {
         .await);
         let h = e.span_heatmap(a, b).unwrap();
         assert_close(&floats(&v["patches"]), &h.patches, &format!("span {a}:{b}"));
-        assert_close(&[v["cls"].as_f64().unwrap() as f32], &[h.cls], "span CLS");
+        assert_close(
+            &[v["cls"].as_f64().unwrap() as f32],
+            &[h.cls.unwrap()],
+            "span CLS",
+        );
         assert_eq!(v["grid"], json!([8, 8]));
     }
     let n = e.tokens.len();
@@ -866,4 +870,43 @@ async fn an_undecodable_image_id_is_a_json_400() {
         .await
         .error(StatusCode::BAD_REQUEST);
     assert!(msg.contains("UTF-8"), "{msg}");
+}
+
+/// A SigLIP model through the API: the pooling head is a layer (and the default), every text
+/// position is a token, and there is no CLS column (`cls` null) in explanations and spans.
+#[tokio::test]
+async fn siglip_has_no_cls_and_a_head_layer() {
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/models/siglip-a");
+    let ex = Explainer::open(ModelSource::Dir(dir), &Device::Cpu).unwrap();
+    let state = Arc::new(
+        AppState::new(
+            ex,
+            "siglip-a".into(),
+            examples::embedded().unwrap(),
+            Config::default(),
+        )
+        .unwrap(),
+    );
+    let app = router(state.clone());
+    let info = ok(call(&app, "GET", "/api/info", Body::empty()).await);
+    assert_eq!(
+        (info["image_layers"].clone(), info["pooling_head"].clone()),
+        (json!(2), json!(true))
+    );
+    assert_eq!(info["defaults"]["image_layer"], 2);
+    let image = state.examples[0].image.clone();
+    let v = ok(post_json(
+        &app,
+        "/api/explain",
+        json!({"image": image, "captions": ["a cat"]}),
+    )
+    .await);
+    let e = &v["explanations"][0];
+    assert_eq!(e["tokens"].as_array().unwrap().len(), 16);
+    assert_eq!(e["heatmap"]["cls"], Value::Null);
+    assert_eq!(e["heatmap"]["patches"].as_array().unwrap().len(), 16);
+    let span = json!({"explanation": e["id"], "start": 0, "end": 2});
+    let s = ok(post_json(&app, "/api/span", span).await);
+    assert_eq!(s["cls"], Value::Null);
 }

@@ -36,10 +36,11 @@ use candle_core::{Device, Tensor};
 
 use crate::attribution::{image_side, text_side, Explanation, TowerSide};
 use crate::attribution::{ImageReference, Settings};
+use crate::io::caption_tokenizer::CaptionTokenizer;
 use crate::io::checkpoint::{Checkpoint, CheckpointFormat, ValueCheck};
 use crate::io::image::DecodedImage;
 use crate::io::preprocess::{preprocess, PreprocessConfig, Preprocessed};
-use crate::io::tokenizer::{ClipTokenizer, Encoded};
+use crate::io::tokenizer::Encoded;
 use crate::model::ClipModel;
 use crate::progress::{NoProgress, Progress};
 use crate::{builtin, Error, Result};
@@ -154,9 +155,14 @@ pub struct Embeddings {
     pub text: Vec<f32>,
     /// cos(text, image).
     pub score: f32,
+    /// The model's own logit, `exp(logit_scale)·score (+ logit_bias)`.
+    pub logit: f32,
+    /// SigLIP's match probability `sigmoid(logit)` (a model with a logit bias, trained with the
+    /// sigmoid loss); CLIP's logits mean something only against other captions (softmax).
+    pub probability: Option<f32>,
 }
 
-type Building = JoinHandle<Result<ClipTokenizer>>;
+type Building = JoinHandle<Result<CaptionTokenizer>>;
 
 /// A model opened for explaining: towers on a device, tokenizer, preprocessing. Shareable
 /// across threads (`&Explainer` is all every method needs).
@@ -166,7 +172,7 @@ pub struct Explainer {
     model: ClipModel,
     preprocess: PreprocessConfig,
     device: Device,
-    tokenizer: OnceLock<ClipTokenizer>,
+    tokenizer: OnceLock<CaptionTokenizer>,
     building: Mutex<Option<Building>>,
 }
 
@@ -241,7 +247,7 @@ impl Explainer {
     }
 
     /// The tokenizer, once built (waits for [`Self::open`]'s thread the first time).
-    pub fn tokenizer(&self) -> Result<&ClipTokenizer> {
+    pub fn tokenizer(&self) -> Result<&CaptionTokenizer> {
         if let Some(t) = self.tokenizer.get() {
             return Ok(t);
         }
@@ -283,7 +289,7 @@ impl Explainer {
     }
 
     /// The words of `caption` the model's vocabulary does not hold (each becomes `<unk>`), in
-    /// order, each once; see [`ClipTokenizer::unknown_words`].
+    /// order, each once; see [`CaptionTokenizer::unknown_words`].
     pub fn unknown_words(&self, caption: &str) -> Result<Vec<String>> {
         self.tokenizer()?.unknown_words(caption)
     }
@@ -361,12 +367,7 @@ impl Explainer {
             let sides = self.text_sides(encoded, settings, progress)?;
             Ok::<_, Error>((sides, started.elapsed().as_secs_f64()))
         };
-        let quick = self
-            .model
-            .vision
-            .config
-            .transformer
-            .is_last(settings.image_layer);
+        let quick = settings.image_layer == self.model.vision.config.last_split();
         let image_part = |progress: &mut dyn Progress| {
             let input = self.preprocess(image)?;
             let side = self.image_with_progress(&input.pixels, settings, progress)?;
@@ -407,10 +408,14 @@ impl Explainer {
         let image = self.named(self.model.embed_image(&pixels).and_then(finite))?;
         let text = self.named(self.model.embed_text(&caption.ids).and_then(finite))?;
         let score = crate::attribution::cosine(&text, &image)?;
+        let logit = self.model.logit(score);
+        let probability = self.model.logit_bias.map(|_| 1.0 / (1.0 + (-logit).exp()));
         Ok(Embeddings {
             image: image.to_vec1()?,
             text: text.to_vec1()?,
             score,
+            logit,
+            probability,
         })
     }
 
@@ -435,6 +440,8 @@ impl Explainer {
         captions: &[Encoded],
         texts: &[TowerSide],
     ) -> Result<Vec<Explanation>> {
+        let tokenizer = self.tokenizer()?;
+        let reference = tokenizer.reference(image.settings.text_reference_len);
         let explanations = captions
             .iter()
             .zip(texts)
@@ -442,7 +449,8 @@ impl Explainer {
                 Explanation::combine(
                     text,
                     &image.side,
-                    caption.tokens.clone(),
+                    tokenizer.row_tokens(caption),
+                    &reference.ids,
                     &self.model,
                     &image.settings,
                 )

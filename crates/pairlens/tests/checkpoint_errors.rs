@@ -282,14 +282,14 @@ fn half_precision_weights_load() {
 fn unsupported_activation() {
     let s = Scratch::copy("act", HF);
     s.edit_json("config.json", |v| {
-        v["text_config"]["hidden_act"] = "gelu_new".into()
+        v["text_config"]["hidden_act"] = "silu".into()
     });
     expect_err(
         &s.0,
         &[
             "config.json",
             "text_config.hidden_act",
-            "\"gelu_new\" is not supported",
+            "\"silu\" is not supported",
         ],
     );
     assert!(checkpoint::read_config(&s.0).is_err());
@@ -320,9 +320,23 @@ fn garbage_json() {
 
 #[test]
 fn other_model_types() {
-    let s = Scratch::copy("siglip", HF);
-    s.edit_json("config.json", |v| v["model_type"] = "siglip".into());
-    expect_err(&s.0, &["model_type \"siglip\""]);
+    let s = Scratch::copy("blip", HF);
+    s.edit_json("config.json", |v| v["model_type"] = "blip".into());
+    expect_err(&s.0, &["model_type \"blip\"", "\"clip\" and \"siglip\""]);
+    let s = Scratch::copy("siglip2", HF);
+    s.edit_json("config.json", |v| v["model_type"] = "siglip2".into());
+    expect_err(
+        &s.0,
+        &["model_type \"siglip2\"", "NaFlex", "not supported yet"],
+    );
+}
+
+/// A SigLIP directory without its SentencePiece file names it.
+#[test]
+fn siglip_without_its_tokenizer() {
+    let s = Scratch::copy("siglip-spm", "siglip-a");
+    std::fs::remove_file(s.0.join("spiece.model")).unwrap();
+    expect_err(&s.0, &["spiece.model", "SentencePiece"]);
 }
 
 /// open_clip options that change the math and are not implemented are refused by name.

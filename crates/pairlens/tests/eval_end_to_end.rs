@@ -189,7 +189,7 @@ fn embeddings_match_the_png_path_and_ignore_batching() {
     // For the built-in preprocessing this is also what training feeds the towers.
     let mut batches = MosaicBatches {
         generator: gen.clone(),
-        tokenizer: loaded.tokenizer.clone(),
+        tokenizer: loaded.tokenizer.as_clip().unwrap().clone(),
         batch_size: 7,
         preprocess: loaded.preprocess.clone(),
         negatives: Default::default(),

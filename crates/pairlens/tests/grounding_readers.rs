@@ -24,7 +24,12 @@ fn temp_dir(name: &str) -> PathBuf {
 }
 
 fn builtin_tokenizer() -> ClipTokenizer {
-    pairlens::builtin::load(&Device::Cpu).unwrap().tokenizer
+    pairlens::builtin::load(&Device::Cpu)
+        .unwrap()
+        .tokenizer
+        .as_clip()
+        .unwrap()
+        .clone()
 }
 
 fn clip_bpe() -> ClipTokenizer {

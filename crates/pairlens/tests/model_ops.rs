@@ -134,7 +134,11 @@ fn activation_tangents_match_fd() {
     // Wide range, including the saturated tails of both non-linearities.
     let x = t64(&mut rng, &[3, 50], 0.0, 4.0);
     let xd = t64(&mut rng, &[2, 3, 50], 0.0, 1.0);
-    for act in [Activation::QuickGelu, Activation::Gelu] {
+    for act in [
+        Activation::QuickGelu,
+        Activation::Gelu,
+        Activation::GeluTanh,
+    ] {
         let (y, slope) = ops::activation_with_slope(&x, act).unwrap();
         assert!(rel_err(&y, &ops::activation(&x, act).unwrap()) < 1e-15);
         let jvp = ops::activation_tangent(&slope, &xd).unwrap();
@@ -159,7 +163,11 @@ fn activation_tangents_match_fd() {
     }
     // Huge inputs saturate without NaN.
     let big = Tensor::new(&[-1e4f32, -100.0, 0.0, 100.0, 1e4], &Device::Cpu).unwrap();
-    for act in [Activation::QuickGelu, Activation::Gelu] {
+    for act in [
+        Activation::QuickGelu,
+        Activation::Gelu,
+        Activation::GeluTanh,
+    ] {
         let (y, s) = ops::activation_with_slope(&big, act).unwrap();
         let y = y.to_vec1::<f32>().unwrap();
         let s = s.to_vec1::<f32>().unwrap();
@@ -361,6 +369,8 @@ fn patch_embedding_equals_convolution() {
     let patches = conv.flatten_from(2).unwrap().transpose(1, 2).unwrap();
     let cls = vw
         .class_embedding
+        .as_ref()
+        .unwrap()
         .reshape((1, 1, 24))
         .unwrap()
         .repeat((2, 1, 1))
@@ -369,7 +379,7 @@ fn patch_embedding_equals_convolution() {
         .unwrap()
         .broadcast_add(&vw.positional_embedding)
         .unwrap();
-    let want = ops::layer_norm(&x, &vw.ln_pre, 1e-5).unwrap();
+    let want = ops::layer_norm(&x, vw.ln_pre.as_ref().unwrap(), 1e-5).unwrap();
     let got = tower.hidden_at(0, &px).unwrap();
     assert!(rel_err(&got, &want) < 1e-12, "{}", rel_err(&got, &want));
 }

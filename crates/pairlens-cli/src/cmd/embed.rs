@@ -30,6 +30,9 @@ pub struct Embedding {
     pub image: Vec<f32>,
     pub text: Vec<f32>,
     pub score: f32,
+    /// The model's logit and, for SigLIP, its sigmoid.
+    pub logit: f32,
+    pub probability: Option<f32>,
     pub tokens: Vec<String>,
     pub ids: Vec<u32>,
     /// Words of the caption the model reads as `<unk>`.
@@ -49,6 +52,8 @@ pub fn embed(args: &Args) -> Result<(Explainer, Embedding)> {
         image: e.image,
         text: e.text,
         score: e.score,
+        logit: e.logit,
+        probability: e.probability,
         tokens: enc.tokens,
         ids: enc.ids[..enc.len].to_vec(),
         unknown_words,
@@ -69,6 +74,9 @@ pub fn run(args: Args) -> Result<()> {
             "text_embedding": e.text,
             "score": e.score,
             "logit_scale": ex.model().logit_scale.exp(),
+            "logit_bias": ex.model().logit_bias,
+            "logit": e.logit,
+            "probability": e.probability,
             "tokens": e.tokens,
             "ids": e.ids,
             "unknown_words": e.unknown_words,
@@ -90,6 +98,10 @@ pub fn run(args: Args) -> Result<()> {
             e.tokens.join(" | ")
         )?;
         writeln!(text, "score (cosine): {:.6}", e.score)?;
+        match e.probability {
+            Some(p) => writeln!(text, "logit: {:.6}  (sigmoid: {p:.6})", e.logit)?,
+            None => writeln!(text, "logit: {:.6}", e.logit)?,
+        }
         writeln!(
             text,
             "image embedding ({}): {}",

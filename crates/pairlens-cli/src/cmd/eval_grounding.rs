@@ -271,6 +271,12 @@ pub fn run(args: Args) -> Result<()> {
     // A long run fails at start, not at its first image: the tokenizer and every weight now.
     let loading = || format!("loading {}", ex.source());
     let tokenizer = ex.tokenizer().with_context(loading)?;
+    let Some(tokenizer) = tokenizer.as_clip() else {
+        anyhow::bail!(
+            "{}: eval-grounding is implemented for CLIP models so far (this is a SigLIP one)",
+            ex.source()
+        );
+    };
     ex.check_weights().with_context(loading)?;
     let model = ex.model();
     let settings = args.settings.settings(&ex)?;

@@ -372,6 +372,9 @@ impl Report<'_> {
                 "text_layer": settings.text_layer, "image_layer": settings.image_layer,
                 "steps": settings.steps, "mode": settings.mode,
                 "text_reference_len": settings.text_reference_len,
+                "text_reference_ids": explanations.first().map(|e| e.text_reference.clone()),
+                "image_reference": settings.image_reference.describe(),
+                "class_token": ex.model().vision.config.class_token(),
                 "grid": [ex.model().vision.config.grid().0, ex.model().vision.config.grid().1],
             },
             "captions": captions,
@@ -447,9 +450,14 @@ impl Report<'_> {
                 "#", "token", "total", "CLS"
             )?;
             let m = e.matrix()?;
+            let first = usize::from(e.class_token);
             for (i, (tok, row)) in e.tokens.iter().zip(&m).enumerate() {
                 let total: f32 = row.iter().sum();
-                let (best, v) = row[1..]
+                let cls = match e.class_token {
+                    true => format!("{:>+11.4e}", row[0]),
+                    false => format!("{:>11}", "-"),
+                };
+                let (best, v) = row[first..]
                     .iter()
                     .enumerate()
                     .max_by(|a, b| a.1.abs().total_cmp(&b.1.abs()))
@@ -457,9 +465,8 @@ impl Report<'_> {
                     .unwrap_or((0, 0.0));
                 writeln!(
                     s,
-                    "  {i:>3}  {:<16} {total:>+11.4e} {:>+11.4e}  ({}, {}) {v:+.3e}",
+                    "  {i:>3}  {:<16} {total:>+11.4e} {cls}  ({}, {}) {v:+.3e}",
                     tok,
-                    row[0],
                     best / gw,
                     best % gw
                 )?;
@@ -467,9 +474,11 @@ impl Report<'_> {
             for ((a, b), h) in args.spans.iter().zip(&q.span_heatmaps) {
                 writeln!(
                     s,
-                    "  span {a}:{b} {:?}: heatmap over {gh}×{gw} patches (CLS {:+.3e})",
+                    "  span {a}:{b} {:?}: heatmap over {gh}×{gw} patches{}",
                     e.tokens[*a..*b].join(" "),
                     h.cls
+                        .map(|c| format!(" (CLS {c:+.3e})"))
+                        .unwrap_or_default()
                 )?;
                 for row in h.patches.chunks(gw) {
                     let cells: Vec<String> = row.iter().map(|v| format!("{v:+.2e}")).collect();

@@ -171,13 +171,19 @@ pub fn run(args: Args) -> Result<()> {
             side.1
         );
     }
+    let Some(tokenizer) = loaded.tokenizer.as_clip() else {
+        bail!(
+            "{}: fine-tuning is implemented for CLIP models (this is a SigLIP one)",
+            super::model_name(args.model.as_deref())
+        );
+    };
     let mut train = MosaicBatches {
         generator: MosaicGenerator::try_new(
             FashionMnist::load(&args.data, Split::Train)?,
             mosaic,
             args.seed,
         )?,
-        tokenizer: loaded.tokenizer.clone(),
+        tokenizer: tokenizer.clone(),
         batch_size: args.batch,
         preprocess: loaded.preprocess.clone(),
         negatives: args.negatives.into(),
@@ -186,7 +192,7 @@ pub fn run(args: Args) -> Result<()> {
         &args.data,
         args.seed,
         args.batch,
-        loaded.tokenizer.clone(),
+        tokenizer.clone(),
         loaded.preprocess.clone(),
         args.negatives.into(),
     )?;
@@ -202,11 +208,7 @@ pub fn run(args: Args) -> Result<()> {
         },
         grad_clip: (args.grad_clip > 0.0).then_some(args.grad_clip),
     };
-    let weights = pairlens::model::ClipWeights {
-        text: loaded.model.text.weights.clone(),
-        vision: loaded.model.vision.weights.clone(),
-        logit_scale: loaded.model.logit_scale,
-    };
+    let weights = loaded.model.weights();
     let mut trainer = Trainer::new(model_cfg, &weights, config)?;
     drop(loaded);
 

@@ -44,13 +44,18 @@ impl MethodArgs {
 }
 
 fn layer_help(tower: &str, builtin_blocks: usize) -> String {
-    let (name, zero) = match tower {
-        "text" => ("Text", "right after the embeddings"),
-        _ => ("Image", "right after ln_pre"),
+    let (name, zero, head) = match tower {
+        "text" => ("Text", "right after the embeddings", ""),
+        _ => (
+            "Image",
+            "right after ln_pre",
+            "; a SigLIP tower also takes L = its number of blocks, the input of its pooling \
+             head, which is then the default",
+        ),
     };
     format!(
         "{name} block whose input is attributed: 0 ≤ L < the number of {tower} blocks (the \
-         built-in model has {builtin_blocks}; 0 = {zero}) [default: the last block]"
+         built-in model has {builtin_blocks}; 0 = {zero}{head}) [default: the last block]"
     )
 }
 

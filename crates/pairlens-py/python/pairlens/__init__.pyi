@@ -170,11 +170,16 @@ class Explanation:
 
     @property
     def interactions(self) -> npt.NDArray[np.float32]:
-        """float32 ``[tokens, 1 + patches]``: rows are the tokens (SOT … EOT), column 0 the
-        CLS image token, then the patches row-major. A fresh copy on every access."""
+        """float32 ``[tokens, image tokens]``: rows are the tokens (CLIP: SOT … EOT; SigLIP:
+        every position of the padded caption), column 0 the CLS image token if the model has
+        one (``class_token``), then the patches row-major. A fresh copy on every access."""
     @property
     def tokens(self) -> List[str]:
         """Display strings of the tokens (the rows)."""
+    @property
+    def class_token(self) -> bool:
+        """Whether column 0 of ``interactions`` is a class token (CLIP) or every column a
+        patch (SigLIP)."""
     @property
     def caption(self) -> str:
         """The caption explained."""
@@ -216,8 +221,9 @@ class Explanation:
     def span(self, start: int, end: int) -> npt.NDArray[np.float32]:
         """The heatmap of tokens ``start:end`` (half-open, SOT = 0) over the patches, float32
         ``[rows, cols]`` (the CLS column left out; see ``span_cls``); as the CLI's ``--span``."""
-    def span_cls(self, start: int, end: int) -> float:
-        """The interaction of tokens ``start:end`` with the CLS image token."""
+    def span_cls(self, start: int, end: int) -> Optional[float]:
+        """The interaction of tokens ``start:end`` with the CLS image token; ``None`` when the
+        image tower has no class token (SigLIP)."""
     def box(self, bounds: Tuple[float, float, float, float]) -> npt.NDArray[np.float32]:
         """Every token's interaction with the box ``(x0, y0, x1, y1)`` in pixels of the
         original image (mapped through resize and crop; patches weighted by the share of

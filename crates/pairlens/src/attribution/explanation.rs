@@ -43,10 +43,14 @@ pub struct ExclipTerms {
 /// numbers that, with them, add up to the score.
 #[derive(Clone, Debug)]
 pub struct Explanation {
-    /// Display strings of the text tokens SOT..EOT (the rows).
+    /// Display strings of the attributed text tokens (the rows): CLIP's SOT..EOT, SigLIP's
+    /// whole padded sequence.
     pub tokens: Vec<String>,
-    /// `[tokens, image_tokens]`: image tokens of the split layer, CLS at 0, patches row-major.
+    /// `[tokens, image_tokens]`: image tokens of the split layer, the CLS token first if the
+    /// tower has one, then the patches row-major.
     pub interactions: Tensor,
+    /// Whether the first image token is a class token (CLIP) or every one is a patch (SigLIP).
+    pub class_token: bool,
     /// Patch grid (rows, columns).
     pub grid: (usize, usize),
     /// Side of a patch in network-input pixels.
@@ -67,6 +71,10 @@ pub struct Explanation {
     pub image_layer: usize,
     /// Path points N.
     pub steps: usize,
+    /// The text reference's ids (the α = 0 end of the text path), to reproduce the run.
+    pub text_reference: Vec<u32>,
+    /// The image reference (the α = 0 end of the image path), in words.
+    pub image_reference: String,
 }
 
 fn dot(a: &Tensor, b: &Tensor) -> Result<f32> {
@@ -97,6 +105,7 @@ impl Explanation {
         text: &TowerSide,
         image: &TowerSide,
         tokens: Vec<String>,
+        text_reference: &[u32],
         model: &ClipModel,
         settings: &Settings,
     ) -> Result<Self> {
@@ -154,6 +163,7 @@ impl Explanation {
         let e = Explanation {
             tokens,
             interactions,
+            class_token: model.vision.config.class_token(),
             grid: model.vision.config.grid(),
             patch_size: model.vision.config.patch_size,
             score,
@@ -164,6 +174,8 @@ impl Explanation {
             text_layer: settings.text_layer,
             image_layer: settings.image_layer,
             steps: settings.steps,
+            text_reference: text_reference.to_vec(),
+            image_reference: settings.image_reference.describe().into(),
         };
         e.check_finite()?;
         Ok(e)
@@ -194,9 +206,10 @@ impl Explanation {
     /// patches: a heatmap `[grid rows × grid cols]` row-major, CLS excluded (returned apart).
     pub fn span_heatmap(&self, start: usize, end: usize) -> Result<SpanHeatmap> {
         let rows = span_rows(&self.interactions, start, end)?;
+        let first = usize::from(self.class_token);
         Ok(SpanHeatmap {
-            cls: rows[0],
-            patches: rows[1..].to_vec(),
+            cls: self.class_token.then(|| rows[0]),
+            patches: rows[first..].to_vec(),
             grid: self.grid,
         })
     }
@@ -212,7 +225,7 @@ impl Explanation {
     }
 
     /// Token scores for an image region given as weights over the patches (row-major, see
-    /// [`patch_weights`]): Σ_t w_t A[s, 1 + t] for every token s.
+    /// [`patch_weights`]): Σ_t w_t A[s, patch t] for every token s.
     pub fn region_token_scores(&self, weights: &[f32]) -> Result<Vec<f32>> {
         region_scores(&self.interactions, self.grid, weights)
     }
@@ -234,7 +247,8 @@ pub fn span_rows(matrix: &Tensor, start: usize, end: usize) -> Result<Vec<f32>> 
         .to_vec1::<f32>()?)
 }
 
-/// `Σ_t w_t M[s, 1 + t]` for every token s of a token × image-token matrix: the region query.
+/// `Σ_t w_t M[s, t-th patch]` for every token s of a token × image-token matrix whose last
+/// columns are the patches: the region query.
 pub fn region_scores(matrix: &Tensor, grid: (usize, usize), weights: &[f32]) -> Result<Vec<f32>> {
     let patches = grid.0 * grid.1;
     if weights.len() != patches {
@@ -244,15 +258,21 @@ pub fn region_scores(matrix: &Tensor, grid: (usize, usize), weights: &[f32]) -> 
         )));
     }
     let w = Tensor::from_slice(weights, (patches, 1), &Device::Cpu)?;
-    let patch_cols = matrix.narrow(1, 1, patches)?;
+    let cols = matrix.dim(1)?;
+    if cols < patches {
+        return Err(Error::InvalidArgument(format!(
+            "{cols} image tokens for {patches} patches"
+        )));
+    }
+    let patch_cols = matrix.narrow(1, cols - patches, patches)?;
     Ok(patch_cols.matmul(&w)?.squeeze(1)?.to_vec1::<f32>()?)
 }
 
 /// A token span's interactions with every image token.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct SpanHeatmap {
-    /// Interaction with the CLS token of the split layer.
-    pub cls: f32,
+    /// Interaction with the CLS token of the split layer (`None`: the tower has none).
+    pub cls: Option<f32>,
     /// Row-major over the patch grid.
     pub patches: Vec<f32>,
     /// Patch grid (rows, columns).

@@ -1,6 +1,7 @@
 //! Explanations as a safetensors file, readable from Python with `safetensors.numpy.load_file`.
 //!
-//! One caption: tensors `interactions` `[tokens, image_tokens]` (CLS column first), `score`
+//! One caption: tensors `interactions` `[tokens, image_tokens]` (CLS column first, if the image
+//! tower has a class token: the settings' `class_token` says), `score`
 //! `[1]`, `residual` `[1]`, and one `[1]` tensor per reference term, named as in the JSON
 //! output so that no position has to be remembered: `reference_terms/text_vs_image_reference`
 //! (f(x)·g(r_y)), `reference_terms/text_reference_vs_image` (f̃(r_x)·g(y)),
@@ -8,7 +9,8 @@
 //! `exclip_terms/score`, `exclip_terms/text_vs_image_reference`,
 //! `exclip_terms/text_reference_vs_image`, `exclip_terms/reference_vs_reference`. Several
 //! captions: the same names prefixed `caption{k}/`, k counting from 1 like the HTML report and
-//! the PNG files. The metadata holds the tokens and settings as JSON strings.
+//! the PNG files. The metadata holds the tokens and settings (with the text reference's ids and
+//! the image reference, to reproduce the run) as JSON strings.
 
 use super::Explanation;
 use crate::{Error, Result};
@@ -65,6 +67,8 @@ pub fn save(
             serde_json::json!({
                 "mode": e.mode, "text_layer": e.text_layer, "image_layer": e.image_layer,
                 "steps": e.steps, "grid": [e.grid.0, e.grid.1],
+                "class_token": e.class_token,
+                "text_reference_ids": e.text_reference, "image_reference": e.image_reference,
             })
             .to_string(),
         );

@@ -21,6 +21,11 @@
 //!   the radial part `ê (ê·ė)`, another dot product.
 //!
 //! What remains per (token, path point) is one row through `fc1`.
+//!
+//! SigLIP's attention-pooling head has the same structure — one query over every row — with a
+//! learned probe as the query (no query tangent, no pooled token) and no residual around the
+//! attention; its output is the embedding (no final LayerNorm, no projection). The same code
+//! runs it with those parts set to zero or the identity.
 
 use candle_core::{Tensor, D};
 
@@ -31,22 +36,40 @@ use crate::model::{Block, LayerNorm, Linear, TransformerConfig};
 use crate::progress::Progress;
 use crate::{Error, Result};
 
-/// A tower from the input of its last block on: that block, the final LayerNorm, the projection.
+/// A tower from the input of its last single-query layer on: the last block, the final
+/// LayerNorm and the projection; or a pooling head (its probe, its layers as a block).
 pub(crate) struct LastBlock<'a> {
     cfg: &'a TransformerConfig,
-    block: &'a Block,
-    final_ln: &'a LayerNorm,
-    projection: &'a Linear,
+    block: Block,
+    probe: Option<&'a Tensor>,
+    final_ln: Option<&'a LayerNorm>,
+    projection: Option<&'a Linear>,
 }
 
 impl<'a> LastBlock<'a> {
-    /// The last block of a tower's stack.
+    /// The last block of a tower's stack, or its pooling head if it has one.
     pub fn of(stack: Stack<'a>) -> Self {
+        let (probe, block) = match stack.head {
+            Some((probe, head)) => (Some(probe), head),
+            None => (
+                None,
+                stack.blocks.last().expect("a tower has blocks").clone(),
+            ),
+        };
         LastBlock {
             cfg: stack.cfg,
-            block: stack.blocks.last().expect("a tower has blocks"),
+            block,
+            probe,
             final_ln: stack.final_ln,
             projection: stack.projection,
+        }
+    }
+
+    /// The projection of `y` (the identity without one).
+    fn project(&self, y: &Tensor) -> Result<Tensor> {
+        match self.projection {
+            Some(p) => ops::linear(y, p),
+            None => Ok(y.clone()),
         }
     }
 }
@@ -137,7 +160,7 @@ impl LastBlock<'_> {
     }
 
     fn ends(&self, x: &Tensor, r: &Tensor, pool: usize, tokens: usize) -> Result<Ends> {
-        let w = self.block;
+        let w = &self.block;
         let (h, dh) = (self.cfg.heads, self.cfg.head_dim());
         let centre =
             |t: &Tensor| -> Result<Tensor> { Ok(t.broadcast_sub(&t.mean_keepdim(D::Minus1)?)?) };
@@ -161,14 +184,28 @@ impl LastBlock<'_> {
         let (ka, kb) = parts(&w.k)?;
         let (va, vb) = parts(&w.v)?;
         let (k0, v0) = (offset(&w.k)?, offset(&w.v)?);
-        let pooled = Tensor::stack(&[a.get(pool)?, b.get(pool)?], 0)?.broadcast_mul(g)?;
-        let q = Tensor::cat(
-            &[
-                &offset(&w.q)?.reshape((1, h * dh))?,
-                &ops::linear_tangent(&pooled, &w.q)?,
-            ],
-            0,
-        )?;
+        // The query's offset and its parts along the path; a probe is all offset, and no row of
+        // the input is the query's or gets a residual.
+        let (q, r_pool, d_pool) = match self.probe {
+            None => {
+                let pooled = Tensor::stack(&[a.get(pool)?, b.get(pool)?], 0)?.broadcast_mul(g)?;
+                let q = Tensor::cat(
+                    &[
+                        &offset(&w.q)?.reshape((1, h * dh))?,
+                        &ops::linear_tangent(&pooled, &w.q)?,
+                    ],
+                    0,
+                )?;
+                (q, r.get(pool)?, d.get(pool)?)
+            }
+            Some(probe) => {
+                let q0 = ops::linear(&probe.unsqueeze(0)?, &w.q)?;
+                let zero = q0.zeros_like()?;
+                let q = Tensor::cat(&[&q0, &zero, &zero], 0)?;
+                let none = r.get(0)?.zeros_like()?;
+                (q, none.clone(), none)
+            }
+        };
         let q = (q.reshape((3, h, dh))? * self.scale())?;
         // Each head's out-projection columns applied to that head's value parts: [T, 2H, D].
         let proj = |v: &Tensor| per_head_out(&v.transpose(0, 1)?, w); // [·, H, D]
@@ -181,8 +218,8 @@ impl LastBlock<'_> {
         )?;
         let wv0 = proj(&v0)?.squeeze(0)?; // [H, D]
         Ok(Ends {
-            r_pool: r.get(pool)?,
-            d_pool: d.get(pool)?,
+            r_pool,
+            d_pool,
             aa: dot(&a, &a)?,
             ab: dot(&a, &b)?,
             bb: dot(&b, &b)?,
@@ -199,7 +236,7 @@ impl LastBlock<'_> {
 
     /// The forward at path points `alphas`: the pooled row only past the attention.
     fn points(&self, e: &Ends, alphas: &[f32], pool: usize) -> Result<Points> {
-        let w = self.block;
+        let w = &self.block;
         let (dev, dt) = (e.aa.device(), e.aa.dtype());
         let n = alphas.len();
         let width = self.cfg.width;
@@ -246,8 +283,19 @@ impl LastBlock<'_> {
             y: out, c2, slope, ..
         } = mlp_half(self.cfg, w, &x1, true)?;
         let slope = slope.expect("asked for");
-        let (y, c3) = ops::layer_norm_cached(&out, self.final_ln, eps)?;
-        let emb = ops::linear(&y, self.projection)?;
+        // Without a final LayerNorm its x̂ is zero and 1/σ one: the tangent rules below then
+        // reduce to the identity.
+        let (xhat3, inv3, emb) = match self.final_ln {
+            Some(ln) => {
+                let (y, c3) = ops::layer_norm_cached(&out, ln, eps)?;
+                (c3.xhat, c3.inv_std, self.project(&y)?)
+            }
+            None => (
+                out.zeros_like()?,
+                Tensor::ones((n, 1), dt, dev)?,
+                self.project(&out)?,
+            ),
+        };
         Ok(Points {
             alpha,
             inv1,
@@ -258,8 +306,8 @@ impl LastBlock<'_> {
             xhat2: c2.xhat,
             inv2: c2.inv_std,
             slope,
-            xhat3: c3.xhat,
-            inv3: c3.inv_std,
+            xhat3,
+            inv3,
             emb,
         })
     }
@@ -286,7 +334,7 @@ pub(crate) fn integrate(
     settings: &Settings,
     progress: &mut dyn Progress,
 ) -> Result<Contraction> {
-    let w = tower.block;
+    let w = &tower.block;
     let e = tower.ends(x, r, pool, tokens)?;
     let (dev, dt) = (x.device(), x.dtype());
     let (hh, width) = (tower.cfg.heads, tower.cfg.width);
@@ -296,15 +344,31 @@ pub(crate) fn integrate(
 
     // Fixed vectors: the final LayerNorm's gain through the projection (Pγ), Pγ 1, fc2's
     // column sums, fc1 of ln_2's gain.
-    let g3 = &tower.final_ln.weight;
-    let pg = |t: &Tensor| ops::linear_tangent(&t.broadcast_mul(g3)?, tower.projection);
-    let pg_one = pg(&g3.ones_like()?.unsqueeze(0)?)?; // [1, E]
-                                                      // (as a product: candle sums over a leading axis in a slow strided loop)
+    // Without them: γ = 1, P = identity, and no centring (Pγ1 = 0).
+    let g3 = match tower.final_ln {
+        Some(ln) => ln.weight.clone(),
+        None => Tensor::ones(width, dt, dev)?,
+    };
+    let pg = |t: &Tensor| -> Result<Tensor> {
+        let t = t.broadcast_mul(&g3)?;
+        match tower.projection {
+            Some(p) => ops::linear_tangent(&t, p),
+            None => Ok(t),
+        }
+    };
+    let pg_one = match tower.final_ln {
+        Some(_) => pg(&g3.ones_like()?.unsqueeze(0)?)?,
+        None => pg(&g3.zeros_like()?.unsqueeze(0)?)?,
+    }; // [1, E]
+       // (as a product: candle sums over a leading axis in a slow strided loop)
     let fc2_sum = Tensor::ones((1, width), dt, dev)?.matmul(&w.fc2.weight)?; // [1, F]
     let g2 = &w.ln_2.weight;
     let fc1_g2 = ops::linear_tangent(&g2.unsqueeze(0)?, &w.fc1)?; // [1, F]
     let hit: Vec<f64> = (0..tokens)
-        .map(|i| if i == pool { 1.0 } else { 0.0 })
+        .map(|i| match i == pool && tower.probe.is_none() {
+            true => 1.0,
+            false => 0.0,
+        })
         .collect();
     let hit = Tensor::from_vec(hit, (1, tokens, 1), dev)?.to_dtype(dt)?;
     let (ab, bb) = (e.ab.narrow(0, 0, tokens)?, e.bb.narrow(0, 0, tokens)?);
@@ -402,7 +466,11 @@ pub(crate) fn integrate(
         let cosine = settings.mode == Mode::Cosine;
         let norm = pts.emb.sqr()?.sum_keepdim(1)?.sqrt()?; // [n, 1]
         let unit = pts.emb.broadcast_div(&norm)?;
-        let f = unit.matmul(&tower.projection.weight)?.broadcast_mul(g3)?; // Pγᵀ ê: [n, D]
+        let f = match tower.projection {
+            Some(p) => unit.matmul(&p.weight)?,
+            None => unit.clone(),
+        }
+        .broadcast_mul(&g3)?; // Pγᵀ ê: [n, D]
         let mut vecs = vec![
             Tensor::ones((n, width), dt, dev)?,
             pts.xhat2.clone(),

@@ -55,6 +55,16 @@ pub enum ImageReference {
     Tensor(Tensor),
 }
 
+impl ImageReference {
+    /// The reference in words, as `--out` records it.
+    pub fn describe(&self) -> &'static str {
+        match self {
+            ImageReference::Zeros => "zeros after normalisation (the mean colour)",
+            ImageReference::Tensor(_) => "a normalised tensor given by the caller",
+        }
+    }
+}
+
 /// The most path points N an explanation may use. The path sum's error falls like 1/N (the
 /// residual shows it: a few per cent of the score at N = 10, under one per cent at N = 50 on the
 /// fixtures), so N beyond a few hundred changes nothing visible, while the work below a tower's
@@ -103,11 +113,12 @@ impl Default for Settings {
 }
 
 impl Settings {
-    /// Default layers = the last block of each tower (exclip's default 11/11 on ViT-B).
+    /// Default layers = the last block of each tower (exclip's default 11/11 on ViT-B); for an
+    /// image tower with an attention-pooling head (SigLIP), the head's input.
     pub fn for_model(model: &ClipModel) -> Self {
         Settings {
             text_layer: model.text.config.transformer.layers - 1,
-            image_layer: model.vision.config.transformer.layers - 1,
+            image_layer: model.vision.config.last_split(),
             ..Settings::default()
         }
     }
@@ -116,6 +127,7 @@ impl Settings {
     pub fn validate(&self, model: &ClipModel) -> Result<()> {
         let text_layers = model.text.config.transformer.layers;
         let image_layers = model.vision.config.transformer.layers;
+        let image_last = model.vision.config.last_split();
         if self.text_layer >= text_layers {
             return Err(Error::InvalidArgument(format!(
                 "text layer {} is out of range: the text tower has {text_layers} blocks (valid: 0..={})",
@@ -123,11 +135,14 @@ impl Settings {
                 text_layers - 1
             )));
         }
-        if self.image_layer >= image_layers {
+        if self.image_layer > image_last {
+            let head = match image_last == image_layers {
+                true => format!(" and a pooling head (valid: 0..={image_last}, {image_last} = the head's input)"),
+                false => format!(" (valid: 0..={image_last})"),
+            };
             return Err(Error::InvalidArgument(format!(
-                "image layer {} is out of range: the image tower has {image_layers} blocks (valid: 0..={})",
-                self.image_layer,
-                image_layers - 1
+                "image layer {} is out of range: the image tower has {image_layers} blocks{head}",
+                self.image_layer
             )));
         }
         if self.steps == 0 {
@@ -164,7 +179,7 @@ impl Settings {
     /// to N; at the last block the closed form makes N nearly free, and no warning is given.
     pub fn cost_warning(&self, model: &ClipModel) -> Option<String> {
         let text_deep = !model.text.config.transformer.is_last(self.text_layer);
-        let image_deep = !model.vision.config.transformer.is_last(self.image_layer);
+        let image_deep = self.image_layer < model.vision.config.last_split();
         if self.steps <= LARGE_STEPS || !(text_deep || image_deep) {
             return None;
         }
@@ -216,6 +231,7 @@ mod tests {
                 weights: w.vision,
             },
             logit_scale: w.logit_scale,
+            logit_bias: w.logit_bias,
         }
     }
 

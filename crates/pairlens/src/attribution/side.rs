@@ -77,8 +77,18 @@ fn text_side_by(
     let ref_pool = cfg.pooling.index(&reference.ids).ok_or_else(|| {
         Error::InvalidArgument("reference ids hold no end-of-text token to pool at".into())
     })?;
-    // Causal attention: rows after both pooled positions never reach an embedding.
-    let seq = pool.max(ref_pool) + 1;
+    // Causal attention: rows after both pooled positions never reach an embedding, and only
+    // rows up to the pooled one are attributed. Bidirectional attention reads them all.
+    let (seq, rows) = match cfg.causal {
+        true => (pool.max(ref_pool) + 1, pool + 1),
+        false => (caption.ids.len(), caption.ids.len()),
+    };
+    if reference.ids.len() < seq {
+        return Err(Error::InvalidArgument(format!(
+            "the text reference has {} ids, the caption {seq}",
+            reference.ids.len()
+        )));
+    }
     let device = model.text.weights.token_embedding.device();
     let ids = Tensor::from_iter(
         caption.ids[..seq]
@@ -98,10 +108,9 @@ fn text_side_by(
     let label = "text tokens";
     if cfg.transformer.is_last(layer) && route == Route::ClosedForm {
         let last = LastBlock::of(tower.stack());
-        // Causal attention: the pooled row sees rows up to itself only.
-        let (x, r) = (x.narrow(0, 0, pool + 1)?, r.narrow(0, 0, pool + 1)?);
+        let (x, r) = (x.narrow(0, 0, rows)?, r.narrow(0, 0, rows)?);
         let ends = PathEnds { x: &x, r: &r };
-        let c = last_block::integrate(&last, ends, pool, pool + 1, label, settings, progress)?;
+        let c = last_block::integrate(&last, ends, pool, rows, label, settings, progress)?;
         return Ok(TowerSide {
             contributions: c.contributions,
             embedding: c.embedding,
@@ -110,13 +119,13 @@ fn text_side_by(
             pooled_index: pool,
         });
     }
-    let footprint = tangent_footprint(&cfg.transformer, layer, seq);
+    let footprint = tangent_footprint(&cfg.transformer, layer, seq, false);
     let ends = PathEnds { x: &x, r: &r };
     let jvp = |primal: &Tensor, tangents: &Tangents| {
         let p = primal.dim(0)?;
         tower.jvp_from(layer, primal, tangents, &vec![pool; p])
     };
-    let contributions = integrate(label, ends, pool + 1, footprint, settings, progress, jvp)?;
+    let contributions = integrate(label, ends, rows, footprint, settings, progress, jvp)?;
     let embedded = tower.embed_from(layer, &hidden, &[pool, pool])?;
     Ok(TowerSide {
         contributions: contributions.contributions,
@@ -127,7 +136,8 @@ fn text_side_by(
     })
 }
 
-/// Image side: every token of the split layer (CLS first, then patches row-major).
+/// Image side: every token of the split layer (CLS first if the tower has one, then patches
+/// row-major).
 /// `pixels` is the normalised `[3, H, W]` input.
 pub fn image_side(
     model: &ClipModel,
@@ -156,7 +166,9 @@ fn image_side_by(
     let (x, r) = (hidden.get(0)?, hidden.get(1)?);
     let tokens = x.dim(0)?;
     let (ends, label) = (PathEnds { x: &x, r: &r }, "image tokens");
-    if model.vision.config.transformer.is_last(layer) && route == Route::ClosedForm {
+    let cfg = &model.vision.config;
+    let closed_form = layer == cfg.last_split();
+    if closed_form && route == Route::ClosedForm {
         let last = LastBlock::of(tower.stack());
         let c = last_block::integrate(&last, ends, 0, tokens, label, settings, progress)?;
         return Ok(TowerSide {
@@ -167,7 +179,7 @@ fn image_side_by(
             pooled_index: 0,
         });
     }
-    let footprint = tangent_footprint(&model.vision.config.transformer, layer, tokens);
+    let footprint = tangent_footprint(&cfg.transformer, layer, tokens, !cfg.class_token());
     let jvp = |primal: &Tensor, tangents: &Tangents| tower.jvp_from(layer, primal, tangents);
     let contributions = integrate(label, ends, tokens, footprint, settings, progress, jvp)?;
     let embedded = tower.embed_from(layer, &hidden)?;
@@ -253,10 +265,15 @@ fn integrate(
 }
 
 /// Elements one (token, path point) pair occupies in the largest activation of a JVP from
-/// `layer`: the MLP hidden states of every row; from the last block only the pooled row's MLP and
-/// one attention row per head (tangents stay on single rows there).
-fn tangent_footprint(cfg: &TransformerConfig, layer: usize, seq: usize) -> usize {
-    if cfg.is_last(layer) {
+/// `layer`: the MLP hidden states of every row; from the last single-query layer (the last block,
+/// or a pooling `head`'s input) only the query row's MLP and one attention row per head (tangents
+/// stay on single rows there).
+fn tangent_footprint(cfg: &TransformerConfig, layer: usize, seq: usize, head: bool) -> usize {
+    let single_query = match head {
+        true => layer == cfg.layers,
+        false => cfg.is_last(layer),
+    };
+    if single_query {
         cfg.mlp_dim + cfg.heads * seq
     } else {
         seq * cfg.mlp_dim
@@ -280,7 +297,10 @@ mod tests {
     use crate::progress::NoProgress;
 
     fn model(dtype: DType) -> ClipModel {
-        let config = ClipConfig::tiny();
+        model_of(ClipConfig::tiny(), dtype)
+    }
+
+    fn model_of(config: ClipConfig, dtype: DType) -> ClipModel {
         let w = ClipWeights::random(&config, 11)
             .unwrap()
             .to_dtype(dtype)
@@ -295,6 +315,7 @@ mod tests {
                 weights: w.vision,
             },
             logit_scale: w.logit_scale,
+            logit_bias: w.logit_bias,
         }
     }
 
@@ -316,12 +337,19 @@ mod tests {
         max_abs(&(a - b).unwrap()) / max_abs(b).max(1e-30)
     }
 
-    /// The closed form through the last block equals the batched JVPs, every quantity, both
-    /// towers, both modes, chunked or not; f64 to rounding, f32 to 1e-5.
+    /// The closed form through the last block (SigLIP's image tower: through its pooling head)
+    /// equals the batched JVPs, every quantity, both towers, both modes, both families, chunked
+    /// or not; f64 to rounding, f32 to 1e-5.
     #[test]
     fn closed_form_last_block_equals_batched_jvps() {
+        for config in [ClipConfig::tiny(), ClipConfig::tiny_siglip()] {
+            closed_form_equals_batched_jvps(config);
+        }
+    }
+
+    fn closed_form_equals_batched_jvps(config: ClipConfig) {
         for (dtype, tol) in [(DType::F64, 1e-11), (DType::F32, 2e-5)] {
-            let m = model(dtype);
+            let m = model_of(config.clone(), dtype);
             let layers = m.text.config.transformer.layers;
             let caption = encoded(&[38, 5, 17, 3, 39], 8);
             let reference = encoded(&[38, 0, 39], 8);
@@ -335,7 +363,7 @@ mod tests {
                 for (steps, budget) in [(1, 8 << 20), (7, 8 << 20), (10, 1500)] {
                     let settings = Settings {
                         text_layer: layers - 1,
-                        image_layer: m.vision.config.transformer.layers - 1,
+                        image_layer: m.vision.config.last_split(),
                         steps,
                         mode,
                         max_batch_elements: budget,
@@ -357,7 +385,10 @@ mod tests {
                     };
                     let (fast, slow) = (sides(Route::ClosedForm), sides(Route::Jvp));
                     for (a, b, what) in [(&fast.0, &slow.0, "text"), (&fast.1, &slow.1, "image")] {
-                        let label = format!("{dtype:?} {mode:?} N={steps} budget {budget} {what}");
+                        let label = format!(
+                            "{:?} {dtype:?} {mode:?} N={steps} budget {budget} {what}",
+                            config.vision.pooling
+                        );
                         for (x, y, q) in [
                             (&a.contributions, &b.contributions, "contributions"),
                             (&a.embedding, &b.embedding, "embedding"),

@@ -114,8 +114,15 @@ pub fn ig_attributions(image: &TowerSide, text: &Tensor) -> Result<Vec<f32>> {
 pub fn image_token_embeddings(model: &ClipModel, pixels: &Tensor, layer: usize) -> Result<Tensor> {
     let v = &model.vision;
     let h = v.hidden_at(layer, &pixels.unsqueeze(0)?)?.squeeze(0)?;
+    let Some(projection) = &v.weights.projection else {
+        return Err(crate::Error::InvalidArgument(
+            "token-embedding baselines need an image tower with a class token and a projection \
+             (CLIP)"
+                .into(),
+        ));
+    };
     let y = ops::layer_norm(&h, &v.weights.ln_post, v.config.transformer.layer_norm_eps)?;
-    unit_rows(&ops::linear(&y, &v.weights.projection)?)
+    unit_rows(&ops::linear(&y, projection)?)
 }
 
 /// Unit embeddings `[pooled + 1, proj]` of the caption's tokens SOT..pooled (EOT) entering

@@ -372,10 +372,44 @@ impl PreprocessConfig {
 
     /// As [`PreprocessConfig::from_hf_file`], from parsed JSON.
     pub fn from_hf_json(v: &Value, path: &Path) -> Result<Self> {
+        Self::from_hf_json_over(v, path, Self::hf_default((224, 224)))
+    }
+
+    /// SigLIP's `preprocessor_config.json` (`SiglipImageProcessorPil` fields: CLIP's, with other
+    /// defaults and no centre crop), for a model of input `image_size`.
+    pub fn siglip_from_hf_file(path: &Path, image_size: (usize, usize)) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let v: Value =
+            serde_json::from_str(&text).map_err(|e| bad(path, format!("invalid JSON: {e}")))?;
+        let defaults = Self::siglip_default(image_size);
+        let cfg = Self::from_hf_json_over(&v, path, defaults)?;
+        if cfg.crop.is_some() {
+            return Err(bad(path, "SigLIP's image processor has no centre crop"));
+        }
+        Ok(cfg)
+    }
+
+    /// transformers' SigLIP defaults: resize to the input size exactly (no aspect ratio kept,
+    /// no crop), bicubic, mean = std = 0.5.
+    pub fn siglip_default(image_size: (usize, usize)) -> Self {
+        let (height, width) = image_size;
+        PreprocessConfig {
+            resize: ResizeMode::Exact { height, width },
+            crop: None,
+            mean: [0.5; 3],
+            std: [0.5; 3],
+            ..Self::hf_default(image_size)
+        }
+    }
+
+    /// `v`'s keys laid over `defaults` (a key that is absent keeps the default; a centre crop
+    /// is on by default only where `defaults` crops).
+    fn from_hf_json_over(v: &Value, path: &Path, defaults: Self) -> Result<Self> {
         let obj = v
             .as_object()
             .ok_or_else(|| bad(path, "expected a JSON object"))?;
-        let mut cfg = Self::hf_default((224, 224));
+        let mut cfg = defaults;
+        let crops_by_default = cfg.crop.is_some();
         if !get_bool(obj, "do_resize", true, path)? {
             cfg.resize = ResizeMode::None;
         } else if let Some(s) = obj.get("size").filter(|s| !s.is_null()) {
@@ -396,7 +430,7 @@ impl PreprocessConfig {
                 }
             };
         }
-        if !get_bool(obj, "do_center_crop", true, path)? {
+        if !get_bool(obj, "do_center_crop", crops_by_default, path)? {
             cfg.crop = None;
         } else if let Some(s) = obj.get("crop_size").filter(|s| !s.is_null()) {
             cfg.crop = match hf_size(s, "crop_size", true, path)? {
@@ -422,8 +456,8 @@ impl PreprocessConfig {
         }
         if get_bool(obj, "do_normalize", true, path)? {
             let reject = OneEntryList::Reject;
-            cfg.mean = get_triple(obj, "image_mean", OPENAI_CLIP_MEAN, reject, path)?;
-            cfg.std = get_triple(obj, "image_std", OPENAI_CLIP_STD, reject, path)?;
+            cfg.mean = get_triple(obj, "image_mean", cfg.mean, reject, path)?;
+            cfg.std = get_triple(obj, "image_std", cfg.std, reject, path)?;
             if cfg.std.contains(&0.0) {
                 return Err(bad(path, "`image_std` contains 0"));
             }

@@ -21,6 +21,9 @@ pub(crate) enum Rows<'a> {
     /// One row per sequence (`pool[b]`): the last block, where only the pooled row feeds the
     /// embedding. Keys and values still cover every row.
     Pooled(&'a [usize]),
+    /// One query per sequence, the learned probe `[W]` itself (no LayerNorm, no query tangent),
+    /// and no residual around the attention: SigLIP's attention-pooling head.
+    Probe(&'a Tensor),
 }
 
 /// What a block's forward keeps for its JVP and its VJP.
@@ -47,14 +50,18 @@ fn scatter_rows(v: &Tensor, pool: &[usize], s: usize) -> Result<Tensor> {
     Ok(hit.broadcast_mul(v)?)
 }
 
-/// A tower from its first block on: the blocks, the masking rule, and the final LayerNorm and
-/// projection that turn the pooled row into the embedding.
+/// A tower from its first block on: the blocks, the masking rule, and what turns the last
+/// block's output into the embedding — CLIP (both towers) and SigLIP's text tower: the pooled
+/// row through a final LayerNorm and a projection; SigLIP's image tower: every row through the
+/// attention-pooling head, which is the embedding.
 pub(crate) struct Stack<'a> {
     pub cfg: &'a TransformerConfig,
     pub blocks: &'a [Block],
     pub causal: bool,
-    pub final_ln: &'a LayerNorm,
-    pub projection: &'a Linear,
+    /// The pooling head: its probe and its layers as a block ([`crate::model::PoolingHead`]).
+    pub head: Option<(&'a Tensor, Block)>,
+    pub final_ln: Option<&'a LayerNorm>,
+    pub projection: Option<&'a Linear>,
 }
 
 /// The MLP half of a block, `x1 + fc2(act(fc1(ln_2(x1))))`, with what its tangent and reverse
@@ -148,6 +155,7 @@ impl Stack<'_> {
         let (b, s, _) = x.dims3()?;
         let row = |i: usize| (0..s).map(move |j| if j > i { f64::NEG_INFINITY } else { 0.0 });
         let m = match rows {
+            Rows::Probe(_) => return Ok(None),
             Rows::All => Tensor::from_vec(
                 (0..s).flat_map(row).collect::<Vec<_>>(),
                 (1, 1, s, s),
@@ -196,15 +204,22 @@ impl Stack<'_> {
         let k = self.heads(&ops::linear(&h, &w.k)?)?;
         let v = self.heads(&ops::linear(&h, &w.v)?)?;
         let (hq, xr) = match rows {
-            Rows::All => (h.clone(), x.clone()),
-            Rows::Pooled(pool) => (select_rows(&h, pool)?, select_rows(x, pool)?),
+            Rows::All => (h.clone(), Some(x.clone())),
+            Rows::Pooled(pool) => (select_rows(&h, pool)?, Some(select_rows(x, pool)?)),
+            Rows::Probe(probe) => {
+                let q = probe.reshape((1, 1, width))?.broadcast_as((b, 1, width))?;
+                (q.contiguous()?, None)
+            }
         };
         let q = self.heads(&ops::linear(&hq, &w.q)?)?;
         let sq = q.dim(2)?;
         let mask = self.mask(x, rows)?;
         let (o, attn) = ops::attention_cached(&q, &k, &v, mask.as_ref(), self.scale())?;
         let o = o.transpose(1, 2)?.contiguous()?.reshape((b, sq, width))?;
-        let x1 = (xr + ops::linear(&o, &w.out)?)?;
+        let x1 = match xr {
+            Some(xr) => (xr + ops::linear(&o, &w.out)?)?,
+            None => ops::linear(&o, &w.out)?,
+        };
         let MlpHalf {
             y,
             c2,
@@ -259,6 +274,11 @@ impl Stack<'_> {
             Ok(match rows {
                 Rows::All => g.clone(),
                 Rows::Pooled(pool) => scatter_rows(g, pool, s)?,
+                Rows::Probe(_) => {
+                    return Err(crate::Error::InvalidArgument(
+                        "the reverse pass of an attention-pooling head is not implemented".into(),
+                    ))
+                }
             })
         };
         let gh = ((ghk + ghv)? + to_rows(&ghq)?)?;
@@ -297,11 +317,21 @@ impl Stack<'_> {
                 let hd = ops::layer_norm_tangent(c1, xd, &w.ln_1)?;
                 let kd = self.heads_tangent(&ops::linear_tangent(&hd, &w.k)?)?;
                 let vd = self.heads_tangent(&ops::linear_tangent(&hd, &w.v)?)?;
-                let (hqd, xrd) = match rows {
-                    Rows::All => (hd, xd.clone()),
-                    Rows::Pooled(pool) => (select_rows(&hd, pool)?, select_rows(xd, pool)?),
+                let (qd, xrd) = match rows {
+                    Rows::All => (ops::linear_tangent(&hd, &w.q)?, Some(xd.clone())),
+                    Rows::Pooled(pool) => (
+                        ops::linear_tangent(&select_rows(&hd, pool)?, &w.q)?,
+                        Some(select_rows(xd, pool)?),
+                    ),
+                    Rows::Probe(_) => {
+                        let (t, b) = (xd.dim(0)?, xd.dim(1)?);
+                        (
+                            Tensor::zeros((t, b, 1, width), x.dtype(), x.device())?,
+                            None,
+                        )
+                    }
                 };
-                let qd = self.heads_tangent(&ops::linear_tangent(&hqd, &w.q)?)?;
+                let qd = self.heads_tangent(&qd)?;
                 (ops::attention_tangent(ac, &qd, &kd, &vd)?, xrd)
             }
             Tangents::SingleRow {
@@ -321,6 +351,8 @@ impl Stack<'_> {
                 let key_hit = one_hot(trows, s, x.dtype(), x.device())?; // [T, S]
                 let q_hit = match rows {
                     Rows::All => key_hit.unsqueeze(0)?, // [1, T, S]
+                    // The probe is no row of the input: no query tangent.
+                    Rows::Probe(_) => Tensor::zeros((1, t, 1), x.dtype(), x.device())?,
                     Rows::Pooled(pool) => {
                         // [B, T, 1]: query row of sequence b is pool[b].
                         let v: Vec<f64> = pool
@@ -334,10 +366,15 @@ impl Stack<'_> {
                 };
                 let od = ops::attention_tangent_row(ac, &q_hit, &ridx, &key_hit, &qd, &kd, &vd)?;
                 // Residual tangent at the query rows: [T, B|1, Sq, 1] ⊙ [T, B, 1, W].
-                let xrd = q_hit
-                    .permute((1, 0, 2))?
-                    .unsqueeze(3)?
-                    .broadcast_mul(&values.unsqueeze(2)?)?;
+                let xrd = match rows {
+                    Rows::Probe(_) => None,
+                    _ => Some(
+                        q_hit
+                            .permute((1, 0, 2))?
+                            .unsqueeze(3)?
+                            .broadcast_mul(&values.unsqueeze(2)?)?,
+                    ),
+                };
                 (od, xrd)
             }
         };
@@ -346,7 +383,10 @@ impl Stack<'_> {
             .permute((0, 1, 3, 2, 4))?
             .contiguous()?
             .reshape((t, b, sq, width))?;
-        let x1d = (xrd + ops::linear_tangent(&od, &w.out)?)?;
+        let x1d = match xrd {
+            Some(xrd) => (xrd + ops::linear_tangent(&od, &w.out)?)?,
+            None => ops::linear_tangent(&od, &w.out)?,
+        };
         let h2d = ops::layer_norm_tangent(&tape.c2, &x1d, &w.ln_2)?;
         let md = ops::activation_tangent(&tape.slope, &ops::linear_tangent(&h2d, &w.fc1)?)?;
         let x2d = (x1d + ops::linear_tangent(&md, &w.fc2)?)?;
@@ -367,11 +407,14 @@ impl Stack<'_> {
     pub fn forward_pooled(&self, from: usize, x: &Tensor, pool: &[usize]) -> Result<Tensor> {
         let n = self.blocks.len();
         let mut x = x.clone();
-        if from == n {
+        if from == n && self.head.is_none() {
             x = select_rows(&x, pool)?;
         }
         for (l, w) in self.blocks.iter().enumerate().skip(from) {
             x = self.block_forward(w, &x, self.rows_of(l, pool))?;
+        }
+        if let Some((probe, head)) = &self.head {
+            x = self.block_forward(head, &x, Rows::Probe(probe))?;
         }
         Ok(x.squeeze(1)?)
     }
@@ -385,7 +428,7 @@ impl Stack<'_> {
         pool: &[usize],
     ) -> Result<(Tensor, Tensor)> {
         let n = self.blocks.len();
-        if from == n {
+        if from == n && self.head.is_none() {
             let xd = match xd {
                 Tangents::Dense(t) => select_rows(t, pool)?,
                 Tangents::SingleRow { rows, values } => {
@@ -407,6 +450,11 @@ impl Stack<'_> {
             x = y;
             xd = Tangents::Dense(yd);
         }
+        if let Some((probe, head)) = &self.head {
+            let (y, yd) = self.block_jvp(head, &x, &xd, Rows::Probe(probe))?;
+            x = y;
+            xd = Tangents::Dense(yd);
+        }
         let Tangents::Dense(xd) = xd else {
             unreachable!("dense after a block")
         };
@@ -417,8 +465,14 @@ impl Stack<'_> {
     /// blocks, final LayerNorm, projection.
     pub fn embed(&self, from: usize, hidden: &Tensor, pool: &[usize]) -> Result<Tensor> {
         let x = self.forward_pooled(from, hidden, pool)?;
-        let y = ops::layer_norm(&x, self.final_ln, self.cfg.layer_norm_eps)?;
-        ops::linear(&y, self.projection)
+        let y = match self.final_ln {
+            Some(ln) => ops::layer_norm(&x, ln, self.cfg.layer_norm_eps)?,
+            None => x,
+        };
+        match self.projection {
+            Some(p) => ops::linear(&y, p),
+            None => Ok(y),
+        }
     }
 
     /// [`Self::embed`] of P primals `[P, seq, width]` and their T×P tangents: `[P, proj]` and
@@ -438,19 +492,34 @@ impl Stack<'_> {
         } else {
             self.jvp_pooled(from, primal, tangents, pool)?
         };
-        let (y, c) = ops::layer_norm_cached(&x, self.final_ln, self.cfg.layer_norm_eps)?;
-        let e = ops::linear(&y, self.projection)?;
-        if xd.dim(0)? == 0 {
-            let proj = self.projection.weight.dim(0)?;
-            return Ok((e, Tensor::zeros((0, p, proj), x.dtype(), x.device())?));
+        let (y, yd) = match self.final_ln {
+            Some(ln) => {
+                let (y, c) = ops::layer_norm_cached(&x, ln, self.cfg.layer_norm_eps)?;
+                let yd = match xd.dim(0)? {
+                    0 => xd,
+                    _ => ops::layer_norm_tangent(&c, &xd, ln)?,
+                };
+                (y, yd)
+            }
+            None => (x, xd),
+        };
+        match self.projection {
+            Some(proj) => {
+                let e = ops::linear(&y, proj)?;
+                if yd.dim(0)? == 0 {
+                    let dim = proj.weight.dim(0)?;
+                    return Ok((e, Tensor::zeros((0, p, dim), y.dtype(), y.device())?));
+                }
+                Ok((e, ops::linear_tangent(&yd, proj)?))
+            }
+            None => Ok((y, yd)),
         }
-        let yd = ops::layer_norm_tangent(&c, &xd, self.final_ln)?;
-        Ok((e, ops::linear_tangent(&yd, self.projection)?))
     }
 
-    /// Which rows block `l` computes when the stack ends pooled.
+    /// Which rows block `l` computes when the stack ends pooled (every row when a pooling head
+    /// follows: it reads them all).
     fn rows_of<'p>(&self, l: usize, pool: &'p [usize]) -> Rows<'p> {
-        if l + 1 == self.blocks.len() {
+        if l + 1 == self.blocks.len() && self.head.is_none() {
             Rows::Pooled(pool)
         } else {
             Rows::All
@@ -464,6 +533,11 @@ impl Stack<'_> {
         x: &Tensor,
         pool: &[usize],
     ) -> Result<(Tensor, Vec<BlockTape>)> {
+        if self.head.is_some() {
+            return Err(crate::Error::InvalidArgument(
+                "the reverse pass (training) is implemented for CLIP towers only".into(),
+            ));
+        }
         let mut x = x.clone();
         let mut tapes = Vec::with_capacity(self.blocks.len());
         for (l, w) in self.blocks.iter().enumerate() {

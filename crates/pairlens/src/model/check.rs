@@ -55,7 +55,7 @@ impl Checker {
         &mut self,
         tower: TowerConfig,
         blocks: usize,
-        projection: &Linear,
+        projection: Option<&Linear>,
         map: impl FnOnce(&mut MapFn) -> Result<()>,
     ) -> Result<()> {
         let (name, cfg) = match tower {
@@ -77,8 +77,11 @@ impl Checker {
             });
         }
         // The projection's output width is the model's to choose; checked against the other
-        // tower's by `ClipModel::new`.
-        let projection_dim = projection.weight.dims().first().copied().unwrap_or(0);
+        // tower's by `ClipModel::new`. Without a projection the embedding is the width.
+        let projection_dim = match projection {
+            Some(p) => p.weight.dims().first().copied().unwrap_or(0),
+            None => w,
+        };
         map(&mut |param, t| {
             self.tensor(
                 &param.to_string(),

@@ -10,7 +10,7 @@ use super::vision::VisionTower;
 use super::weights::ClipWeights;
 use crate::{Error, Result};
 
-/// A CLIP dual encoder: the text tower f, the image tower g, score cos(f(x), g(y)).
+/// A dual encoder (CLIP or SigLIP): the text tower f, the image tower g, score cos(f(x), g(y)).
 #[derive(Clone, Debug)]
 pub struct ClipModel {
     /// The text tower.
@@ -19,6 +19,8 @@ pub struct ClipModel {
     pub vision: VisionTower,
     /// log of the similarity temperature, as stored in the checkpoint (`exp` it for the scale).
     pub logit_scale: f32,
+    /// The logit's bias (SigLIP), `None` for CLIP.
+    pub logit_bias: Option<f32>,
 }
 
 impl ClipModel {
@@ -36,8 +38,23 @@ impl ClipModel {
         self.text.weights.token_embedding.device()
     }
 
-    /// The unnormalised embedding `[projection_dim]` of one caption's ids (SOT … EOT, padded),
-    /// which may be longer than needed: the causal tower stops at the pooled position.
+    /// A copy of the weights (tensors are shared, not copied).
+    pub fn weights(&self) -> ClipWeights {
+        ClipWeights {
+            text: self.text.weights.clone(),
+            vision: self.vision.weights.clone(),
+            logit_scale: self.logit_scale,
+            logit_bias: self.logit_bias,
+        }
+    }
+
+    /// The model's own logit for a cosine: `exp(logit_scale)·cos (+ logit_bias)`.
+    pub fn logit(&self, cosine: f32) -> f32 {
+        self.logit_scale.exp() * cosine + self.logit_bias.unwrap_or(0.0)
+    }
+
+    /// The unnormalised embedding `[projection_dim]` of one caption's ids (padded to the
+    /// context length; a causal tower stops at the pooled position).
     pub fn embed_text(&self, ids: &[u32]) -> Result<Tensor> {
         let pooling = self.text.config.pooling;
         let pool = pooling.index(ids).ok_or_else(|| {
@@ -45,7 +62,11 @@ impl ClipModel {
                 "caption ids hold no token to pool at ({pooling:?})"
             ))
         })?;
-        let ids = Tensor::from_slice(&ids[..pool + 1], (1, pool + 1), self.device())?;
+        let seq = match self.text.config.causal {
+            true => pool + 1,
+            false => ids.len(),
+        };
+        let ids = Tensor::from_slice(&ids[..seq], (1, seq), self.device())?;
         Ok(self.text.forward(&ids, &[pool])?.squeeze(0)?)
     }
 
@@ -61,12 +82,21 @@ impl ClipModel {
             text,
             vision,
             logit_scale,
+            logit_bias,
         } = weights;
-        // The projections must agree with each other: the shared embedding space.
+        // The projections must agree with each other: the shared embedding space (a tower
+        // without a projection embeds in its own width).
         let projections = [Tower::Text, Tower::Vision].map(|t| {
             let param = Param::Projection(t);
             (param, param.shape(&config))
         });
+        let vision_width = config.vision.transformer.width;
+        if vision.projection.is_none() && config.projection_dim != vision_width {
+            return Err(Error::InvalidArgument(format!(
+                "the image tower embeds in its width {vision_width} but the embedding space has {} dimensions",
+                config.projection_dim
+            )));
+        }
         let text = TextTower {
             config: config.text,
             weights: text,
@@ -82,15 +112,18 @@ impl ClipModel {
         vision.check_weights(&mut c)?;
         for (param, shape) in &projections {
             let w = match param.tower() {
-                Tower::Text => &text.weights.projection.weight,
-                Tower::Vision => &vision.weights.projection.weight,
+                Tower::Text => Some(&text.weights.projection),
+                Tower::Vision => vision.weights.projection.as_ref(),
             };
-            c.tensor(&param.to_string(), w, shape)?;
+            if let Some(w) = w {
+                c.tensor(&param.to_string(), &w.weight, shape)?;
+            }
         }
         Ok(ClipModel {
             text,
             vision,
             logit_scale,
+            logit_bias,
         })
     }
 }

@@ -11,6 +11,9 @@ pub enum Activation {
     QuickGelu,
     /// x * Phi(x), Phi the standard normal CDF (erf form, not the tanh approximation).
     Gelu,
+    /// x * (1 + tanh(√(2/π)(x + 0.044715 x³)))/2: PyTorch's `gelu(approximate="tanh")`,
+    /// transformers' `gelu_pytorch_tanh` (SigLIP).
+    GeluTanh,
 }
 
 /// A stack of pre-LayerNorm transformer blocks.
@@ -51,6 +54,8 @@ pub enum TextPooling {
     ArgmaxId,
     /// The first position holding this id (HF with a real `eos_token_id`).
     FirstId(u32),
+    /// The last position of the padded sequence, whatever it holds (SigLIP: often padding).
+    Last,
 }
 
 impl TextPooling {
@@ -63,6 +68,7 @@ impl TextPooling {
                 ids.iter().position(|&i| i == max)
             }
             TextPooling::FirstId(id) => ids.iter().position(|&i| i == id),
+            TextPooling::Last => ids.len().checked_sub(1),
         }
     }
 }
@@ -79,6 +85,31 @@ pub struct TextConfig {
     pub vocab_size: usize,
     /// Which position feeds the embedding.
     pub pooling: TextPooling,
+    /// Whether a position attends only to itself and earlier ones (CLIP) or to every position
+    /// (SigLIP).
+    #[serde(default = "causal_by_default")]
+    pub causal: bool,
+    /// Whether the projection has a bias (SigLIP's `head`).
+    #[serde(default)]
+    pub projection_bias: bool,
+}
+
+fn causal_by_default() -> bool {
+    true
+}
+
+/// How the image tower turns its last states into one vector.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VisionPooling {
+    /// CLIP: a class token leads the sequence (after `ln_pre`); its row, through `ln_post` and
+    /// the projection, is the embedding.
+    #[default]
+    ClassToken,
+    /// SigLIP: patches only (a biased patch embedding, no `ln_pre`); `post_layernorm` on every
+    /// row, then a multihead attention-pooling head whose single query is a learned probe. The
+    /// head's output is the embedding (no projection).
+    AttentionHead,
 }
 
 /// The image tower's geometry: a ViT with a class token, pooled at it.
@@ -90,6 +121,9 @@ pub struct VisionConfig {
     pub patch_size: usize,
     /// (height, width) of the network input in pixels.
     pub image_size: (usize, usize),
+    /// How the embedding is read out.
+    #[serde(default)]
+    pub pooling: VisionPooling,
 }
 
 impl VisionConfig {
@@ -100,10 +134,24 @@ impl VisionConfig {
             self.image_size.1 / self.patch_size,
         )
     }
-    /// Sequence length: one CLS token, then the patches row-major.
+    /// The deepest split: the last block's input (CLIP), or the pooling head's input
+    /// (`layers`, SigLIP). The default layer of an explanation.
+    pub fn last_split(&self) -> usize {
+        match self.pooling {
+            VisionPooling::ClassToken => self.transformer.layers - 1,
+            VisionPooling::AttentionHead => self.transformer.layers,
+        }
+    }
+
+    /// Whether the sequence starts with a class token.
+    pub fn class_token(&self) -> bool {
+        self.pooling == VisionPooling::ClassToken
+    }
+
+    /// Sequence length: the class token if there is one, then the patches row-major.
     pub fn seq_len(&self) -> usize {
         let (h, w) = self.grid();
-        1 + h * w
+        usize::from(self.class_token()) + h * w
     }
 }
 

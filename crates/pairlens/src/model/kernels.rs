@@ -13,6 +13,7 @@ use candle_core::{DType, Device, Storage, StorageRef, Tensor, WithDType};
 use num_traits::{Float, One, Zero};
 use rayon::prelude::*;
 
+use crate::model::Activation;
 use crate::Result;
 
 /// Rows per work unit.
@@ -333,24 +334,38 @@ pub(crate) fn layer_norm_vjp(
 
 /// QuickGELU `y = x σ(1.702x)` and, when `slope` is asked for, `dy/dx = s + 1.702 x s (1 − s)`.
 pub(crate) fn quick_gelu(x: &Tensor, slope: bool) -> Result<Option<(Tensor, Option<Tensor>)>> {
-    activation(x, slope, false)
+    activation(x, slope, Activation::QuickGelu)
 }
 
 /// Exact GELU `y = x Φ(x)`, `Φ(x) = (1 + erf(x/√2))/2`, and, when `slope` is asked for,
 /// `dy/dx = Φ(x) + x φ(x)`.
 pub(crate) fn gelu(x: &Tensor, slope: bool) -> Result<Option<(Tensor, Option<Tensor>)>> {
-    activation(x, slope, true)
+    activation(x, slope, Activation::Gelu)
 }
 
-/// [`gelu`] (`exact`) or [`quick_gelu`], in chunks of rows.
-fn activation(x: &Tensor, slope: bool, exact: bool) -> Result<Option<(Tensor, Option<Tensor>)>> {
+/// GELU's tanh approximation (`gelu_pytorch_tanh`, SigLIP) `y = x (1 + tanh u)/2`,
+/// `u = √(2/π) (x + 0.044715 x³)`, and, when `slope` is asked for,
+/// `dy/dx = (1 + tanh u)/2 + x (1 − tanh² u) u'/2`.
+pub(crate) fn gelu_tanh(x: &Tensor, slope: bool) -> Result<Option<(Tensor, Option<Tensor>)>> {
+    activation(x, slope, Activation::GeluTanh)
+}
+
+/// One of the non-linearities above, in chunks of rows.
+fn activation(
+    x: &Tensor,
+    slope: bool,
+    act: Activation,
+) -> Result<Option<(Tensor, Option<Tensor>)>> {
     let Some(xv) = view(x) else {
         return Ok(None);
     };
     let dims = x.dims();
     by_dtype!(x.dtype(), T => {
-        let span: fn(&[T], &mut [T], Option<&mut [T]>) =
-            if exact { gelu_simd::<T> } else { quick_gelu_simd::<T> };
+        let span: fn(&[T], &mut [T], Option<&mut [T]>) = match act {
+            Activation::QuickGelu => quick_gelu_simd::<T>,
+            Activation::Gelu => gelu_simd::<T>,
+            Activation::GeluTanh => gelu_tanh_simd::<T>,
+        };
         let x = xv.slice::<T>();
         let chunk = CHUNK_ROWS * dims.last().copied().unwrap_or(1).max(1);
         let mut y = vec![T::zero(); x.len()];
@@ -416,6 +431,7 @@ pub(crate) fn softmax(s: &Tensor) -> Result<Option<Tensor>> {
 
 vectorised!(quick_gelu_simd = quick_gelu_span(x: &[T], y: &mut [T], d: Option<&mut [T]>));
 vectorised!(gelu_simd = gelu_span(x: &[T], y: &mut [T], d: Option<&mut [T]>));
+vectorised!(gelu_tanh_simd = gelu_tanh_span(x: &[T], y: &mut [T], d: Option<&mut [T]>));
 vectorised!(softmax_simd = softmax_rows(s: &[T], p: &mut [T], w: usize));
 
 /// QuickGELU over a span: `y = x σ(1.702x)` and the slope `s + 1.702 x s (1 − s)` when `d` is
@@ -458,6 +474,33 @@ fn gelu_span<T: Real>(x: &[T], y: &mut [T], d: Option<&mut [T]>) {
         None => {
             for i in 0..x.len() {
                 y[i] = x[i] * cdf(x[i]);
+            }
+        }
+    }
+}
+
+/// GELU's tanh approximation over a span, and its slope when `d` is given. `tanh u` is
+/// written `1 − 2/(e^{2u} + 1)`, which saturates to ±1 without NaN.
+#[inline(always)]
+fn gelu_tanh_span<T: Real>(x: &[T], y: &mut [T], d: Option<&mut [T]>) {
+    let half = T::from_f64(0.5);
+    let two = T::from_f64(2.0);
+    let c = T::from_f64((2.0 / std::f64::consts::PI).sqrt());
+    let k = T::from_f64(0.044715);
+    let k3 = T::from_f64(3.0 * 0.044715);
+    let tanh_u = |v: T| T::one() - two / ((two * c * (v + k * v * v * v)).exp_() + T::one());
+    match d {
+        Some(d) => {
+            for i in 0..x.len() {
+                let (v, t) = (x[i], tanh_u(x[i]));
+                y[i] = half * v * (T::one() + t);
+                d[i] = half * (T::one() + t)
+                    + half * v * (T::one() - t * t) * c * (T::one() + k3 * v * v);
+            }
+        }
+        None => {
+            for i in 0..x.len() {
+                y[i] = half * x[i] * (T::one() + tanh_u(x[i]));
             }
         }
     }
@@ -515,7 +558,6 @@ pub(crate) fn softmax_vjp(p: &Tensor, g: &Tensor) -> Result<Option<Tensor>> {
 mod tests {
     use super::*;
     use crate::model::ops::{self, LnCache};
-    use crate::model::Activation;
     use crate::model::LayerNorm;
     use candle_core::Var;
 
@@ -573,7 +615,11 @@ mod tests {
             assert!(rel(&gx, &gx0) < tol, "{dtype:?}: {}", rel(&gx, &gx0));
             assert!(rel(&g.weight, &g0.weight) < tol && rel(&g.bias, &g0.bias) < tol);
 
-            for act in [Activation::QuickGelu, Activation::Gelu] {
+            for act in [
+                Activation::QuickGelu,
+                Activation::Gelu,
+                Activation::GeluTanh,
+            ] {
                 let (a, s) = ops::activation_with_slope(&x, act).unwrap();
                 let (a0, s0) = ops::activation_with_slope_plain(&x, act).unwrap();
                 assert!(

@@ -29,10 +29,10 @@ mod weights;
 pub(crate) use block::{mlp_half, MlpHalf, Stack};
 pub use clip::ClipModel;
 pub use config::{
-    Activation, ClipConfig, TextConfig, TextPooling, TransformerConfig, VisionConfig,
+    Activation, ClipConfig, TextConfig, TextPooling, TransformerConfig, VisionConfig, VisionPooling,
 };
 pub use rng::Rng;
 pub use tangents::Tangents;
 pub use text::{TextTape, TextTower};
 pub use vision::{VisionTape, VisionTower};
-pub use weights::{Block, ClipWeights, LayerNorm, Linear, TextWeights, VisionWeights};
+pub use weights::{Block, ClipWeights, LayerNorm, Linear, PoolingHead, TextWeights, VisionWeights};

@@ -169,29 +169,43 @@ fn normal_cdf(x: &Tensor) -> Result<Tensor> {
     Ok(((x * std::f64::consts::FRAC_1_SQRT_2)?.erf()? + 1.0)?.affine(0.5, 0.0)?)
 }
 
-/// The MLP non-linearity: QuickGELU `x·σ(1.702x)` or exact GELU `x·Φ(x)`.
+/// `(1 + tanh u)/2`, `u = √(2/π)(x + 0.044715 x³)`, written `σ(2u)` (saturates without NaN),
+/// and `u' = √(2/π)(1 + 3·0.044715 x²)`.
+fn tanh_cdf(x: &Tensor) -> Result<(Tensor, Tensor)> {
+    let c = (2.0 / std::f64::consts::PI).sqrt();
+    let x2 = x.sqr()?;
+    let u = x.mul(&(&x2 * 0.044715)?.affine(c, c)?)?;
+    let cdf = ((u * -2.0)?.exp()? + 1.0)?.recip()?;
+    let du = x2.affine(3.0 * 0.044715 * c, c)?;
+    Ok((cdf, du))
+}
+
+fn kernel(x: &Tensor, act: Activation, slope: bool) -> Result<Option<(Tensor, Option<Tensor>)>> {
+    match act {
+        Activation::QuickGelu => kernels::quick_gelu(x, slope),
+        Activation::Gelu => kernels::gelu(x, slope),
+        Activation::GeluTanh => kernels::gelu_tanh(x, slope),
+    }
+}
+
+/// The MLP non-linearity: QuickGELU `x·σ(1.702x)`, exact GELU `x·Φ(x)` or its tanh
+/// approximation.
 pub fn activation(x: &Tensor, act: Activation) -> Result<Tensor> {
-    let kernel = match act {
-        Activation::QuickGelu => kernels::quick_gelu(x, false)?,
-        Activation::Gelu => kernels::gelu(x, false)?,
-    };
-    if let Some((y, _)) = kernel {
+    if let Some((y, _)) = kernel(x, act, false)? {
         return Ok(y);
     }
     match act {
         Activation::QuickGelu => Ok(x.mul(&quick_sigmoid(x)?)?),
         Activation::Gelu => Ok(x.mul(&normal_cdf(x)?)?),
+        Activation::GeluTanh => Ok(x.mul(&tanh_cdf(x)?.0)?),
     }
 }
 
 /// The activation and its elementwise slope `dy/dx`, for [`activation_tangent`].
-/// QuickGELU: `s + 1.702 x s (1 − s)`, `s = σ(1.702x)`. GELU: `Φ(x) + x φ(x)`.
+/// QuickGELU: `s + 1.702 x s (1 − s)`, `s = σ(1.702x)`. GELU: `Φ(x) + x φ(x)`. Tanh GELU:
+/// `c + 2x c (1 − c) u'`, `c = (1 + tanh u)/2`.
 pub fn activation_with_slope(x: &Tensor, act: Activation) -> Result<(Tensor, Tensor)> {
-    let kernel = match act {
-        Activation::QuickGelu => kernels::quick_gelu(x, true)?,
-        Activation::Gelu => kernels::gelu(x, true)?,
-    };
-    if let Some((y, Some(slope))) = kernel {
+    if let Some((y, Some(slope))) = kernel(x, act, true)? {
         return Ok((y, slope));
     }
     activation_with_slope_plain(x, act)
@@ -212,6 +226,14 @@ pub(crate) fn activation_with_slope_plain(x: &Tensor, act: Activation) -> Result
             let inv_sqrt_2pi = 1.0 / (2.0 * std::f64::consts::PI).sqrt();
             let pdf = (x.sqr()? * -0.5)?.exp()?.affine(inv_sqrt_2pi, 0.0)?;
             let slope = (cdf + x.mul(&pdf)?)?;
+            Ok((y, slope))
+        }
+        Activation::GeluTanh => {
+            // d/dx x c(x) = c + x c' with c = (1 + tanh u)/2, c' = 2 c (1 − c) u'.
+            let (cdf, du) = tanh_cdf(x)?;
+            let y = x.mul(&cdf)?;
+            let dc = (cdf.mul(&cdf.affine(-1.0, 1.0)?)? * 2.0)?.mul(&du)?;
+            let slope = (&cdf + x.mul(&dc)?)?;
             Ok((y, slope))
         }
     }

@@ -11,8 +11,10 @@ use std::fmt;
 use candle_core::Tensor;
 use rayon::prelude::*;
 
-use super::config::{ClipConfig, TextConfig, TransformerConfig, VisionConfig};
-use super::weights::{Block, ClipWeights, LayerNorm, Linear, TextWeights, VisionWeights};
+use super::config::{ClipConfig, TextConfig, TransformerConfig, VisionConfig, VisionPooling};
+use super::weights::{
+    Block, ClipWeights, LayerNorm, Linear, PoolingHead, TextWeights, VisionWeights,
+};
 use crate::Result;
 
 /// Which tower a parameter belongs to.
@@ -121,8 +123,17 @@ pub enum Param {
     Block(BlockParam),
     /// The LayerNorm after the last block (`ln_final`, `ln_post`).
     FinalNorm(Tower, Affine),
-    /// Projection into the shared embedding space `[projection_dim, width]` (no bias).
+    /// Projection into the shared embedding space `[projection_dim, width]`.
     Projection(Tower),
+    /// The projection's bias `[projection_dim]` (SigLIP's text `head`).
+    ProjectionBias(Tower),
+    /// The patch embedding convolution's bias `[width]` (SigLIP).
+    PatchBias,
+    /// The attention-pooling head's query `[width]` (SigLIP).
+    Probe,
+    /// A layer of the attention-pooling head (SigLIP): Q, K, V, Out, its LayerNorm (as `Ln2`),
+    /// Fc1, Fc2. It has no `Ln1`: the tower's `ln_post` comes before it.
+    Head(BlockLayer, Affine),
 }
 
 impl Param {
@@ -130,10 +141,16 @@ impl Param {
     pub fn tower(&self) -> Tower {
         match *self {
             Param::TokenEmbedding => Tower::Text,
-            Param::PatchEmbedding | Param::ClassEmbedding | Param::PreNorm(_) => Tower::Vision,
+            Param::PatchEmbedding
+            | Param::ClassEmbedding
+            | Param::PreNorm(_)
+            | Param::PatchBias
+            | Param::Probe
+            | Param::Head(..) => Tower::Vision,
             Param::PositionEmbedding(t)
             | Param::FinalNorm(t, _)
             | Param::Projection(t)
+            | Param::ProjectionBias(t)
             | Param::Block(BlockParam { tower: t, .. }) => t,
         }
     }
@@ -159,7 +176,8 @@ impl Param {
                 vec![w, 3, c.patch_size, c.patch_size]
             }
             (Param::Projection(_), _) => vec![projection_dim, w],
-            (Param::Block(BlockParam { part, affine, .. }), _) => {
+            (Param::ProjectionBias(_), _) => vec![projection_dim],
+            (Param::Block(BlockParam { part, affine, .. }), _) | (Param::Head(part, affine), _) => {
                 let (out, inp) = match part {
                     BlockLayer::Ln1 | BlockLayer::Ln2 => return vec![w],
                     BlockLayer::Fc1 => (t.mlp_dim, w),
@@ -220,6 +238,10 @@ impl fmt::Display for Param {
             Param::FinalNorm(Tower::Text, a) => write!(f, "text.ln_final.{}", affine(a)),
             Param::FinalNorm(Tower::Vision, a) => write!(f, "vision.ln_post.{}", affine(a)),
             Param::Projection(t) => write!(f, "{}.projection.weight", tower(t)),
+            Param::ProjectionBias(t) => write!(f, "{}.projection.bias", tower(t)),
+            Param::PatchBias => f.write_str("vision.patch_embedding.bias"),
+            Param::Probe => f.write_str("vision.head.probe"),
+            Param::Head(part, a) => write!(f, "vision.head.{}.{}", part.canonical(), affine(a)),
         }
     }
 }
@@ -311,14 +333,39 @@ fn build_block(
     })
 }
 
+fn build_head(read: &(dyn Fn(Param) -> Result<Tensor> + Sync), eps: f64) -> Result<PoolingHead> {
+    let get = |part, affine| read(Param::Head(part, affine));
+    let linear = |part| -> Result<Linear> {
+        Ok(Linear {
+            weight: get(part, Affine::Weight)?,
+            bias: Some(get(part, Affine::Bias)?),
+        })
+    };
+    Ok(PoolingHead {
+        probe: read(Param::Probe)?,
+        q: linear(BlockLayer::Q)?,
+        k: linear(BlockLayer::K)?,
+        v: linear(BlockLayer::V)?,
+        out: linear(BlockLayer::Out)?,
+        ln: LayerNorm {
+            weight: get(BlockLayer::Ln2, Affine::Weight)?,
+            bias: get(BlockLayer::Ln2, Affine::Bias)?,
+            eps,
+        },
+        fc1: linear(BlockLayer::Fc1)?,
+        fc2: linear(BlockLayer::Fc2)?,
+    })
+}
+
 impl ClipWeights {
     /// Builds the weights of a model of geometry `cfg` by asking `read` for every parameter
     /// (the blocks in parallel: checkpoint reading converts bytes as it goes). Block linear
-    /// layers have biases, projections none, as in every CLIP checkpoint.
+    /// layers have biases; which other parameters exist follows the geometry (CLIP or SigLIP).
     pub fn from_params(
         cfg: &ClipConfig,
         read: &(dyn Fn(Param) -> Result<Tensor> + Sync),
         logit_scale: f32,
+        logit_bias: Option<f32>,
     ) -> Result<ClipWeights> {
         let norm = |at: &dyn Fn(Affine) -> Param, eps: f64| -> Result<LayerNorm> {
             Ok(LayerNorm {
@@ -327,10 +374,13 @@ impl ClipWeights {
                 eps,
             })
         };
-        let projection = |t| -> Result<Linear> {
+        let projection = |t, bias: bool| -> Result<Linear> {
             Ok(Linear {
                 weight: read(Param::Projection(t))?,
-                bias: None,
+                bias: match bias {
+                    true => Some(read(Param::ProjectionBias(t))?),
+                    false => None,
+                },
             })
         };
         let blocks = |tower, layers: usize, eps| -> Result<Vec<Block>> {
@@ -345,21 +395,28 @@ impl ClipWeights {
             positional_embedding: read(Param::PositionEmbedding(Tower::Text))?,
             blocks: blocks(Tower::Text, tc.layers, tc.layer_norm_eps)?,
             ln_final: norm(&|a| Param::FinalNorm(Tower::Text, a), tc.layer_norm_eps)?,
-            projection: projection(Tower::Text)?,
+            projection: projection(Tower::Text, cfg.text.projection_bias)?,
         };
+        let eps = vc.layer_norm_eps;
+        let class = cfg.vision.pooling == VisionPooling::ClassToken;
         let vision = VisionWeights {
             patch_embedding: read(Param::PatchEmbedding)?,
-            class_embedding: read(Param::ClassEmbedding)?,
+            patch_bias: (!class).then(|| read(Param::PatchBias)).transpose()?,
+            class_embedding: class.then(|| read(Param::ClassEmbedding)).transpose()?,
             positional_embedding: read(Param::PositionEmbedding(Tower::Vision))?,
-            ln_pre: norm(&Param::PreNorm, vc.layer_norm_eps)?,
-            blocks: blocks(Tower::Vision, vc.layers, vc.layer_norm_eps)?,
-            ln_post: norm(&|a| Param::FinalNorm(Tower::Vision, a), vc.layer_norm_eps)?,
-            projection: projection(Tower::Vision)?,
+            ln_pre: class.then(|| norm(&Param::PreNorm, eps)).transpose()?,
+            blocks: blocks(Tower::Vision, vc.layers, eps)?,
+            ln_post: norm(&|a| Param::FinalNorm(Tower::Vision, a), eps)?,
+            head: (!class).then(|| build_head(read, eps)).transpose()?,
+            projection: class
+                .then(|| projection(Tower::Vision, false))
+                .transpose()?,
         };
         Ok(ClipWeights {
             text,
             vision,
             logit_scale,
+            logit_bias,
         })
     }
 
@@ -373,6 +430,7 @@ impl ClipWeights {
             text: self.text.map_params(&mut f)?,
             vision: self.vision.map_params(&mut f)?,
             logit_scale: self.logit_scale,
+            logit_bias: self.logit_bias,
         })
     }
 
@@ -398,7 +456,7 @@ impl TextWeights {
             )?,
             blocks: map_blocks(f, Tower::Text, &self.blocks)?,
             ln_final: map_norm(f, &self.ln_final, |a| Param::FinalNorm(Tower::Text, a))?,
-            projection: map_linear(f, &self.projection, |_| Param::Projection(Tower::Text))?,
+            projection: map_linear(f, &self.projection, |a| projection(Tower::Text, a))?,
         })
     }
 }
@@ -406,17 +464,64 @@ impl TextWeights {
 impl VisionWeights {
     /// [`ClipWeights::map_params`] for the image tower alone.
     pub fn map_params(&self, f: &mut MapFn) -> Result<VisionWeights> {
+        let class_embedding = match &self.class_embedding {
+            Some(t) => Some(f(Param::ClassEmbedding, t)?),
+            None => None,
+        };
+        let patch_embedding = f(Param::PatchEmbedding, &self.patch_embedding)?;
+        let patch_bias = match &self.patch_bias {
+            Some(t) => Some(f(Param::PatchBias, t)?),
+            None => None,
+        };
+        let positional_embedding = f(
+            Param::PositionEmbedding(Tower::Vision),
+            &self.positional_embedding,
+        )?;
+        let ln_pre = match &self.ln_pre {
+            Some(ln) => Some(map_norm(f, ln, Param::PreNorm)?),
+            None => None,
+        };
+        let blocks = map_blocks(f, Tower::Vision, &self.blocks)?;
+        let ln_post = map_norm(f, &self.ln_post, |a| Param::FinalNorm(Tower::Vision, a))?;
+        let head = match &self.head {
+            Some(h) => Some(map_head(f, h)?),
+            None => None,
+        };
+        let projection = match &self.projection {
+            Some(p) => Some(map_linear(f, p, |a| projection(Tower::Vision, a))?),
+            None => None,
+        };
         Ok(VisionWeights {
-            class_embedding: f(Param::ClassEmbedding, &self.class_embedding)?,
-            patch_embedding: f(Param::PatchEmbedding, &self.patch_embedding)?,
-            positional_embedding: f(
-                Param::PositionEmbedding(Tower::Vision),
-                &self.positional_embedding,
-            )?,
-            ln_pre: map_norm(f, &self.ln_pre, Param::PreNorm)?,
-            blocks: map_blocks(f, Tower::Vision, &self.blocks)?,
-            ln_post: map_norm(f, &self.ln_post, |a| Param::FinalNorm(Tower::Vision, a))?,
-            projection: map_linear(f, &self.projection, |_| Param::Projection(Tower::Vision))?,
+            patch_embedding,
+            patch_bias,
+            class_embedding,
+            positional_embedding,
+            ln_pre,
+            blocks,
+            ln_post,
+            head,
+            projection,
         })
     }
+}
+
+fn projection(tower: Tower, a: Affine) -> Param {
+    match a {
+        Affine::Weight => Param::Projection(tower),
+        Affine::Bias => Param::ProjectionBias(tower),
+    }
+}
+
+fn map_head(f: &mut MapFn, h: &PoolingHead) -> Result<PoolingHead> {
+    let at = |part| move |a| Param::Head(part, a);
+    Ok(PoolingHead {
+        probe: f(Param::Probe, &h.probe)?,
+        q: map_linear(f, &h.q, at(BlockLayer::Q))?,
+        k: map_linear(f, &h.k, at(BlockLayer::K))?,
+        v: map_linear(f, &h.v, at(BlockLayer::V))?,
+        out: map_linear(f, &h.out, at(BlockLayer::Out))?,
+        ln: map_norm(f, &h.ln, at(BlockLayer::Ln2))?,
+        fc1: map_linear(f, &h.fc1, at(BlockLayer::Fc1))?,
+        fc2: map_linear(f, &h.fc2, at(BlockLayer::Fc2))?,
+    })
 }

@@ -5,9 +5,11 @@
 use super::rng::Rng;
 
 use super::config::{
-    Activation, ClipConfig, TextConfig, TextPooling, TransformerConfig, VisionConfig,
+    Activation, ClipConfig, TextConfig, TextPooling, TransformerConfig, VisionConfig, VisionPooling,
 };
-use super::weights::{Block, ClipWeights, LayerNorm, Linear, TextWeights, VisionWeights};
+use super::weights::{
+    Block, ClipWeights, LayerNorm, Linear, PoolingHead, TextWeights, VisionWeights,
+};
 use crate::Result;
 
 fn linear(rng: &mut Rng, out: usize, inp: usize, bias: bool) -> Result<Linear> {
@@ -66,21 +68,59 @@ impl ClipWeights {
             positional_embedding: rng.tensor(&[t.context_length, tw], 0.0, 0.5)?,
             blocks: blocks(&mut rng, &t.transformer)?,
             ln_final: layer_norm(&mut rng, tw, t.transformer.layer_norm_eps)?,
-            projection: linear(&mut rng, config.projection_dim, tw, false)?,
+            projection: linear(&mut rng, config.projection_dim, tw, t.projection_bias)?,
         };
+        let class = v.class_token();
+        let eps = v.transformer.layer_norm_eps;
+        let patch_embedding = rng.tensor(&[vw, 3, p, p], 0.0, 1.0 / ((3 * p * p) as f64).sqrt())?;
+        let patch_bias = (!class).then(|| rng.tensor(&[vw], 0.0, 0.1)).transpose()?;
+        let class_embedding = class.then(|| rng.tensor(&[vw], 0.0, 1.0)).transpose()?;
+        let positional_embedding = rng.tensor(&[v.seq_len(), vw], 0.0, 0.5)?;
+        let ln_pre = class.then(|| layer_norm(&mut rng, vw, eps)).transpose()?;
+        let vision_blocks = blocks(&mut rng, &v.transformer)?;
+        let ln_post = layer_norm(&mut rng, vw, eps)?;
+        let head = match class {
+            true => None,
+            false => {
+                let mut head = blocks(
+                    &mut rng,
+                    &TransformerConfig {
+                        layers: 1,
+                        ..v.transformer.clone()
+                    },
+                )?;
+                let b = head.pop().expect("one block");
+                Some(PoolingHead {
+                    probe: rng.tensor(&[vw], 0.0, 1.0)?,
+                    q: b.q,
+                    k: b.k,
+                    v: b.v,
+                    out: b.out,
+                    ln: b.ln_2,
+                    fc1: b.fc1,
+                    fc2: b.fc2,
+                })
+            }
+        };
+        let projection = class
+            .then(|| linear(&mut rng, config.projection_dim, vw, false))
+            .transpose()?;
         let vision = VisionWeights {
-            patch_embedding: rng.tensor(&[vw, 3, p, p], 0.0, 1.0 / ((3 * p * p) as f64).sqrt())?,
-            class_embedding: rng.tensor(&[vw], 0.0, 1.0)?,
-            positional_embedding: rng.tensor(&[v.seq_len(), vw], 0.0, 0.5)?,
-            ln_pre: layer_norm(&mut rng, vw, v.transformer.layer_norm_eps)?,
-            blocks: blocks(&mut rng, &v.transformer)?,
-            ln_post: layer_norm(&mut rng, vw, v.transformer.layer_norm_eps)?,
-            projection: linear(&mut rng, config.projection_dim, vw, false)?,
+            patch_embedding,
+            patch_bias,
+            class_embedding,
+            positional_embedding,
+            ln_pre,
+            blocks: vision_blocks,
+            ln_post,
+            head,
+            projection,
         };
         Ok(ClipWeights {
             text,
             vision,
             logit_scale: (1.0f32 / 0.07).ln(),
+            logit_bias: (!class).then_some(-10.0),
         })
     }
 }
@@ -103,14 +143,32 @@ impl ClipConfig {
                 context_length: 8,
                 vocab_size: 40,
                 pooling: TextPooling::ArgmaxId,
+                causal: true,
+                projection_bias: false,
             },
             vision: VisionConfig {
                 transformer: tf(24, 3, Activation::Gelu),
                 patch_size: 4,
                 image_size: (8, 12),
+                pooling: VisionPooling::ClassToken,
             },
             projection_dim: 12,
         }
+    }
+
+    /// [`Self::tiny`] made SigLIP: tanh GELU, bidirectional text pooled at the last position
+    /// with a biased projection, an image tower without class token whose attention-pooling head
+    /// makes the embedding (in its width, 24).
+    pub fn tiny_siglip() -> ClipConfig {
+        let mut c = ClipConfig::tiny();
+        c.text.transformer.activation = Activation::GeluTanh;
+        c.text.pooling = TextPooling::Last;
+        c.text.causal = false;
+        c.text.projection_bias = true;
+        c.vision.transformer.activation = Activation::GeluTanh;
+        c.vision.pooling = VisionPooling::AttentionHead;
+        c.projection_dim = c.vision.transformer.width;
+        c
     }
 
     /// A ViT-B/32-size geometry (both towers), for timing; weights from [`ClipWeights::random`].
@@ -129,13 +187,46 @@ impl ClipConfig {
                 context_length: 77,
                 vocab_size: 49408,
                 pooling: TextPooling::ArgmaxId,
+                causal: true,
+                projection_bias: false,
             },
             vision: VisionConfig {
                 transformer: tf(768, 12),
                 patch_size: 32,
                 image_size: (224, 224),
+                pooling: VisionPooling::ClassToken,
             },
             projection_dim: 512,
+        }
+    }
+
+    /// A SigLIP B/16-size geometry at 224 px (`google/siglip-base-patch16-224`: 196 patches,
+    /// 64 text positions, width 768 in both towers), for timing.
+    pub fn siglip_b16_like() -> ClipConfig {
+        let tf = TransformerConfig {
+            width: 768,
+            layers: 12,
+            heads: 12,
+            mlp_dim: 3072,
+            activation: Activation::GeluTanh,
+            layer_norm_eps: 1e-6,
+        };
+        ClipConfig {
+            text: TextConfig {
+                transformer: tf.clone(),
+                context_length: 64,
+                vocab_size: 32000,
+                pooling: TextPooling::Last,
+                causal: false,
+                projection_bias: true,
+            },
+            vision: VisionConfig {
+                transformer: tf,
+                patch_size: 16,
+                image_size: (224, 224),
+                pooling: VisionPooling::AttentionHead,
+            },
+            projection_dim: 768,
         }
     }
 }

@@ -1,6 +1,7 @@
-//! The text tower: token + positional embeddings, causal pre-LN blocks, `ln_final` on the pooled
-//! row, projection. Sequences may be shorter than the context length: the causal mask keeps later
-//! positions out of earlier rows, so truncating after the pooled rows is exact.
+//! The text tower: token + positional embeddings, pre-LN blocks, `ln_final` on the pooled row,
+//! projection. CLIP's attention is causal: sequences may then be shorter than the context length
+//! (the mask keeps later positions out of earlier rows, so truncating after the pooled rows is
+//! exact). SigLIP's is bidirectional and pools at the last position of the padded sequence.
 
 use candle_core::{DType, Tensor};
 
@@ -49,7 +50,7 @@ impl TextTower {
         c.tower(
             TowerConfig::Text(&self.config),
             w.blocks.len(),
-            &w.projection,
+            Some(&w.projection),
             |f| w.map_params(f).map(|_| ()),
         )
     }
@@ -58,9 +59,10 @@ impl TextTower {
         Stack {
             cfg: &self.config.transformer,
             blocks: &self.weights.blocks,
-            causal: true,
-            final_ln: &self.weights.ln_final,
-            projection: &self.weights.projection,
+            causal: self.config.causal,
+            head: None,
+            final_ln: Some(&self.weights.ln_final),
+            projection: Some(&self.weights.projection),
         }
     }
 

@@ -1,6 +1,9 @@
 //! The vision tower: patch embedding (the stride-p convolution as im2col + one matmul, exact),
-//! class token, positional embedding, `ln_pre` (= block 0's input), pre-LN blocks, `ln_post` on
-//! the CLS row, projection. Forward, JVP from any block, and the reverse pass for training.
+//! then, for CLIP, class token, positional embedding, `ln_pre` (= block 0's input), pre-LN blocks,
+//! `ln_post` on the CLS row, projection; for SigLIP, the convolution's bias, positional embedding
+//! (= block 0's input), pre-LN blocks, `post_layernorm` on every row and the attention-pooling
+//! head. Forward and JVP from any block (`layers` = the head's input); the reverse pass for
+//! training (CLIP).
 
 use candle_core::{DType, Tensor};
 
@@ -19,7 +22,7 @@ const NAME: &str = "vision";
 #[derive(Clone, Debug)]
 pub struct VisionTape {
     cols: Tensor,
-    c_pre: LnCache,
+    c_pre: Option<LnCache>,
     blocks: Vec<BlockTape>,
     c_post: LnCache,
     /// `ln_post`'s output (the projection's input).
@@ -54,36 +57,61 @@ impl VisionTower {
             ));
         }
         let w = &self.weights;
+        let class = cfg.class_token();
+        let present = [
+            ("vision.class_embedding", w.class_embedding.is_some(), class),
+            ("vision.ln_pre", w.ln_pre.is_some(), class),
+            ("vision.projection", w.projection.is_some(), class),
+            (
+                "vision.patch_embedding.bias",
+                w.patch_bias.is_some(),
+                !class,
+            ),
+            ("vision.head", w.head.is_some(), !class),
+        ];
+        if let Some((name, has, _)) = present.iter().find(|(_, has, want)| has != want) {
+            let (what, how) = match has {
+                true => ("has", "does not"),
+                false => ("lacks", "does"),
+            };
+            return invalid(format!(
+                "vision tower {what} {name}, which a {:?} tower {how} have",
+                cfg.pooling
+            ));
+        }
         c.tower(
             TowerConfig::Vision(&self.config),
             w.blocks.len(),
-            &w.projection,
+            w.projection.as_ref(),
             |f| w.map_params(f).map(|_| ()),
         )
     }
 
     pub(crate) fn stack(&self) -> Stack<'_> {
+        let w = &self.weights;
+        let head = w.head.as_ref().map(|h| (&h.probe, h.as_block(&w.ln_post)));
         Stack {
             cfg: &self.config.transformer,
-            blocks: &self.weights.blocks,
+            blocks: &w.blocks,
             causal: false,
-            final_ln: &self.weights.ln_post,
-            projection: &self.weights.projection,
+            final_ln: head.is_none().then_some(&w.ln_post),
+            head,
+            projection: w.projection.as_ref(),
         }
     }
 
     fn dtype(&self) -> DType {
-        self.weights.class_embedding.dtype()
+        self.weights.patch_embedding.dtype()
     }
 
-    /// `ln_pre(cat(class, patches) + pos)` for pixels `[B, 3, H, W]` (H, W = `image_size`):
-    /// the input of block 0.
+    /// `ln_pre(cat(class, patches) + pos)` (CLIP) or `patches + bias + pos` (SigLIP) for pixels
+    /// `[B, 3, H, W]` (H, W = `image_size`): the input of block 0.
     pub fn embeddings(&self, pixels: &Tensor) -> Result<Tensor> {
         Ok(self.embeddings_taped(pixels)?.0)
     }
 
     /// [`Self::embeddings`], with the im2col patch columns `[B·P, 3p²]` and `ln_pre`'s cache.
-    fn embeddings_taped(&self, pixels: &Tensor) -> Result<(Tensor, Tensor, LnCache)> {
+    fn embeddings_taped(&self, pixels: &Tensor) -> Result<(Tensor, Tensor, Option<LnCache>)> {
         let cfg = &self.config;
         let (ih, iw) = cfg.image_size;
         let d = pixels.dims();
@@ -112,20 +140,29 @@ impl VisionTower {
             .contiguous()?
             .reshape((b * gh * gw, 3 * p * p))?;
         let kernel = self.weights.patch_embedding.reshape((width, 3 * p * p))?;
-        let patches = ops::matmul_wt(&cols, &kernel)?.reshape((b, gh * gw, width))?;
-        let cls = self
-            .weights
-            .class_embedding
-            .reshape((1, 1, width))?
-            .broadcast_as((b, 1, width))?
-            .contiguous()?;
-        let x = ops::add_param(
-            &Tensor::cat(&[&cls, &patches], 1)?,
-            &self.weights.positional_embedding,
-        )?;
-        let (h, c) =
-            ops::layer_norm_cached(&x, &self.weights.ln_pre, cfg.transformer.layer_norm_eps)?;
-        Ok((h, cols, c))
+        let mut patches = ops::matmul_wt(&cols, &kernel)?.reshape((b, gh * gw, width))?;
+        let w = &self.weights;
+        if let Some(bias) = &w.patch_bias {
+            patches = ops::add_param(&patches, bias)?;
+        }
+        let tokens = match &w.class_embedding {
+            Some(class) => {
+                let cls = class
+                    .reshape((1, 1, width))?
+                    .broadcast_as((b, 1, width))?
+                    .contiguous()?;
+                Tensor::cat(&[&cls, &patches], 1)?
+            }
+            None => patches,
+        };
+        let x = ops::add_param(&tokens, &w.positional_embedding)?;
+        match &w.ln_pre {
+            Some(ln) => {
+                let (h, c) = ops::layer_norm_cached(&x, ln, cfg.transformer.layer_norm_eps)?;
+                Ok((h, cols, Some(c)))
+            }
+            None => Ok((x, cols, None)),
+        }
     }
 
     /// States entering block `layer` (0..=layers). pixels `[B,3,H,W]` → `[B, seq, width]`.
@@ -147,7 +184,8 @@ impl VisionTower {
         Ok(b)
     }
 
-    /// Embedding (unnormalised, projected) of the CLS row from states entering block `layer`.
+    /// Embedding (unnormalised) from states entering block `layer`: the CLS row projected, or
+    /// the pooling head's output.
     pub fn embed_from(&self, layer: usize, hidden: &Tensor) -> Result<Tensor> {
         let b = self.check_hidden(layer, hidden)?;
         self.stack().embed(layer, hidden, &vec![0; b])
@@ -164,9 +202,12 @@ impl VisionTower {
         let (h0, cols, c_pre) = self.embeddings_taped(pixels)?;
         let pool = vec![0; h0.dim(0)?];
         let (x, blocks) = self.stack().forward_pooled_taped(&h0, &pool)?;
+        let Some(projection) = &self.weights.projection else {
+            return invalid("the reverse pass (training) is implemented for CLIP towers only");
+        };
         let eps = self.config.transformer.layer_norm_eps;
         let (y, c_post) = ops::layer_norm_cached(&x, &self.weights.ln_post, eps)?;
-        let e = ops::linear(&y, &self.weights.projection)?;
+        let e = ops::linear(&y, projection)?;
         let tape = VisionTape {
             cols,
             c_pre,
@@ -181,27 +222,36 @@ impl VisionTower {
     /// weight's gradient, laid out as the weights.
     pub fn vjp(&self, tape: &VisionTape, g: &Tensor) -> Result<VisionWeights> {
         let w = &self.weights;
-        let (gy, projection) = ops::linear_vjp(&tape.y, &w.projection, g)?;
+        let Some(projection) = &w.projection else {
+            return invalid("the reverse pass (training) is implemented for CLIP towers only");
+        };
+        let (gy, projection) = ops::linear_vjp(&tape.y, projection, g)?;
         let (gx, ln_post) = ops::layer_norm_vjp(&tape.c_post, &w.ln_post, &gy)?;
         let pool = vec![0; gx.dim(0)?];
         let (gh0, blocks) = self.stack().vjp_pooled(&tape.blocks, &pool, &gx)?;
-        let (g0, ln_pre) = ops::layer_norm_vjp(&tape.c_pre, &w.ln_pre, &gh0)?;
+        let (Some(c_pre), Some(ln_pre)) = (&tape.c_pre, &w.ln_pre) else {
+            return invalid("the reverse pass (training) is implemented for CLIP towers only");
+        };
+        let (g0, ln_pre) = ops::layer_norm_vjp(c_pre, ln_pre, &gh0)?;
         let (b, s, width) = g0.dims3()?;
         let patch = g0.narrow(1, 1, s - 1)?.reshape((b * (s - 1), width))?;
         let kernel = patch.t()?.matmul(&tape.cols)?;
         Ok(VisionWeights {
             patch_embedding: kernel.reshape(w.patch_embedding.shape())?,
-            class_embedding: ops::sum_leading(&g0.narrow(1, 0, 1)?, 1)?,
+            patch_bias: None,
+            class_embedding: Some(ops::sum_leading(&g0.narrow(1, 0, 1)?, 1)?),
             positional_embedding: ops::sum_leading(&g0, 2)?,
-            ln_pre,
+            ln_pre: Some(ln_pre),
             blocks,
             ln_post,
-            projection,
+            head: None,
+            projection: Some(projection),
         })
     }
 
     /// Embeddings `[P, proj]` of the P primals `[P, seq, width]` entering block `layer`, and
-    /// their T×P tangents `[T, P, proj]`. The last block computes only the CLS row.
+    /// their T×P tangents `[T, P, proj]`. With a class token, the last block computes only its
+    /// row.
     pub fn jvp_from(
         &self,
         layer: usize,

@@ -121,14 +121,19 @@ fn caption_section(
     let n = e.tokens.len();
     let patches = e.grid.0 * e.grid.1;
     let rows = e.matrix()?;
-    if rows.len() != n || rows.iter().any(|r| r.len() != 1 + patches) {
+    let first = usize::from(e.class_token);
+    if rows.len() != n || rows.iter().any(|r| r.len() != first + patches) {
         return Err(Error::InvalidArgument(format!(
-            "HTML report: caption {:?}: interactions do not match {n} tokens × (1 + {patches}) image tokens",
+            "HTML report: caption {:?}: interactions do not match {n} tokens × ({first} + {patches}) image tokens",
             c.caption
         )));
     }
     let totals: Vec<f32> = rows.iter().map(|r| r.iter().sum()).collect();
-    let cls: Vec<f32> = rows.iter().map(|r| r[0]).collect();
+    let cls: Vec<f32> = rows.iter().map(|r| r[..first].iter().sum()).collect();
+    let cls_note = |v: Option<f32>| match v {
+        Some(v) => format!(" (CLS {v:+.3e})"),
+        None => String::new(),
+    };
     let whole = e.span_heatmap(0, n)?;
     let overlay = |values: &[f32], what: &str| -> Result<String> {
         let title = format!("{what}\nscore {:.3}", e.score);
@@ -153,13 +158,14 @@ fn caption_section(
     let _ =
         writeln!(h, "<h3>tokens, coloured by their total interaction Σ<sub>t</sub> A[s, t]</h3>\n<div class=\"row\">");
     let tips: Vec<String> = (0..n)
-        .map(|i| {
-            format!(
+        .map(|i| match e.class_token {
+            true => format!(
                 "#{i} total {:+.4e} · with CLS {:+.4e} · with patches {:+.4e}",
                 totals[i],
                 cls[i],
                 totals[i] - cls[i]
-            )
+            ),
+            false => format!("#{i} total {:+.4e}", totals[i]),
         })
         .collect();
     token_strip(h, &e.tokens, &totals, &tips);
@@ -174,10 +180,10 @@ fn caption_section(
     );
     let _ = writeln!(
         h,
-        "<figure><img src=\"{}\" alt=\"heatmap of the whole caption\"><figcaption>whole caption: Σ<sub>s</sub> A[s, patch] \
-         (CLS {:+.3e})</figcaption></figure>\n</div>",
+        "<figure><img src=\"{}\" alt=\"heatmap of the whole caption\"><figcaption>whole caption: Σ<sub>s</sub> A[s, patch]\
+         {}</figcaption></figure>\n</div>",
         overlay(&whole.patches, "whole caption")?,
-        whole.cls
+        cls_note(whole.cls)
     );
 
     numbers(h, e, &totals);
@@ -193,14 +199,14 @@ fn caption_section(
         let _ = writeln!(
             h,
             "<h3>span {}:{} “{}”</h3>\n<div class=\"figs\"><figure><img src=\"{}\" alt=\"heatmap of span {}:{}\">\
-             <figcaption>Σ<sub>s∈span</sub> A[s, patch] (CLS {:+.3e})</figcaption></figure></div>",
+             <figcaption>Σ<sub>s∈span</sub> A[s, patch]{}</figcaption></figure></div>",
             s.start,
             s.end,
             escape(&words),
             overlay(&s.heatmap.patches, &format!("\"{words}\""))?,
             s.start,
             s.end,
-            s.heatmap.cls
+            cls_note(s.heatmap.cls)
         );
     }
 
@@ -458,6 +464,9 @@ mod tests {
                 "<end_of_text>".into(),
             ],
             interactions: Tensor::from_vec(values, (4, 5), &Device::Cpu).unwrap(),
+            class_token: true,
+            text_reference: vec![49406, 0, 49407],
+            image_reference: "zeros".into(),
             grid: (2, 2),
             patch_size: 16,
             score: 0.271828,

@@ -75,19 +75,22 @@ pub fn init_weights(config: &ClipConfig, seed: u64) -> Result<ClipWeights> {
     };
     let vision = VisionWeights {
         patch_embedding: rng.tensor(&[vw, 3, p, p], 0.0, ((3 * p * p) as f64).powf(-0.5))?,
-        class_embedding: rng.tensor(&[vw], 0.0, vscale)?,
+        patch_bias: None,
+        class_embedding: Some(rng.tensor(&[vw], 0.0, vscale)?),
         positional_embedding: rng.tensor(&[v.seq_len(), vw], 0.0, vscale)?,
-        ln_pre: identity_ln(vw, v.transformer.layer_norm_eps)?,
+        ln_pre: Some(identity_ln(vw, v.transformer.layer_norm_eps)?),
         blocks: blocks(&mut rng, &v.transformer)?,
         ln_post: identity_ln(vw, v.transformer.layer_norm_eps)?,
-        projection: Linear {
+        head: None,
+        projection: Some(Linear {
             weight: rng.tensor(&[config.projection_dim, vw], 0.0, vscale)?,
             bias: None,
-        },
+        }),
     };
     Ok(ClipWeights {
         text,
         vision,
         logit_scale: (1.0f32 / 0.07).ln(),
+        logit_bias: None,
     })
 }

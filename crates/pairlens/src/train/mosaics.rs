@@ -10,7 +10,7 @@ use crate::data::{max_caption_words, Mosaic, MosaicGenerator};
 use crate::io::preprocess::{PixelScaling, PreprocessConfig};
 use crate::io::tokenizer::ClipTokenizer;
 use crate::model::{
-    Activation, ClipConfig, TextConfig, TextPooling, TransformerConfig, VisionConfig,
+    Activation, ClipConfig, TextConfig, TextPooling, TransformerConfig, VisionConfig, VisionPooling,
 };
 use crate::{Error, Result};
 
@@ -33,11 +33,14 @@ pub fn builtin_config(tokenizer: &ClipTokenizer, canvas: usize, max_items: usize
             context_length: max_caption_words(max_items) + 2,
             vocab_size: tokenizer.vocab_size(),
             pooling: TextPooling::FirstId(tokenizer.eot_id()),
+            causal: true,
+            projection_bias: false,
         },
         vision: VisionConfig {
             transformer: tf,
             patch_size: 8,
             image_size: (canvas, canvas),
+            pooling: VisionPooling::ClassToken,
         },
         projection_dim: 128,
     }

@@ -248,6 +248,7 @@ impl Trainer {
                 vision: vision.vjp(&f.img_tape, &g_img.narrow(0, r.start, r.len())?)?,
                 text: text.vjp(&f.txt_tape, &g_txt.narrow(0, r.start, r.len())?)?,
                 logit_scale: 0.0,
+                logit_bias: None,
             })
         })?;
         // Shard gradients summed in shard order, each in checkpoint (= parameter) order.

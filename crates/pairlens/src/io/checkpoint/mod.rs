@@ -6,6 +6,7 @@ mod hf;
 mod json;
 mod open_clip;
 pub mod save;
+mod siglip;
 mod tensors;
 
 use std::fmt;
@@ -13,17 +14,24 @@ use std::path::{Path, PathBuf};
 
 use candle_core::Device;
 
+use crate::io::caption_tokenizer::CaptionTokenizer;
 use crate::io::preprocess::{PreprocessConfig, ResizeMode, MAX_RESIZED_PIXELS};
+use crate::io::siglip_tokenizer::SiglipTokenizer;
 use crate::io::tokenizer::{ClipTokenizer, TextCleaning};
 use crate::model::{ClipConfig, ClipModel, ClipWeights, TextPooling};
 use crate::{Error, Result};
 pub use save::save_hf;
 
-/// The layout of a checkpoint directory; `Display` gives `hf` or `open_clip`.
+/// SigLIP's SentencePiece model file.
+const SENTENCEPIECE: &str = "spiece.model";
+
+/// The layout of a checkpoint directory; `Display` gives `hf`, `hf-siglip` or `open_clip`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CheckpointFormat {
     /// transformers `CLIPModel` directory.
     Hf,
+    /// transformers `SiglipModel` directory (SigLIP, and SigLIP 2 at a fixed resolution).
+    HfSiglip,
     /// open_clip hub directory.
     OpenClip,
 }
@@ -32,6 +40,7 @@ impl fmt::Display for CheckpointFormat {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             CheckpointFormat::Hf => "hf",
+            CheckpointFormat::HfSiglip => "hf-siglip",
             CheckpointFormat::OpenClip => "open_clip",
         })
     }
@@ -46,7 +55,7 @@ pub struct LoadedModel {
     /// Both towers with their weights.
     pub model: ClipModel,
     /// The caption tokenizer, checked against the text tower's vocabulary and pooling id.
-    pub tokenizer: ClipTokenizer,
+    pub tokenizer: CaptionTokenizer,
     /// The image preprocessing, checked to produce the vision tower's input size.
     pub preprocess: PreprocessConfig,
 }
@@ -87,11 +96,18 @@ fn detect(dir: &Path) -> Result<CheckpointFormat> {
     if dir.join(open_clip::CONFIG).is_file() {
         Ok(CheckpointFormat::OpenClip)
     } else if dir.join(hf::CONFIG).is_file() {
-        Ok(CheckpointFormat::Hf)
+        let path = dir.join(hf::CONFIG);
+        let json = json::read_json(&path)?;
+        match json.get("model_type").and_then(|v| v.as_str()) {
+            Some("siglip") => Ok(CheckpointFormat::HfSiglip),
+            _ => Ok(CheckpointFormat::Hf),
+        }
     } else {
         Err(Error::UnknownCheckpoint {
             dir: dir.to_path_buf(),
-            msg: "neither config.json (Hugging Face CLIP) nor open_clip_config.json (open_clip) found".into(),
+            msg: "neither config.json (Hugging Face CLIP or SigLIP) nor open_clip_config.json \
+                  (open_clip) found"
+                .into(),
         })
     }
 }
@@ -101,6 +117,7 @@ pub fn read_config(dir: &Path) -> Result<(CheckpointFormat, ClipConfig)> {
     let format = detect(dir)?;
     let cfg = match format {
         CheckpointFormat::Hf => hf::read_config(dir)?,
+        CheckpointFormat::HfSiglip => siglip::read_config(dir)?,
         CheckpointFormat::OpenClip => open_clip::read_config(dir)?.0,
     };
     Ok((format, cfg))
@@ -158,10 +175,24 @@ pub(crate) struct Checkpoint {
 }
 
 impl Checkpoint {
-    /// Reads the configuration; for HF directories, also requires `tokenizer.json`.
+    /// Reads the configuration; for HF directories, also requires the tokenizer's file.
     pub(crate) fn open(dir: &Path) -> Result<Checkpoint> {
         let format = detect(dir)?;
         let (config, open_clip) = match format {
+            CheckpointFormat::HfSiglip => {
+                let spm = dir.join(SENTENCEPIECE);
+                if !spm.is_file() {
+                    let what = match dir.join("tokenizer.json").is_file() {
+                        true => "SentencePiece tokenizer; tokenizer.json (SigLIP 2's Gemma tokenizer) is not read yet",
+                        false => "SentencePiece tokenizer",
+                    };
+                    return Err(Error::MissingFile {
+                        path: spm,
+                        what: what.into(),
+                    });
+                }
+                (siglip::read_config(dir)?, None)
+            }
             CheckpointFormat::Hf => {
                 let tok_path = dir.join("tokenizer.json");
                 if !tok_path.is_file() {
@@ -208,6 +239,9 @@ impl Checkpoint {
         };
         store.check_values = check == ValueCheck::Now;
         match &self.open_clip {
+            None if self.format == CheckpointFormat::HfSiglip => {
+                store.read_weights(&self.config, &siglip::source, device)
+            }
             None => store.read_weights(&self.config, &hf::source, device),
             Some(extra) => {
                 let has = |name: &str| store.contains(name);
@@ -223,18 +257,23 @@ impl Checkpoint {
         self.weights(&Device::Cpu, ValueCheck::Now).map(|_| ())
     }
 
-    /// The tokenizer (`tokenizer.json`, or for open_clip without one the bundled CLIP BPE).
-    pub(crate) fn tokenizer(&self) -> Result<ClipTokenizer> {
+    /// The tokenizer (`tokenizer.json`, SigLIP's `spiece.model`, or for open_clip without a
+    /// tokenizer.json the bundled CLIP BPE).
+    pub(crate) fn tokenizer(&self) -> Result<CaptionTokenizer> {
         let tok_path = self.dir.join("tokenizer.json");
         let ctx = self.config.text.context_length;
-        match &self.open_clip {
+        if self.format == CheckpointFormat::HfSiglip {
+            return Ok(SiglipTokenizer::from_dir(&self.dir, ctx)?.into());
+        }
+        let clip = match &self.open_clip {
             None => ClipTokenizer::from_file(&tok_path, TextCleaning::None, ctx, None),
             Some(extra) if tok_path.is_file() => {
                 let pad = Some(extra.pad_id);
                 ClipTokenizer::from_file(&tok_path, TextCleaning::OpenClip, ctx, pad)
             }
             Some(_) => ClipTokenizer::bundled_open_clip(ctx),
-        }
+        };
+        Ok(clip?.into())
     }
 
     /// The image preprocessing, checked to produce what the vision tower takes.
@@ -243,10 +282,14 @@ impl Checkpoint {
         let preprocess = match &self.open_clip {
             None => {
                 let pp_path = dir.join("preprocessor_config.json");
-                if pp_path.is_file() {
-                    PreprocessConfig::from_hf_file(&pp_path)?
-                } else {
-                    PreprocessConfig::hf_default(config.vision.image_size)
+                let size = config.vision.image_size;
+                match (self.format, pp_path.is_file()) {
+                    (CheckpointFormat::HfSiglip, true) => {
+                        PreprocessConfig::siglip_from_hf_file(&pp_path, size)?
+                    }
+                    (CheckpointFormat::HfSiglip, false) => PreprocessConfig::siglip_default(size),
+                    (_, true) => PreprocessConfig::from_hf_file(&pp_path)?,
+                    (_, false) => PreprocessConfig::hf_default(size),
                 }
             }
             Some(extra) => PreprocessConfig::from_open_clip(
@@ -263,7 +306,9 @@ impl Checkpoint {
         };
         if let Some(input) = input.filter(|&i| i != config.vision.image_size) {
             let pp_file = match self.format {
-                CheckpointFormat::Hf => dir.join("preprocessor_config.json"),
+                CheckpointFormat::Hf | CheckpointFormat::HfSiglip => {
+                    dir.join("preprocessor_config.json")
+                }
                 CheckpointFormat::OpenClip => dir.join(open_clip::CONFIG),
             };
             return Err(Error::bad_config(
@@ -278,10 +323,12 @@ impl Checkpoint {
     }
 
     /// Checks that the model can embed every id of `tokenizer` and pools where it ends a text.
-    pub(crate) fn check_tokenizer(&self, tokenizer: &ClipTokenizer) -> Result<()> {
+    pub(crate) fn check_tokenizer(&self, tokenizer: &CaptionTokenizer) -> Result<()> {
         let (dir, config) = (&self.dir, &self.config);
         let tok_path = dir.join("tokenizer.json");
-        let tok_file = if tok_path.is_file() {
+        let tok_file = if self.format == CheckpointFormat::HfSiglip {
+            dir.join(SENTENCEPIECE)
+        } else if tok_path.is_file() {
             tok_path.clone()
         } else {
             PathBuf::from("<bundled CLIP tokenizer>")
@@ -296,7 +343,9 @@ impl Checkpoint {
                 ),
             ));
         }
-        if let TextPooling::FirstId(eos) = config.text.pooling {
+        if let (TextPooling::FirstId(eos), CaptionTokenizer::Clip(tokenizer)) =
+            (config.text.pooling, tokenizer)
+        {
             if eos != tokenizer.eot_id() {
                 return Err(Error::bad_config(
                     dir.join(hf::CONFIG),

@@ -9,7 +9,7 @@ use super::json::{read_json, Section};
 use super::tensors::{Source, TensorStore};
 use crate::model::params::{BlockLayer, Param, Tower};
 use crate::model::{
-    Activation, ClipConfig, TextConfig, TextPooling, TransformerConfig, VisionConfig,
+    Activation, ClipConfig, TextConfig, TextPooling, TransformerConfig, VisionConfig, VisionPooling,
 };
 use crate::{Error, Result};
 
@@ -268,6 +268,7 @@ pub(crate) fn read_config(dir: &Path) -> Result<(ClipConfig, OpenClipExtra)> {
         },
         patch_size: ph,
         image_size,
+        pooling: VisionPooling::ClassToken,
     };
 
     // Text tower.
@@ -339,6 +340,8 @@ pub(crate) fn read_config(dir: &Path) -> Result<(ClipConfig, OpenClipExtra)> {
         context_length: ts.positive("context_length", Some(77))?,
         vocab_size: ts.positive("vocab_size", Some(49408))?,
         pooling: TextPooling::ArgmaxId,
+        causal: true,
+        projection_bias: false,
     };
     let extra = OpenClipExtra {
         preprocess_cfg: root.get("preprocess_cfg").cloned().unwrap_or(json!({})),
@@ -422,5 +425,9 @@ pub(crate) fn source(param: Param, text_prefix: &str, has: impl Fn(&str) -> bool
             }
         }
         Param::Projection(Tower::Vision) => Source::Transposed("visual.proj".into()),
+        // SigLIP's own parameters, which this format's CLIP models lack (never asked for).
+        Param::ProjectionBias(_) | Param::PatchBias | Param::Probe | Param::Head(..) => {
+            super::hf::source(param)
+        }
     }
 }

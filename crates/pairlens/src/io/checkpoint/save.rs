@@ -44,6 +44,7 @@ fn act_name(a: Activation) -> &'static str {
     match a {
         Activation::QuickGelu => "quick_gelu",
         Activation::Gelu => "gelu",
+        Activation::GeluTanh => "gelu_pytorch_tanh",
     }
 }
 
@@ -84,6 +85,13 @@ fn hf_config_json(
                 .into(),
         )),
         TextPooling::FirstId(id) => id,
+        TextPooling::Last => {
+            return Err(Error::InvalidArgument(
+                "cannot save as a Hugging Face CLIP checkpoint: the text tower pools at the last \
+                 position (SigLIP); saving is implemented for CLIP models"
+                    .into(),
+            ))
+        }
     };
     let mut text = tower_json(&t.transformer, config.projection_dim);
     text.insert("vocab_size".into(), json!(t.vocab_size));

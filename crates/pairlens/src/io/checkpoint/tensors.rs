@@ -395,6 +395,8 @@ pub(crate) enum Source {
     Packed(String, usize),
     /// A `[width, embed]` matrix used as `x @ P`: the transpose of the parameter.
     Transposed(String),
+    /// The parameter behind this many leading axes of size 1 (SigLIP's probe `[1, 1, width]`).
+    UnitAxes(String, usize),
 }
 
 impl TensorStore {
@@ -421,9 +423,19 @@ impl TensorStore {
                     self.rows(&name, &packed, i * n..(i + 1) * n, device)
                 }
                 Source::Transposed(name) => self.transposed(&name, [shape[1], shape[0]], device),
+                Source::UnitAxes(name, k) => {
+                    let stored: Vec<usize> = std::iter::repeat_n(1, k)
+                        .chain(shape.iter().copied())
+                        .collect();
+                    Ok(self.tensor(&name, &stored, device)?.reshape(shape)?)
+                }
             }
         };
-        ClipWeights::from_params(cfg, &read, self.scalar("logit_scale")?)
+        let logit_bias = match self.contains("logit_bias") {
+            true => Some(self.scalar("logit_bias")?),
+            false => None,
+        };
+        ClipWeights::from_params(cfg, &read, self.scalar("logit_scale")?, logit_bias)
     }
 }
 
