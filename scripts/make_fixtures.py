@@ -13,7 +13,10 @@ import subprocess
 import sys
 
 HERE = pathlib.Path(__file__).resolve().parent
-PARTS = ["tokenizers.py", "images.py", "models.py", "exclip.py", "siglip_tokenizer.py", "siglip.py"]
+PARTS = [
+    "tokenizers.py", "images.py", "models.py", "exclip.py",
+    "siglip_tokenizer.py", "gemma_tokenizer.py", "siglip.py",
+]
 
 for part in PARTS:
     script = HERE / "fixtures" / part

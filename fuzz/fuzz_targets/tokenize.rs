@@ -2,8 +2,9 @@
 //! tokenizer (WordLevel tokenizer.json, no cleaning), the bundled CLIP BPE with open_clip's
 //! cleaning and regex split (`bundled_open_clip`), the bundled vocabulary through its
 //! tokenizer.json pipeline (HF `CLIPTokenizerFast` behaviour), a byte-level BPE tokenizer.json
-//! with open_clip cleaning, SigLIP's SentencePiece tokenizer (the tiny fixture `spiece.model`),
-//! each with and without truncation; and the cleaning functions on their own. Errors are fine; panics are not, and a success must be a well-formed sequence.
+//! with open_clip cleaning, SigLIP's SentencePiece tokenizer and SigLIP 2's Gemma tokenizer.json
+//! (the tiny fixtures), each with and without truncation; and the cleaning functions on their
+//! own. Errors are fine; panics are not, and a success must be a well-formed sequence.
 
 #![no_main]
 
@@ -32,6 +33,9 @@ static TOKENIZERS: LazyLock<Vec<CaptionTokenizer>> = LazyLock::new(|| {
             .unwrap()
             .into(),
         SiglipTokenizer::from_dir(&fixtures.join("siglip-spm"), 16)
+            .unwrap()
+            .into(),
+        SiglipTokenizer::from_dir(&fixtures.join("gemma-bpe"), 16)
             .unwrap()
             .into(),
     ]

@@ -3,7 +3,7 @@
 geometry: 224 px, 196 patches, 64 text tokens) beside a random open_clip ViT-B/16, same image,
 caption, N and thread count, runs interleaved, wall time and peak RSS of the whole process.
 
-  /work/venv/bin/python scripts/bench/siglip_bench.py [--repeats 5] [--quick]
+  /work/venv/bin/python scripts/bench/siglip_bench.py [--repeats 5] [--deep-repeats K] [--quick]
 
 Reuses explain_bench.py's helpers (imported as a module: make_model, make_image, settle, timed,
 median_run, BIN, CAPTION, OUT = $BENCH_DIR, default /tmp/pairlens-bench, never the repository).
@@ -134,7 +134,8 @@ def main():
                 print(f"FAILED: {name}\n{err}\n", flush=True)
                 continue
             runs[name].append(got)
-            print(f"[{r + 1}/{args.repeats}] {name}: {got[1]:.3f} s, {got[2]:.0f} MiB", flush=True)
+            print(f"{time.strftime('%H:%M:%S', time.gmtime())} [{r + 1}/{args.repeats}] {name}: "
+                  f"{got[1]:.3f} s, {got[2]:.0f} MiB", flush=True)
 
     results = {}
     for name, _ in configs:
@@ -147,15 +148,17 @@ def main():
     print(f"\nstarted {started}, finished {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime())}; "
           f"{platform.node()} ({os.cpu_count()} CPUs), RAYON_NUM_THREADS=2")
     print(f"binary {eb.BIN} (mtime {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(eb.BIN.stat().st_mtime))})")
-    print(f"{args.repeats} runs of the default-layer rows, {deep} of the deeper rows, interleaved in that order; "
-          "median (best) wall, peak RSS of the median run\n")
+    print(f"{args.repeats} runs of the default-layer rows"
+          + ("" if args.quick else f", {deep} of the deeper rows, interleaved in that order")
+          + "; median (best) wall, peak RSS of the median run\n")
     print("| configuration | wall, median (best) | peak RSS |")
     print("|---|---|---|")
     for name, _ in configs:
         if name in results:
             x = results[name]
-            print(f"| {name} | {x['wall']:.2f} s ({x['best']:.2f}) | {x['rss']:.0f} MiB |"
-                  + ("" if len(runs[name]) == args.repeats else f" ({len(runs[name])} runs)"))
+            k = len(runs[name])
+            print(f"| {name}{'' if k == args.repeats else f' ({k} runs)'} | {x['wall']:.2f} s ({x['best']:.2f}) | "
+                  f"{x['rss']:.0f} MiB |")
         else:
             print(f"| {name} | failed | – |")
     s, c = (results.get(configs[0][0]), results.get(configs[1][0]))
@@ -165,12 +168,14 @@ def main():
     print("\nspread (worst wall; all peak RSS, MiB):")
     for name, x in results.items():
         print(f"  {name}: worst {x['worst']:.2f} s; RSS {', '.join(f'{v:.0f}' for v in x['rss_all'])}")
-    print("\ntokens / patches (from --json):")
+    print("\nwhat ran (from --json of the median run: format, layers, text tokens, patch grid, timings in s):")
     for name, x in results.items():
-        caps = x["summary"].get("captions") or [{}]
-        toks = caps[0].get("tokens")
-        print(f"  {name}: {len(toks) if toks is not None else '?'} tokens; "
-              f"keys {sorted(k for k in x['summary'] if k != 'captions')}")
+        j = x["summary"]
+        st = j.get("settings", {})
+        toks = (j.get("captions") or [{}])[0].get("tokens") or []
+        tm = " ".join(f"{k[:-2]} {v:.2f}" for k, v in j.get("timings", {}).items())
+        print(f"  {name}: {j.get('format')}, text {st.get('text_layer')} image {st.get('image_layer')}, "
+              f"{len(toks)} tokens, grid {st.get('grid')}; {tm}")
     print("\ncommands (each run with RAYON_NUM_THREADS=2 under /usr/bin/time -v):")
     for name, cmd in configs:
         print(f"  {shlex.join(cmd)}")

@@ -23,7 +23,7 @@ use pairlens::{Device, Explainer, ModelSource};
 /// The flags that choose a model and where it computes.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ModelArgs {
-    /// Checkpoint directory (Hugging Face CLIP or open_clip hub layout)
+    /// Checkpoint directory (Hugging Face CLIP or SigLIP, or open_clip hub layout)
     /// [default: the built-in Fashion-MNIST model].
     #[arg(long)]
     pub model: Option<PathBuf>,

@@ -16,6 +16,14 @@
 //!    ids already end with it; with truncation the ids are cut to `L - 1` first; then the pad id
 //!    fills up to `L` (SigLIP's pad token is `</s>`, so pad id = end id = 1 in the real models).
 //!
+//! SigLIP 2 (a `tokenizer.json`, Gemma's BPE with byte fallback, and no `spiece.model`): read by
+//! the `tokenizers` crate, the same Rust code transformers' fast tokenizer runs, set up as
+//! transformers sets it: the class named in `tokenizer_config.json` (`GemmaTokenizer`: its own
+//! normaliser `" "` → `▁`; `Siglip2Tokenizer`: lower-cased first), `add_bos_token` /
+//! `add_eos_token` rebuilding the post-processor (`$A <eos>` for google/siglip2-*), truncation
+//! to the context (keeping `<eos>`), fixed padding on the right with `<pad>` (0). See
+//! `fixtures/tokenizers/gemma-bpe/README.md`.
+//!
 //! Where pairlens differs on purpose: a caption with nothing left after canonicalisation
 //! (empty, whitespace, punctuation only) is an [`Error::Caption`] (transformers returns just the
 //! end id), and a too-long caption without `truncate` is an error (transformers returns the
@@ -37,7 +45,7 @@ const MAX_CONFIG_BYTES: u64 = 16 << 20;
 
 /// SigLIP's SentencePiece tokenizer bound to a context length.
 #[derive(Clone)]
-pub struct SiglipTokenizer {
+struct SpmTokenizer {
     sp: Arc<SentencePiece>,
     dir: PathBuf,
     context_length: usize,
@@ -52,9 +60,9 @@ pub struct SiglipTokenizer {
     unk_prefix_len: usize,
 }
 
-impl std::fmt::Debug for SiglipTokenizer {
+impl std::fmt::Debug for SpmTokenizer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SiglipTokenizer")
+        f.debug_struct("SpmTokenizer")
             .field("dir", &self.dir)
             .field("vocab_size", &self.sp.len())
             .field("context_length", &self.context_length)
@@ -128,7 +136,7 @@ fn bool_key(cfg: &Value, path: &Path, key: &str, default: bool) -> Result<bool> 
     }
 }
 
-impl SiglipTokenizer {
+impl SpmTokenizer {
     /// Reads `spiece.model` (+ `tokenizer_config.json` / `special_tokens_map.json` when present)
     /// in `dir`.
     pub fn from_dir(dir: &Path, context_length: usize) -> Result<Self> {
@@ -268,7 +276,7 @@ impl SiglipTokenizer {
         }
 
         let unk_prefix_len = sp.encode(&unk_token)?.len();
-        Ok(SiglipTokenizer {
+        Ok(SpmTokenizer {
             sp: Arc::new(sp),
             dir: dir.to_path_buf(),
             context_length,
@@ -434,15 +442,6 @@ impl SiglipTokenizer {
         Ok(Encoded { ids, len, tokens })
     }
 
-    /// The text reference: every position the pad id; `len` 0, `tokens` empty.
-    pub fn reference(&self) -> Encoded {
-        Encoded {
-            ids: vec![self.pad; self.context_length],
-            len: 0,
-            tokens: Vec::new(),
-        }
-    }
-
     /// Id filling the sequence after the end token (`</s>`, 1, in the real checkpoints).
     pub fn pad_id(&self) -> u32 {
         self.pad
@@ -502,10 +501,429 @@ impl SiglipTokenizer {
         }
         Ok(words)
     }
+}
 
-    /// Every piece, in id order, as display strings ([`Self::token_str`]).
+/// Largest tokenizer.json read (Gemma's, with 256000 tokens, is about 17 MiB).
+const MAX_TOKENIZER_JSON_BYTES: u64 = 256 << 20;
+
+/// The tokenizer.json one (SigLIP 2's Gemma tokenizer), run through the `tokenizers` crate as
+/// transformers' fast tokenizer runs it.
+#[derive(Clone)]
+struct JsonTokenizer {
+    /// Truncation to the context and fixed-length padding on the right, as transformers sets
+    /// them for `padding="max_length", max_length=L, truncation=True`.
+    fixed: Arc<tokenizers::Tokenizer>,
+    /// Neither: counts the tokens of a caption that does not fit.
+    plain: Arc<tokenizers::Tokenizer>,
+    dir: PathBuf,
+    context_length: usize,
+    eos: u32,
+    pad: u32,
+    unk: u32,
+    vocab_size: usize,
+    lower_case: bool,
+}
+
+impl std::fmt::Debug for JsonTokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JsonTokenizer")
+            .field("dir", &self.dir)
+            .field("vocab_size", &self.vocab_size)
+            .field("context_length", &self.context_length)
+            .field("lower_case", &self.lower_case)
+            .field("eos", &self.eos)
+            .field("pad", &self.pad)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A JSON file's bytes, refusing files over `limit`.
+fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut bytes = Vec::new();
+    f.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::io(path, e))?;
+    if bytes.len() as u64 > limit {
+        return Err(Error::bad_config(
+            path,
+            format!("larger than {} MiB", limit >> 20),
+        ));
+    }
+    Ok(bytes)
+}
+
+impl JsonTokenizer {
+    /// `tokenizer.json` + `tokenizer_config.json` in `dir`, as transformers 5 loads them for a
+    /// `model_type: "siglip"` directory: the class named by `tokenizer_class` (GemmaTokenizer
+    /// for google/siglip2-*) rebuilds the normaliser and pre-tokenizer (Siglip2Tokenizer's
+    /// lower-cases first), `add_bos_token` / `add_eos_token` rebuild the post-processor.
+    fn from_dir(dir: &Path, context_length: usize) -> Result<Self> {
+        use tokenizers::normalizers::{Lowercase, Replace, Sequence};
+        use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
+        use tokenizers::processors::template::TemplateProcessing;
+        use tokenizers::{
+            NormalizerWrapper, PaddingDirection, PaddingParams, PaddingStrategy,
+            SplitDelimiterBehavior, TruncationDirection, TruncationParams, TruncationStrategy,
+        };
+
+        let path = dir.join("tokenizer.json");
+        let bytes = read_bounded(&path, MAX_TOKENIZER_JSON_BYTES)?;
+        let bad = |msg: String| Error::bad_config(&path, msg);
+        let sections = super::tokenizer::Sections::parse(&bytes)
+            .map_err(|e| bad(format!("not a tokenizer.json: {e}")))?;
+        let mut tok = super::tokenizer::tokenizer_from_json(&bytes, &sections)
+            .map_err(|e| bad(format!("cannot load tokenizer: {e}")))?;
+        drop(bytes);
+
+        let cfg_path = dir.join("tokenizer_config.json");
+        let cfg = read_json(&cfg_path)?.unwrap_or(Value::Object(Default::default()));
+        let class = match cfg.get("tokenizer_class") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) => Some(s.trim_end_matches("Fast").to_string()),
+            Some(_) => {
+                return Err(Error::bad_config(
+                    &cfg_path,
+                    "`tokenizer_class` is not a string",
+                ))
+            }
+        };
+        let gemma_like = matches!(
+            class.as_deref(),
+            Some("GemmaTokenizer") | Some("Siglip2Tokenizer")
+        );
+        let lower_case = class.as_deref() == Some("Siglip2Tokenizer");
+        if gemma_like {
+            // GemmaTokenizer's own pipeline, whatever the file says (transformers keeps only
+            // the vocabulary, merges and post-processor of the file).
+            let replace: NormalizerWrapper = Replace::new(" ", "\u{2581}")
+                .map_err(|e| bad(e.to_string()))?
+                .into();
+            let normalizer: NormalizerWrapper = if lower_case {
+                Sequence::new(vec![Lowercase.into(), replace]).into()
+            } else {
+                replace
+            };
+            tok.with_normalizer(Some(normalizer));
+            let split = Split::new(
+                SplitPattern::String(" ".into()),
+                SplitDelimiterBehavior::MergedWithPrevious,
+                false,
+            )
+            .map_err(|e| bad(e.to_string()))?;
+            tok.with_pre_tokenizer(Some(split));
+        }
+
+        let side = match cfg.get("padding_side") {
+            None | Some(Value::Null) => (if gemma_like { "left" } else { "right" }).to_string(),
+            Some(Value::String(s)) => s.clone(),
+            Some(_) => {
+                return Err(Error::bad_config(
+                    &cfg_path,
+                    "`padding_side` is not a string",
+                ))
+            }
+        };
+        if side != "right" {
+            return Err(Error::bad_config(
+                &cfg_path,
+                format!(
+                    "padding side {side:?}{}: pairlens reads captions padded on the right (as \
+                     google/siglip2-* set `padding_side: \"right\"`)",
+                    if cfg.get("padding_side").is_none() {
+                        " (the tokenizer class's default)"
+                    } else {
+                        ""
+                    }
+                ),
+            ));
+        }
+
+        let mut names = [
+            ("eos_token", "<eos>".to_string()),
+            ("pad_token", "<pad>".to_string()),
+            ("bos_token", "<bos>".to_string()),
+            ("unk_token", "<unk>".to_string()),
+        ];
+        for (key, value) in names.iter_mut() {
+            if let Some(v) = cfg.get(*key) {
+                if let Some(t) = token_text(v, &cfg_path, key)? {
+                    *value = t;
+                }
+            }
+        }
+        let [(_, eos_token), (_, pad_token), (_, bos_token), (_, unk_token)] = names;
+        let id_of = |text: &str| -> Result<u32> {
+            tok.token_to_id(text).ok_or_else(|| {
+                Error::bad_config(
+                    &cfg_path,
+                    format!("special token {text:?} is not in tokenizer.json's vocabulary"),
+                )
+            })
+        };
+        let (eos, pad, unk) = (id_of(&eos_token)?, id_of(&pad_token)?, id_of(&unk_token)?);
+
+        // transformers rebuilds the post-processor when the config names either flag.
+        let add_bos = cfg.get("add_bos_token").is_some_and(|v| !v.is_null());
+        let add_eos = cfg.get("add_eos_token").is_some_and(|v| !v.is_null());
+        if add_bos || add_eos {
+            let add_bos = bool_key(&cfg, &cfg_path, "add_bos_token", false)?;
+            let add_eos = bool_key(&cfg, &cfg_path, "add_eos_token", false)?;
+            let part = |seq: &str| {
+                let mut p = Vec::new();
+                if add_bos {
+                    p.push(format!("{bos_token}:{seq}"));
+                }
+                p.push(format!("${}:{seq}", if seq == "0" { "A" } else { "B" }));
+                if add_eos {
+                    p.push(format!("{eos_token}:{seq}"));
+                }
+                p.join(" ")
+            };
+            let mut specials = Vec::new();
+            if add_bos {
+                specials.push((bos_token.clone(), id_of(&bos_token)?));
+            }
+            if add_eos {
+                specials.push((eos_token.clone(), eos));
+            }
+            let template = TemplateProcessing::builder()
+                .try_single(part("0"))
+                .and_then(|b| b.try_pair(format!("{} {}", part("0"), part("1"))))
+                .map_err(|e| bad(format!("post-processor: {e}")))?
+                .special_tokens(specials)
+                .build()
+                .map_err(|e| bad(format!("post-processor: {e}")))?;
+            tok.with_post_processor(Some(template));
+        }
+
+        tok.with_padding(None);
+        tok.with_truncation(None).map_err(|e| bad(e.to_string()))?;
+        let plain = tok.clone();
+        tok.with_truncation(Some(TruncationParams {
+            direction: TruncationDirection::Right,
+            max_length: context_length,
+            strategy: TruncationStrategy::LongestFirst,
+            stride: 0,
+        }))
+        .map_err(|e| bad(format!("truncation to {context_length}: {e}")))?;
+        tok.with_padding(Some(PaddingParams {
+            strategy: PaddingStrategy::Fixed(context_length),
+            direction: PaddingDirection::Right,
+            pad_to_multiple_of: None,
+            pad_id: pad,
+            pad_type_id: 0,
+            pad_token,
+        }));
+        let vocab_size = tok.get_vocab_size(true);
+        Ok(JsonTokenizer {
+            fixed: Arc::new(tok),
+            plain: Arc::new(plain),
+            dir: dir.to_path_buf(),
+            context_length,
+            eos,
+            pad,
+            unk,
+            vocab_size,
+            lower_case,
+        })
+    }
+
+    fn encode(&self, caption: &str, truncate: bool) -> Result<Encoded> {
+        let err = |msg: String| Error::Caption {
+            caption: caption.to_string(),
+            msg,
+        };
+        if caption.chars().all(is_python_space) {
+            return Err(err("the caption is empty".into()));
+        }
+        let tok_err =
+            |e: tokenizers::Error| Error::Tokenizer(format!("{}: {e}", self.dir.display()));
+        let enc = self.fixed.encode(caption, true).map_err(tok_err)?;
+        if !truncate && !enc.get_overflowing().is_empty() {
+            let n = self.plain.encode(caption, true).map_err(tok_err)?.len();
+            let ctx = self.context_length;
+            let added = self.plain.get_post_processor().map_or(0, |p| {
+                use tokenizers::PostProcessor;
+                p.added_tokens(false)
+            });
+            return Err(err(format!(
+                "{n} tokens (with the end token) exceed the context length of {ctx}; \
+                 shorten the caption, or truncate it to its first {} tokens",
+                ctx.saturating_sub(added)
+            )));
+        }
+        let ids = enc.get_ids().to_vec();
+        let len = enc.get_attention_mask().iter().filter(|&&m| m != 0).count();
+        let tokens = ids[..len].iter().map(|&id| self.token_str(id)).collect();
+        Ok(Encoded { ids, len, tokens })
+    }
+
+    /// The piece, a word-start `▁` stripped (a lone `▁` stays), other `▁` as spaces; special and
+    /// byte-fallback pieces as they are (`<eos>`, `<0xE6>`); unknown ids as `<id N>`.
+    fn token_str(&self, id: u32) -> String {
+        let Some(piece) = self.fixed.id_to_token(id) else {
+            return format!("<id {id}>");
+        };
+        if piece.starts_with('<') && piece.ends_with('>') || piece == "\u{2581}" {
+            return piece;
+        }
+        piece
+            .strip_prefix(SPIECE_UNDERLINE)
+            .unwrap_or(&piece)
+            .replace(SPIECE_UNDERLINE, " ")
+    }
+
+    fn unknown_words(&self, caption: &str) -> Result<Vec<String>> {
+        let mut words: Vec<String> = Vec::new();
+        for word in caption.split(is_python_space) {
+            if word.is_empty() || words.iter().any(|w| w == word) {
+                continue;
+            }
+            let enc = self
+                .plain
+                .encode(word, false)
+                .map_err(|e| Error::Tokenizer(format!("{}: {e}", self.dir.display())))?;
+            if enc.get_ids().contains(&self.unk) {
+                words.push(word.to_string());
+            }
+        }
+        Ok(words)
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Kind {
+    Spm(SpmTokenizer),
+    Json(JsonTokenizer),
+}
+
+/// SigLIP's caption tokenizer bound to a context length: the SentencePiece one of SigLIP
+/// (`spiece.model`, transformers' `SiglipTokenizer`), or the `tokenizer.json` one of SigLIP 2
+/// (Gemma's BPE with byte fallback, transformers' `GemmaTokenizer`).
+#[derive(Clone, Debug)]
+pub struct SiglipTokenizer {
+    kind: Kind,
+}
+
+impl SiglipTokenizer {
+    /// Reads `spiece.model` (+ `tokenizer_config.json` / `special_tokens_map.json` when present)
+    /// in `dir`, or where there is none, `tokenizer.json` (+ `tokenizer_config.json`).
+    pub fn from_dir(dir: &Path, context_length: usize) -> Result<Self> {
+        if context_length < 2 {
+            return Err(Error::InvalidArgument(format!(
+                "SigLIP context length {context_length}: need at least 2 (a token and the end token)"
+            )));
+        }
+        let kind = if !dir.join("spiece.model").is_file() && dir.join("tokenizer.json").is_file() {
+            Kind::Json(JsonTokenizer::from_dir(dir, context_length)?)
+        } else {
+            Kind::Spm(SpmTokenizer::from_dir(dir, context_length)?)
+        };
+        Ok(SiglipTokenizer { kind })
+    }
+
+    /// The text as the tokenizer reads it: SigLIP's canonicalisation (lower-casing when
+    /// `do_lower_case`, no ASCII punctuation, whitespace folded); for tokenizer.json, the
+    /// caption itself (lower-cased for `Siglip2Tokenizer`).
+    pub fn canonicalize(&self, text: &str) -> String {
+        match &self.kind {
+            Kind::Spm(t) => t.canonicalize(text),
+            Kind::Json(t) if t.lower_case => text.to_lowercase(),
+            Kind::Json(_) => text.to_string(),
+        }
+    }
+
+    /// Ids padded to the context length with the pad id; `len` = the caption's ids and the end
+    /// token; `tokens` = display strings of `ids[..len]`. An empty caption is an
+    /// [`Error::Caption`]; too long: an error unless `truncate`, which keeps the first ids and
+    /// the end id, as transformers does.
+    pub fn encode(&self, caption: &str, truncate: bool) -> Result<Encoded> {
+        match &self.kind {
+            Kind::Spm(t) => t.encode(caption, truncate),
+            Kind::Json(t) => t.encode(caption, truncate),
+        }
+    }
+
+    /// The text reference: every position the pad id; `len` 0, `tokens` empty.
+    pub fn reference(&self) -> Encoded {
+        Encoded {
+            ids: vec![self.pad_id(); self.context_length()],
+            len: 0,
+            tokens: Vec::new(),
+        }
+    }
+
+    /// Id filling the sequence after the end token (`</s>`, 1, for SigLIP; `<pad>`, 0, for
+    /// SigLIP 2).
+    pub fn pad_id(&self) -> u32 {
+        match &self.kind {
+            Kind::Spm(t) => t.pad_id(),
+            Kind::Json(t) => t.pad,
+        }
+    }
+    /// End-of-sequence id, appended to every caption (1 for both).
+    pub fn eos_id(&self) -> u32 {
+        match &self.kind {
+            Kind::Spm(t) => t.eos_id(),
+            Kind::Json(t) => t.eos,
+        }
+    }
+    /// The unknown piece's id.
+    pub fn unk_id(&self) -> u32 {
+        match &self.kind {
+            Kind::Spm(t) => t.unk_id(),
+            Kind::Json(t) => t.unk,
+        }
+    }
+    /// Number of tokens (32000 for google/siglip-*, 256000 for google/siglip2-*).
+    pub fn vocab_size(&self) -> usize {
+        match &self.kind {
+            Kind::Spm(t) => t.vocab_size(),
+            Kind::Json(t) => t.vocab_size,
+        }
+    }
+    /// Length every encoded sequence is padded to.
+    pub fn context_length(&self) -> usize {
+        match &self.kind {
+            Kind::Spm(t) => t.context_length(),
+            Kind::Json(t) => t.context_length,
+        }
+    }
+    /// The directory the tokenizer was read from.
+    pub fn dir(&self) -> &Path {
+        match &self.kind {
+            Kind::Spm(t) => t.dir(),
+            Kind::Json(t) => &t.dir,
+        }
+    }
+
+    /// A display string for any id: a word-start `▁` is stripped (as the CLIP tokenizer strips
+    /// `</w>`; a lone `▁` stays `▁`), other `▁` shown as spaces; control, special and unknown
+    /// pieces as they are (`</s>`, `<eos>`, `<pad>`, `<unk>`), byte pieces as `<0xNN>` (one per
+    /// byte: a character read through byte fallback shows as its UTF-8 bytes); ids past the
+    /// vocabulary as `<id N>`.
+    pub fn token_str(&self, id: u32) -> String {
+        match &self.kind {
+            Kind::Spm(t) => t.token_str(id),
+            Kind::Json(t) => t.token_str(id),
+        }
+    }
+
+    /// Words of the caption that contain text the vocabulary maps to `<unk>`, in order, each
+    /// once. The model reads `<unk>` for those characters, and nothing of what they were.
+    /// Always empty under byte fallback with all 256 byte pieces (google/siglip2-*).
+    pub fn unknown_words(&self, caption: &str) -> Result<Vec<String>> {
+        match &self.kind {
+            Kind::Spm(t) => t.unknown_words(caption),
+            Kind::Json(t) => t.unknown_words(caption),
+        }
+    }
+
+    /// Every token, in id order, as display strings ([`Self::token_str`]).
     pub fn vocabulary(&self) -> Vec<String> {
-        (0..self.sp.len() as u32)
+        (0..self.vocab_size() as u32)
             .map(|id| self.token_str(id))
             .collect()
     }

@@ -168,7 +168,7 @@ fn post_specials(pp: &serde_json::Value) -> Option<(Special, Special)> {
 /// `end_of_word_suffix`. Parsing skips the vocabulary and merges (most of the file) instead of
 /// building them into a map: that map was a third of `explain`'s start-up on CLIP's vocabulary.
 #[derive(serde::Deserialize)]
-struct Sections {
+pub(crate) struct Sections {
     #[serde(default)]
     version: serde_json::Value,
     #[serde(default)]
@@ -195,7 +195,7 @@ struct ModelHead {
 }
 
 impl Sections {
-    fn parse(bytes: &[u8]) -> serde_json::Result<Sections> {
+    pub(crate) fn parse(bytes: &[u8]) -> serde_json::Result<Sections> {
         serde_json::from_slice(bytes)
     }
 
@@ -330,7 +330,10 @@ fn readable_bytes(bytes: &[u8]) -> String {
 /// that gives the same tokenizer — every added token already in the vocabulary under its own id,
 /// as in CLIP's files — and anything else the usual way. `tests/tokenizer_parity.rs` checks the
 /// results against transformers and open_clip.
-fn tokenizer_from_json(json: &[u8], sections: &Sections) -> std::result::Result<Tokenizer, String> {
+pub(crate) fn tokenizer_from_json(
+    json: &[u8],
+    sections: &Sections,
+) -> std::result::Result<Tokenizer, String> {
     match bpe_tokenizer_from_json(json, sections) {
         Some(tok) => Ok(tok),
         None => Tokenizer::from_bytes(json).map_err(|e| e.to_string()),

@@ -180,15 +180,14 @@ impl Checkpoint {
         let format = detect(dir)?;
         let (config, open_clip) = match format {
             CheckpointFormat::HfSiglip => {
+                // SigLIP's spiece.model, or else SigLIP 2's tokenizer.json (Gemma's tokenizer).
                 let spm = dir.join(SENTENCEPIECE);
-                if !spm.is_file() {
-                    let what = match dir.join("tokenizer.json").is_file() {
-                        true => "SentencePiece tokenizer; tokenizer.json (SigLIP 2's Gemma tokenizer) is not read yet",
-                        false => "SentencePiece tokenizer",
-                    };
+                if !spm.is_file() && !dir.join("tokenizer.json").is_file() {
                     return Err(Error::MissingFile {
                         path: spm,
-                        what: what.into(),
+                        what: "SigLIP's SentencePiece tokenizer; SigLIP 2 checkpoints have \
+                               tokenizer.json instead, which is not there either"
+                            .into(),
                     });
                 }
                 (siglip::read_config(dir)?, None)
@@ -327,7 +326,11 @@ impl Checkpoint {
         let (dir, config) = (&self.dir, &self.config);
         let tok_path = dir.join("tokenizer.json");
         let tok_file = if self.format == CheckpointFormat::HfSiglip {
-            dir.join(SENTENCEPIECE)
+            // The file SiglipTokenizer::from_dir reads.
+            match dir.join(SENTENCEPIECE).is_file() {
+                true => dir.join(SENTENCEPIECE),
+                false => tok_path.clone(),
+            }
         } else if tok_path.is_file() {
             tok_path.clone()
         } else {
