@@ -8,6 +8,8 @@ use candle_core::Device;
 use pairlens::grounding::coco::{plural, Linker};
 use pairlens::grounding::flickr30k::{parse_annotation, parse_sentence};
 use pairlens::grounding::*;
+use pairlens::io::caption_tokenizer::CaptionTokenizer;
+use pairlens::io::siglip_tokenizer::SiglipTokenizer;
 use pairlens::io::tokenizer::ClipTokenizer;
 
 fn fixture(name: &str) -> PathBuf {
@@ -23,17 +25,18 @@ fn temp_dir(name: &str) -> PathBuf {
     d
 }
 
-fn builtin_tokenizer() -> ClipTokenizer {
-    pairlens::builtin::load(&Device::Cpu)
-        .unwrap()
-        .tokenizer
-        .as_clip()
-        .unwrap()
-        .clone()
+fn builtin_tokenizer() -> CaptionTokenizer {
+    pairlens::builtin::load(&Device::Cpu).unwrap().tokenizer
 }
 
-fn clip_bpe() -> ClipTokenizer {
-    ClipTokenizer::bundled_open_clip(77).unwrap()
+fn clip_bpe() -> CaptionTokenizer {
+    ClipTokenizer::bundled_open_clip(77).unwrap().into()
+}
+
+/// SigLIP's SentencePiece tokenizer (the tiny fixture vocabulary) at SigLIP's context.
+fn siglip_spm() -> CaptionTokenizer {
+    let dir = fixture("../tokenizers/siglip-spm");
+    SiglipTokenizer::from_dir(&dir, 64).unwrap().into()
 }
 
 fn coco(skipped: &mut Skipped) -> Vec<CaptionItem> {
@@ -183,6 +186,24 @@ fn char_ranges_to_token_spans_on_both_tokenizers() {
             }
         }
         assert!(skipped.is_empty(), "{name}: {skipped:?}");
+    }
+    // SigLIP: no start token, so spans start at the first word's row; a word may be several
+    // pieces. The spans still select exactly each phrase's pieces.
+    let spm = siglip_spm();
+    let items = align_items(coco(&mut Skipped::new()), &spm, &mut Skipped::new()).unwrap();
+    assert_eq!(items.len(), 4);
+    assert_eq!(token_span(&spm, "a dog", (2, 5)).unwrap(), Some((1, 2)));
+    for it in &items {
+        let enc = spm.encode(&it.caption, false).unwrap();
+        for p in &it.phrases {
+            let want = spm.content_ids(p.text.as_deref().unwrap()).unwrap();
+            assert_eq!(
+                &enc.ids[p.span.0..p.span.1],
+                want.as_slice(),
+                "{:?}",
+                p.text
+            );
+        }
     }
     // BPE splits a word the word-level tokenizer keeps whole: the span covers all its pieces.
     let bpe = clip_bpe();

@@ -18,8 +18,8 @@ use pairlens::grounding::{
     align_items, box_mass, pointing_game, read_coco, read_flickr30k, read_jsonl, reverse_direction,
     union_weights, GroundingItem, PhraseResult, Skipped, Summary,
 };
+use pairlens::io::caption_tokenizer::CaptionTokenizer;
 use pairlens::io::preprocess::Preprocessed;
-use pairlens::io::tokenizer::ClipTokenizer;
 use pairlens::{Device, ImageSide, NoProgress};
 use serde_json::{json, Value};
 
@@ -133,7 +133,7 @@ fn data_flags(args: &Args) -> Result<Value> {
 /// The pairs to evaluate, with token spans from the model's tokenizer.
 fn read_items(
     args: &Args,
-    tokenizer: &ClipTokenizer,
+    tokenizer: &CaptionTokenizer,
     skipped: &mut Skipped,
 ) -> Result<Vec<GroundingItem>> {
     let need = |o: &Option<PathBuf>| o.clone().expect("checked by data_flags");
@@ -271,12 +271,21 @@ pub fn run(args: Args) -> Result<()> {
     // A long run fails at start, not at its first image: the tokenizer and every weight now.
     let loading = || format!("loading {}", ex.source());
     let tokenizer = ex.tokenizer().with_context(loading)?;
-    let Some(tokenizer) = tokenizer.as_clip() else {
+    if tokenizer.as_clip().is_none() && args.format == Format::Jsonl {
         anyhow::bail!(
-            "{}: eval-grounding is implemented for CLIP models so far (this is a SigLIP one)",
+            "{}: the mosaic JSONL's token spans are the built-in CLIP tokenizer's; a SigLIP model \
+             is evaluated on COCO or Flickr30k (--format coco|flickr30k), whose phrases are \
+             tokenized by the model",
             ex.source()
         );
-    };
+    }
+    if !ex.model().vision.config.class_token() && args.method == Method::Similarity {
+        anyhow::bail!(
+            "{}: the similarity baseline projects every image token like the class token, and \
+             this image tower has neither (SigLIP); use --method pairlens or ig",
+            ex.source()
+        );
+    }
     ex.check_weights().with_context(loading)?;
     let model = ex.model();
     let settings = args.settings.settings(&ex)?;
@@ -445,7 +454,8 @@ pub fn run(args: Args) -> Result<()> {
                         .with_context(|| format!("{}: phrase {k} as a caption", at()))?;
                     let t = baselines::text_embedding(model, &phrase_caption)?;
                     let ig = baselines::ig_attributions(image, &t)?;
-                    (ig[1..].to_vec(), None)
+                    let first = usize::from(model.vision.config.class_token());
+                    (ig[first..].to_vec(), None)
                 }
                 ImageWork::Similarity { .. } => {
                     let m = sim_map.as_ref().expect("similarity");

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use super::dataset::{GroundingItem, GroundingPhrase};
-use crate::io::tokenizer::ClipTokenizer;
+use crate::io::caption_tokenizer::CaptionTokenizer;
 use crate::{Error, Result};
 
 /// A phrase as a byte range `[start, end)` of its caption.
@@ -51,12 +51,13 @@ pub(crate) fn skip(skipped: &mut Skipped, reason: &str) {
     *skipped.entry(reason.to_string()).or_default() += 1;
 }
 
-/// The token span (SOT = 0, half-open) of bytes `range` of `caption`, or `None` when the
+/// The token span (rows of an explanation: SOT = 0 for CLIP, the first word's for SigLIP;
+/// half-open) of bytes `range` of `caption`, or `None` when the
 /// pieces `caption[..a]`, `caption[a..b]`, `caption[b..]`, tokenised apart and concatenated,
 /// differ from the caption's own ids (typically a range that starts or ends inside a word) or
 /// the phrase has no tokens. A range outside the caption or off a character boundary is an error.
 pub fn token_span(
-    tok: &ClipTokenizer,
+    tok: &CaptionTokenizer,
     caption: &str,
     (a, b): (usize, usize),
 ) -> Result<Option<(usize, usize)>> {
@@ -87,7 +88,7 @@ pub fn token_span(
     if whole.len() != pre.len() + phrase.len() + post.len() || !whole.iter().eq(joined) {
         return Ok(None);
     }
-    let start = 1 + pre.len();
+    let start = tok.first_content_row() + pre.len();
     Ok(Some((start, start + phrase.len())))
 }
 
@@ -96,7 +97,7 @@ pub fn token_span(
 /// and counted in the returned map (added to `skipped`).
 pub fn align_items(
     items: Vec<CaptionItem>,
-    tok: &ClipTokenizer,
+    tok: &CaptionTokenizer,
     skipped: &mut Skipped,
 ) -> Result<Vec<GroundingItem>> {
     let mut out = Vec::with_capacity(items.len());
@@ -107,7 +108,7 @@ pub fn align_items(
             skip(skipped, "captions with no tokens");
             continue;
         }
-        if content.len() + 2 > tok.context_length() {
+        if content.len() + tok.added_tokens() > tok.context_length() {
             skip(skipped, "captions longer than the model's context");
             continue;
         }

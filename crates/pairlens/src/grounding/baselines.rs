@@ -83,10 +83,7 @@ fn pooled(model: &ClipModel, caption: &Encoded) -> Result<usize> {
 
 /// Unit text embedding of a caption, `[proj]`.
 pub fn text_embedding(model: &ClipModel, caption: &Encoded) -> Result<Tensor> {
-    let pool = pooled(model, caption)?;
-    let device = model.text.weights.token_embedding.device();
-    let ids = Tensor::from_slice(&caption.ids[..pool + 1], (1, pool + 1), device)?;
-    let e = model.text.forward(&ids, &[pool])?;
+    let e = model.embed_text(&caption.ids)?.unsqueeze(0)?;
     Ok(unit_rows(&e)?.squeeze(0)?.to_device(&Device::Cpu)?)
 }
 
@@ -100,7 +97,7 @@ pub fn ig_image_side(model: &ClipModel, pixels: &Tensor, settings: &Settings) ->
     image_side(model, pixels, &s, &mut NoProgress)
 }
 
-/// IG of `cos(text, g(image))` per image token `[1 + patches]` (CLS first): `V̂ ê_text`, with
+/// IG of `cos(text, g(image))` per image token (CLS first, if the tower has one): `V̂ ê_text`, with
 /// `image` from [`ig_image_side`] and `text` a unit embedding from [`text_embedding`].
 pub fn ig_attributions(image: &TowerSide, text: &Tensor) -> Result<Vec<f32>> {
     let v = image.contributions.to_device(&Device::Cpu)?;

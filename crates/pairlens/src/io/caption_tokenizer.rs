@@ -4,7 +4,7 @@
 
 use super::siglip_tokenizer::SiglipTokenizer;
 use super::tokenizer::{ClipTokenizer, Encoded};
-use crate::Result;
+use crate::{Error, Result};
 
 /// A model's caption tokenizer.
 #[derive(Clone, Debug)]
@@ -92,8 +92,43 @@ impl CaptionTokenizer {
         }
     }
 
-    /// The CLIP tokenizer, for the parts of pairlens that read CLIP's token strings (grounding's
-    /// word alignment, training).
+    /// The caption's content ids, without start, end or padding tokens; empty when nothing is
+    /// left after cleaning (grounding aligns a phrase by tokenizing a caption's pieces apart).
+    pub fn content_ids(&self, caption: &str) -> Result<Vec<u32>> {
+        match self {
+            CaptionTokenizer::Clip(t) => t.content_ids(caption),
+            CaptionTokenizer::Siglip(t) => match t.encode(caption, true) {
+                // Every id up to the end token.
+                Ok(e) => Ok(e.ids[..e.len.saturating_sub(1)].to_vec()),
+                Err(Error::Caption { .. }) => Ok(Vec::new()),
+                Err(e) => Err(e),
+            },
+        }
+    }
+
+    /// The row of the first content token: 1 after CLIP's start token, 0 for SigLIP.
+    pub fn first_content_row(&self) -> usize {
+        match self {
+            CaptionTokenizer::Clip(_) => 1,
+            CaptionTokenizer::Siglip(_) => 0,
+        }
+    }
+
+    /// Tokens the tokenizer adds around a caption's content (CLIP: start and end; SigLIP: end).
+    pub fn added_tokens(&self) -> usize {
+        self.first_content_row() + 1
+    }
+
+    /// The context length ids are padded to.
+    pub fn context_length(&self) -> usize {
+        match self {
+            CaptionTokenizer::Clip(t) => t.context_length(),
+            CaptionTokenizer::Siglip(t) => t.context_length(),
+        }
+    }
+
+    /// The CLIP tokenizer, for the parts of pairlens that read CLIP's token strings (the
+    /// mosaics' token spans, training).
     pub fn as_clip(&self) -> Option<&ClipTokenizer> {
         match self {
             CaptionTokenizer::Clip(t) => Some(t.as_ref()),
