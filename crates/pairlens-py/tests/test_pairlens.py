@@ -513,3 +513,18 @@ def test_siglip_equals_cli():
     assert_same_bits(e.span(0, 2), c["spans"][0]["heatmap"])
     assert e.span_cls(0, 2) is None and c["spans"][0]["cls"] is None
     assert_same_bits(e.token_totals(), c["token_totals"])
+
+
+def test_quickstart_example(tmp_path):
+    """examples/quickstart.py runs as its docstring says and writes what it announces."""
+    import sys
+
+    p = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "quickstart.py"), str(tmp_path)],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )
+    assert p.returncode == 0, p.stderr
+    assert "'a running shoe': strongest patch" in p.stdout, p.stdout
+    assert "tokens strongest with the shoe's box" in p.stdout, p.stdout
+    assert (tmp_path / "report.html").stat().st_size > 1000
+    assert (tmp_path / "explanation.safetensors").is_file()
