@@ -426,7 +426,19 @@ fn settings(
     steps: Option<i64>,
     mode: Option<&str>,
 ) -> PyResult<Settings> {
-    let mut s = ex.default_settings();
+    let defaults = ex.default_settings();
+    overridden(ex, defaults, text_layer, image_layer, steps, mode)
+}
+
+/// `s` with the arguments given laid over it, checked against the model.
+fn overridden(
+    ex: &pairlens::Explainer,
+    mut s: Settings,
+    text_layer: Option<i64>,
+    image_layer: Option<i64>,
+    steps: Option<i64>,
+    mode: Option<&str>,
+) -> PyResult<Settings> {
     if let Some(l) = text_layer {
         s.text_layer = index("text_layer", l)?;
     }
@@ -509,20 +521,7 @@ impl Explainer {
                 ));
             }
             let had = side.side.settings();
-            let mut s = had.clone();
-            if let Some(l) = text_layer {
-                s.text_layer = index("text_layer", l)?;
-            }
-            if let Some(l) = image_layer {
-                s.image_layer = index("image_layer", l)?;
-            }
-            if let Some(n) = steps {
-                s.steps = index("steps", n)?;
-            }
-            if let Some(m) = mode {
-                s.mode = m.parse::<Mode>().or_raise()?;
-            }
-            ex.check_settings(&s).or_raise()?;
+            let s = overridden(ex, had.clone(), text_layer, image_layer, steps, mode)?;
             let reused = side.side.with_settings(&s).or_raise()?;
             let explanations = py.allow_threads(|| {
                 let encoded = captions

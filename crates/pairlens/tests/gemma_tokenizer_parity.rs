@@ -13,23 +13,14 @@ use candle_core::Device;
 use pairlens::io::siglip_tokenizer::SiglipTokenizer;
 use pairlens::{Error, Explainer, ModelSource};
 use serde_json::Value;
+use support::ids;
 
 fn dir() -> PathBuf {
     support::fixtures().join("tokenizers/gemma-bpe")
 }
 
 fn expected() -> Value {
-    let p = dir().join("expected.json");
-    serde_json::from_slice(&std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
-        .unwrap()
-}
-
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap_or_else(|| panic!("not an array: {v}"))
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
+    support::read_json(&dir().join("expected.json"))
 }
 
 /// A fresh temporary directory for this test.

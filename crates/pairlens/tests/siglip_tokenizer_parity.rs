@@ -11,23 +11,14 @@ use pairlens::io::sentencepiece::SentencePiece;
 use pairlens::io::siglip_tokenizer::SiglipTokenizer;
 use pairlens::Error;
 use serde_json::Value;
+use support::ids;
 
 fn dir() -> PathBuf {
     support::fixtures().join("tokenizers/siglip-spm")
 }
 
 fn expected() -> Value {
-    let p = dir().join("expected.json");
-    serde_json::from_slice(&std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
-        .unwrap()
-}
-
-fn ids(v: &Value) -> Vec<u32> {
-    v.as_array()
-        .unwrap_or_else(|| panic!("not an array: {v}"))
-        .iter()
-        .map(|x| x.as_u64().unwrap() as u32)
-        .collect()
+    support::read_json(&dir().join("expected.json"))
 }
 
 #[test]

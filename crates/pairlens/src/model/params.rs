@@ -315,12 +315,7 @@ fn build_block(
             eps,
         })
     };
-    let linear = |part| -> Result<Linear> {
-        Ok(Linear {
-            weight: get(part, Affine::Weight)?,
-            bias: Some(get(part, Affine::Bias)?),
-        })
-    };
+    let linear = |part| biased(&get, part);
     Ok(Block {
         ln_1: norm(BlockLayer::Ln1)?,
         q: linear(BlockLayer::Q)?,
@@ -333,14 +328,17 @@ fn build_block(
     })
 }
 
+/// A linear layer with its bias, each asked of `get`.
+fn biased(get: &dyn Fn(BlockLayer, Affine) -> Result<Tensor>, part: BlockLayer) -> Result<Linear> {
+    Ok(Linear {
+        weight: get(part, Affine::Weight)?,
+        bias: Some(get(part, Affine::Bias)?),
+    })
+}
+
 fn build_head(read: &(dyn Fn(Param) -> Result<Tensor> + Sync), eps: f64) -> Result<PoolingHead> {
     let get = |part, affine| read(Param::Head(part, affine));
-    let linear = |part| -> Result<Linear> {
-        Ok(Linear {
-            weight: get(part, Affine::Weight)?,
-            bias: Some(get(part, Affine::Bias)?),
-        })
-    };
+    let linear = |part| biased(&get, part);
     Ok(PoolingHead {
         probe: read(Param::Probe)?,
         q: linear(BlockLayer::Q)?,
